@@ -1,0 +1,73 @@
+"""DenseNet (d2l 7.7): a 7x7 stem, `DenseBlock`s that concatenate, `transition_block`s.
+
+Beyond the book: DenseNet-BC's bottleneck (a 1x1 conv to 4 x growth rate before each 3x3)
+and the transition's compression factor (the book halves the channels: compression 0.5).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from cnnlab.models import register
+from cnnlab.specs import DenseNetSpec
+
+
+def conv_block(in_channels: int, num_channels: int, bottleneck: bool = False) -> nn.Sequential:
+    """BN, ReLU, 3x3 conv (d2l 7.7.2); with `bottleneck`, a BN, ReLU, 1x1 conv goes first."""
+    layers: list[nn.Module] = []
+    if bottleneck:
+        wide = 4 * num_channels
+        layers += [nn.BatchNorm2d(in_channels), nn.ReLU(), nn.Conv2d(in_channels, wide, 1)]
+        in_channels = wide
+    layers += [nn.BatchNorm2d(in_channels), nn.ReLU(),
+               nn.Conv2d(in_channels, num_channels, kernel_size=3, padding=1)]
+    return nn.Sequential(*layers)
+
+
+class DenseBlock(nn.Module):
+    """`num_convs` conv blocks; each one's output is concatenated to its input on channels."""
+
+    def __init__(self, num_convs: int, in_channels: int, num_channels: int,
+                 bottleneck: bool = False):
+        super().__init__()
+        self.net = nn.Sequential(*(
+            conv_block(in_channels + i * num_channels, num_channels, bottleneck)
+            for i in range(num_convs)))
+        self.out_channels = in_channels + num_convs * num_channels
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        for blk in self.net:
+            Y = blk(X)
+            X = torch.cat((X, Y), dim=1)
+        return X
+
+
+def transition_block(in_channels: int, num_channels: int) -> nn.Sequential:
+    """BN, ReLU, a 1x1 conv to `num_channels`, a 2x2 average pool (d2l 7.7.3)."""
+    return nn.Sequential(nn.BatchNorm2d(in_channels), nn.ReLU(),
+                         nn.Conv2d(in_channels, num_channels, kernel_size=1),
+                         nn.AvgPool2d(kernel_size=2, stride=2))
+
+
+@register("densenet")
+def densenet(spec: DenseNetSpec) -> nn.Sequential:
+    channels, growth_rate = spec.channels(spec.stem_channels), spec.channels(spec.growth_rate)
+    layers: list[tuple[str, nn.Module]] = [("stem", nn.Sequential(
+        nn.Conv2d(spec.in_channels, channels, kernel_size=7, stride=2, padding=3),
+        nn.BatchNorm2d(channels), nn.ReLU(),
+        nn.MaxPool2d(kernel_size=3, stride=2, padding=1)))]
+    for i, num_convs in enumerate(spec.block_sizes):
+        block = DenseBlock(num_convs, channels, growth_rate, spec.bottleneck)
+        layers.append((f"dense_block{i + 1}", block))
+        channels = block.out_channels
+        if i != len(spec.block_sizes) - 1:  # a transition between dense blocks, not after
+            reduced = max(1, int(channels * spec.compression))
+            layers.append((f"transition_block{i + 1}", transition_block(channels, reduced)))
+            channels = reduced
+    layers += [("final_norm", nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU())),
+               ("global_avg_pool", nn.AdaptiveAvgPool2d(1)), ("flatten", nn.Flatten()),
+               ("output", nn.Linear(channels, spec.num_classes))]
+    return nn.Sequential(OrderedDict(layers))

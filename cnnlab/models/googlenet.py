@@ -1,0 +1,65 @@
+"""GoogLeNet (d2l 7.4): a stem, then stages of `Inception` blocks, global average pooling."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from cnnlab.models import register
+from cnnlab.models.common import conv_relu
+from cnnlab.specs import GoogLeNetSpec, InceptionSplit
+
+
+class Inception(nn.Module):
+    """Four parallel paths concatenated on channels (d2l 7.4.1).
+
+    p1: 1x1 conv; p2: 1x1 then 3x3; p3: 1x1 then 5x5; p4: 3x3 max-pool then 1x1.
+    (The textbook's p1_1, p2_1 and p2_2, ... are p1, p2[0] and p2[1], ... here.)
+    """
+
+    def __init__(self, in_channels: int, c1: int, c2: tuple[int, int], c3: tuple[int, int],
+                 c4: int, batch_norm: bool = False):
+        super().__init__()
+        bn = batch_norm
+        self.p1 = conv_relu(in_channels, c1, 1, batch_norm=bn)
+        self.p2 = nn.Sequential(conv_relu(in_channels, c2[0], 1, batch_norm=bn),
+                                conv_relu(c2[0], c2[1], 3, padding=1, batch_norm=bn))
+        self.p3 = nn.Sequential(conv_relu(in_channels, c3[0], 1, batch_norm=bn),
+                                conv_relu(c3[0], c3[1], 5, padding=2, batch_norm=bn))
+        self.p4 = nn.Sequential(nn.MaxPool2d(kernel_size=3, stride=1, padding=1),
+                                conv_relu(in_channels, c4, 1, batch_norm=bn))
+        self.out_channels = c1 + c2[1] + c3[1] + c4
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat((self.p1(x), self.p2(x), self.p3(x), self.p4(x)), dim=1)
+
+
+def _scaled(split: InceptionSplit, spec: GoogLeNetSpec) -> InceptionSplit:
+    c1, (c2a, c2b), (c3a, c3b), c4 = split
+    ch = spec.channels
+    return ch(c1), (ch(c2a), ch(c2b)), (ch(c3a), ch(c3b)), ch(c4)
+
+
+@register("googlenet")
+def googlenet(spec: GoogLeNetSpec) -> nn.Sequential:
+    ch, bn = spec.channels, spec.batch_norm
+    b1 = nn.Sequential(conv_relu(spec.in_channels, ch(64), 7, stride=2, padding=3, batch_norm=bn),
+                       nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
+    b2 = nn.Sequential(conv_relu(ch(64), ch(64), 1, batch_norm=bn),
+                       conv_relu(ch(64), ch(192), 3, padding=1, batch_norm=bn),
+                       nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
+    stages: list[tuple[str, nn.Module]] = [("b1", b1), ("b2", b2)]
+    channels, splits = ch(192), iter(spec.inception)
+    for s, count in enumerate(spec.stages):
+        blocks: list[nn.Module] = []
+        for _ in range(count):
+            blocks.append(Inception(channels, *_scaled(next(splits), spec), batch_norm=bn))
+            channels = blocks[-1].out_channels
+        last = s == len(spec.stages) - 1
+        blocks += [nn.AdaptiveAvgPool2d(1), nn.Flatten()] if last else [
+            nn.MaxPool2d(kernel_size=3, stride=2, padding=1)]
+        stages.append((f"b{s + 3}", nn.Sequential(*blocks)))
+    stages.append(("output", nn.Linear(channels, spec.num_classes)))
+    return nn.Sequential(OrderedDict(stages))

@@ -1,0 +1,94 @@
+"""ResNet (d2l 7.6): a 7x7 stem, stages of `Residual` blocks, global average pooling.
+
+Beyond the book: bottleneck blocks (exercise 7.6.2) and the pre-activation order BN, ReLU,
+conv (exercise 7.6.3), as options of the book's `Residual` rather than parallel copies.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from cnnlab.models import register
+from cnnlab.specs import ResNetSpec
+
+
+class Residual(nn.Module):
+    """The residual block of d2l 7.6.2: `relu(F(x) + x)`.
+
+    `use_1x1conv` adds a 1x1 conv on the skip path (the book's `conv3`, called `shortcut` here)
+    so that channels and stride can change. `bottleneck` replaces the two 3x3 convs with
+    1x1 (to channels/4), 3x3, 1x1. `preact` orders each layer BN, ReLU, conv and drops the
+    ReLU after the addition.
+    """
+
+    def __init__(self, in_channels: int, num_channels: int, use_1x1conv: bool = False,
+                 strides: int = 1, bottleneck: bool = False, preact: bool = False):
+        super().__init__()
+        self.preact = preact
+        mid = max(1, num_channels // 4) if bottleneck else num_channels
+        if bottleneck:
+            shapes = [(in_channels, mid, 1, 1, 0), (mid, mid, 3, strides, 1), (mid, num_channels, 1, 1, 0)]
+        else:
+            shapes = [(in_channels, mid, 3, strides, 1), (mid, num_channels, 3, 1, 1)]
+        for i, (c_in, c_out, kernel, stride, padding) in enumerate(shapes, start=1):
+            setattr(self, f"conv{i}", nn.Conv2d(c_in, c_out, kernel, stride, padding))
+            setattr(self, f"bn{i}", nn.BatchNorm2d(c_in if preact else c_out))
+            setattr(self, f"relu{i}", nn.ReLU())
+        self.depth = len(shapes)
+        self.shortcut = nn.Conv2d(in_channels, num_channels, 1, strides) if use_1x1conv else None
+        self.relu_out = None if preact else nn.ReLU()
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        Y = X
+        for i in range(1, self.depth + 1):
+            conv, bn, relu = (getattr(self, f"{n}{i}") for n in ("conv", "bn", "relu"))
+            if self.preact:
+                Y = conv(relu(bn(Y)))
+            else:
+                Y = bn(conv(Y))
+                if i < self.depth:  # the last ReLU waits until after the addition
+                    Y = relu(Y)
+        if self.shortcut is not None:
+            X = self.shortcut(X)
+        Y = Y + X
+        return Y if self.relu_out is None else self.relu_out(Y)
+
+
+def resnet_block(in_channels: int, num_channels: int, num_residuals: int,
+                 first_block: bool = False, bottleneck: bool = False,
+                 preact: bool = False) -> nn.Sequential:
+    """A stage: the first block halves height and width (unless `first_block`, which follows
+    the stem's max-pool) and adapts the channels with a 1x1 conv when they change."""
+    blocks = []
+    for i in range(num_residuals):
+        if i == 0:
+            strides = 1 if first_block else 2
+            use_1x1 = strides != 1 or in_channels != num_channels
+            blocks.append(Residual(in_channels, num_channels, use_1x1, strides, bottleneck, preact))
+        else:
+            blocks.append(Residual(num_channels, num_channels, bottleneck=bottleneck, preact=preact))
+    return nn.Sequential(*blocks)
+
+
+@register("resnet")
+def resnet(spec: ResNetSpec) -> nn.Sequential:
+    stem_channels = spec.channels(spec.stem_channels)
+    layers: list[tuple[str, nn.Module]] = [("stem", nn.Sequential(
+        nn.Conv2d(spec.in_channels, stem_channels, kernel_size=7, stride=2, padding=3),
+        nn.BatchNorm2d(stem_channels), nn.ReLU(),
+        nn.MaxPool2d(kernel_size=3, stride=2, padding=1)))]
+    channels = stem_channels
+    for i, (num_residuals, out) in enumerate(spec.stages):
+        out = spec.channels(out)
+        layers.append((f"resnet_block{i + 1}", resnet_block(
+            channels, out, num_residuals, first_block=i == 0,
+            bottleneck=spec.block == "bottleneck", preact=spec.preact)))
+        channels = out
+    if spec.preact:  # pre-activation blocks end on a conv: normalise before pooling
+        layers.append(("final_norm", nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU())))
+    layers += [("global_avg_pool", nn.AdaptiveAvgPool2d(1)), ("flatten", nn.Flatten()),
+               ("output", nn.Linear(channels, spec.num_classes))]
+    return nn.Sequential(OrderedDict(layers))
