@@ -205,7 +205,8 @@ def _files_in(directory: Path) -> dict[str, Path] | None:
     missing = [name for key, name in IDX_FILES.items() if key not in found]
     if missing:
         # Refuse rather than silently fall through to another source the user did not pick.
-        raise DataCorrupt(f"incomplete Fashion-MNIST in {directory}: missing {', '.join(missing)} (plain or .gz)")
+        raise DataCorrupt(f"incomplete Fashion-MNIST in {directory}: missing {', '.join(missing)} (plain or .gz); "
+                           "add them or delete the partial set")
     return found
 
 

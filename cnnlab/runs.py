@@ -464,9 +464,15 @@ class RunStore:
             _dumps(values),
         )
 
-    def metrics(self, run_id: str, kind: str | None = None, after_seq: int = 0) -> list[dict[str, Any]]:
-        """Events with seq > after_seq in seq order, each flattened to {seq, kind, epoch, step, time, **values}."""
-        sql = "SELECT seq, kind, epoch, step, time, values_json FROM metrics WHERE run_id = ? AND seq > ?"
+    def metrics(
+        self, run_id: str, kind: str | None = None, after_seq: int = 0
+    ) -> list[dict[str, Any]]:
+        """Events with seq > after_seq, in seq order, flattened to {seq, kind, epoch, step, time, **values}.
+
+        Pages poll with after_seq = the last seq they have, so each refresh fetches only new points.
+        """
+        sql = ("SELECT seq, kind, epoch, step, time, values_json FROM metrics"
+               " WHERE run_id = ? AND seq > ?")
         params: list[Any] = [run_id, after_seq]
         if kind is not None:
             sql += " AND kind = ?"
@@ -489,7 +495,9 @@ class RunStore:
         name = name.removesuffix(".pt")
         return self.run_dir(run_id) / f"{_check_name('checkpoint name', name)}.pt"
 
-    def save_checkpoint(self, run_id: str, name: str, state_dict: dict[str, Any], meta: dict[str, Any]) -> Path:
+    def save_checkpoint(
+        self, run_id: str, name: str, state_dict: dict[str, Any], meta: dict[str, Any]
+    ) -> Path:
         import torch  # lazy: the UI can list runs without paying for a torch import
 
         path = self.checkpoint_path(run_id, name)
