@@ -21,6 +21,14 @@ def conv_relu(
     return nn.Sequential(*layers)
 
 
+class SpatialCollapse(ValueError):
+    """The input is too small: the feature map shrinks below 1x1 at `layer`."""
+
+    def __init__(self, input_size: int, layer: str):
+        self.layer = layer
+        super().__init__(f"the {input_size}x{input_size} input shrinks to nothing at layer '{layer}'")
+
+
 def _side(value: int | tuple[int, ...]) -> int:
     """Layers here are square: (k, k) and k mean the same."""
     return value[0] if isinstance(value, tuple) else value
@@ -42,15 +50,13 @@ def flat_features(features: nn.Module, channels: int, input_size: int) -> int:
     """How many numbers `features` hands to the dense head for a square input.
 
     Arithmetic on the layer hyperparameters, so it works whatever device the layers are on.
-    Raises ValueError naming the layer where the feature map shrinks below 1x1.
+    Raises SpatialCollapse naming the layer where the feature map shrinks below 1x1.
     """
     size = input_size
     for name, module in features.named_modules():
         size = _out_size(size, module)
         if size < 1:
-            raise ValueError(
-                f"the {input_size}x{input_size} input shrinks to nothing at layer '{name}'"
-            )
+            raise SpatialCollapse(input_size, name)
     return channels * size * size
 
 

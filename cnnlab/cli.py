@@ -1,0 +1,323 @@
+"""The command line: `python -m cnnlab presets | summary | diagram | train | runs | reproduce`.
+
+Every command works on a spec: a preset name or a JSON file, with optional overrides.
+Bad input prints the validation messages and exits with status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from cnnlab import specs
+from cnnlab.specs import Spec
+from cnnlab.validation import SpecError, check, spec_from_dict
+
+EXIT_BAD_INPUT = 2
+
+
+def _spec_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("preset", nargs="?", help="a preset name (see `cnnlab presets`)")
+    parser.add_argument("--spec", type=Path, help="a spec JSON file instead of a preset")
+    parser.add_argument("--input", type=int, dest="input_size", help="input height and width")
+    parser.add_argument("--in-channels", type=int, help="input channels (1 for Fashion-MNIST)")
+    parser.add_argument("--classes", type=int, dest="num_classes", help="number of classes")
+    parser.add_argument("--width", type=float, help="width multiplier for every channel count")
+
+
+def load_spec(args: argparse.Namespace) -> Spec:
+    """The spec the arguments name, overrides applied and validated. Raises SpecError."""
+    if (args.preset is None) == (args.spec is None):
+        raise SpecError([_problem("preset", "give a preset name or --spec FILE, not both",
+                                  "run `python -m cnnlab presets` for the names")])
+    if args.spec is not None:
+        try:
+            data = json.loads(args.spec.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise SpecError([_problem("--spec", f"cannot read {args.spec}: {exc}",
+                                      "pass a JSON file written by `cnnlab summary --spec`"
+                                      " or the app's export")]) from None
+    else:
+        if args.preset not in specs.PRESETS:
+            raise SpecError([_problem("preset", f"unknown preset {args.preset!r}",
+                                      f"choose one of: {', '.join(specs.PRESETS)}")])
+        data = specs.PRESETS[args.preset].to_dict()
+    overrides = {k: getattr(args, k) for k in ("input_size", "in_channels", "num_classes", "width")}
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return spec_from_dict(data)
+
+
+def _problem(field: str, message: str, fix: str):
+    from cnnlab.validation import Problem
+
+    return Problem(field, message, fix)
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    for name, spec in specs.PRESETS.items():
+        print(f"{name:18s} {spec.family:10s} input {spec.input_size}")
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from cnnlab.inspect import inspect_spec
+
+    spec = load_spec(args)
+    for warning in check(spec):
+        print(warning, file=sys.stderr)
+    table = inspect_spec(spec)
+    if args.json:
+        print(json.dumps({"spec": spec.to_dict(), **table.to_dict()}))
+    else:
+        print(table.format_table(batch_size=args.batch_size))
+    return 0
+
+
+def cmd_diagram(args: argparse.Namespace) -> int:
+    from cnnlab.diagram import to_dot, write_svg
+
+    spec = load_spec(args)
+    dot = to_dot(spec, collapse=not args.expand)
+    if args.output is None or args.output.suffix == ".dot":
+        if args.output is None:
+            print(dot)
+        else:
+            args.output.write_text(dot)
+    else:
+        write_svg(dot, args.output)
+    if args.output is not None:
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------- training commands
+
+EXIT_NOT_DONE = 1  # the run finished as cancelled, diverged or failed
+EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report it
+
+
+def _train_arguments(parser: argparse.ArgumentParser, textbook_only: bool = False) -> None:
+    """Overrides of the textbook config; anything not given keeps the book's value."""
+    add = parser.add_argument
+    add("--epochs", type=int, help="epochs (the book: 10)")
+    if not textbook_only:
+        add("--batch-size", type=int, help="batch size (default: the book's for this model)")
+        add("--lr", type=float, help="learning rate (default: the book's for this model)")
+        add("--optimizer", choices=("sgd", "adam", "adamw"), help="default sgd, as the book")
+        add("--momentum", type=float, help="SGD momentum (default 0, as the book)")
+        add("--weight-decay", type=float, help="L2 weight decay (default 0)")
+        add("--label-smoothing", type=float, help="label smoothing (default 0)")
+        add("--schedule", choices=("constant", "cosine", "step"), help="lr schedule (default constant)")
+        add("--flip", action="store_true", default=None, help="random left-right flips")
+        add("--no-amp", dest="amp", action="store_false", default=None,
+            help="float32 on CUDA instead of bf16 autocast")
+        add("--no-channels-last", dest="channels_last", action="store_false", default=None,
+            help="NCHW on CUDA instead of channels-last")
+    add("--subset", type=int, help="train on a class-balanced subset of this many images")
+    add("--device", choices=("auto", "cpu", "cuda"), help="default auto: CUDA if there is a GPU")
+    add("--data", choices=("auto", "full", "sample"),
+        help="auto (default): the full set if found, else the bundled sample")
+    add("--seed", type=int, help="random seed (default 0)")
+    add("--max-steps", type=int, help="stop after this many steps in total")
+
+
+def _train_config(args: argparse.Namespace, base: Any) -> Any:
+    """`base` (a TrainConfig) with the options given on the command line. Raises ConfigError."""
+    names = ("epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay",
+             "label_smoothing", "schedule", "flip", "amp", "channels_last", "subset", "device",
+             "data", "seed", "max_steps")
+    changes = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    return base.replace(**changes)
+
+
+def _load_data(config: Any) -> Any:
+    """The data a run will use, or None after printing where the loader looked."""
+    from cnnlab.data import DataError
+    from cnnlab.train import load_data
+
+    try:
+        data = load_data(config)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+    if data.is_sample:
+        why = ("as asked" if config.data == "sample" else "because Fashion-MNIST was not found "
+               "(install the Debian package dataset-fashion-mnist or set $CNNLAB_DATA)")
+        print(f"note: training on the bundled SAMPLE (3,000 / 1,000 images) {why}; accuracies "
+              "are not comparable to the textbook's", file=sys.stderr)
+    return data
+
+
+def _record_and_train(store: Any, model: str, spec: Spec, config: Any, data: Any,
+                      name: str | None = None) -> Any:
+    """Create a run, mark it running here and train it with a progress bar; the finished Run."""
+    from cnnlab.train import resolve_device, run_recorded
+
+    device = str(resolve_device(config.device))
+    run = store.create(model, spec.to_dict(), config.to_dict(), name=name,
+                       data_source=str(data.source))
+    store.mark_running(run.id, os.getpid(), device=device, data_source=str(data.source))
+    print(f"run {run.id}: {model} on {device}, {config.epochs} epochs, lr {config.lr:g}, "
+          f"batch {config.batch_size}", file=sys.stderr)
+    run_recorded(store, run.id, progress=True)
+    return store.get(run.id)
+
+
+def _print_run(run: Any) -> None:
+    from cnnlab.train import TEXTBOOK_RESULTS
+
+    result = run.result
+    metrics = result.get("metrics", {})
+    print(f"run {run.id}: {run.status} - {run.message}")
+    if "test_acc" in metrics:
+        print(f"test acc {metrics['test_acc']:.3f} (best {result['best_test_acc']:.3f}), "
+              f"train acc {metrics['train_acc']:.3f}, train loss {metrics['train_loss']:.3f}")
+    if "examples_per_s" in result:
+        print(f"{result['examples_per_s']:,.0f} examples/s (training only), "
+              f"{result['seconds']:.0f} s in all, on {result['device']}")
+        print(f"data: {result['data']}")
+    book = TEXTBOOK_RESULTS.get(run.model)
+    if book is not None:
+        print(f"textbook (d2l {book.section}): test acc {book.test_acc:.3f}, "
+              f"{book.examples_per_s:,.0f} examples/s on its GPU")
+    print(f"run id: {run.id}")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from cnnlab.runs import RunStore, Status
+    from cnnlab.train import default_config, resolve_device, textbook_config
+
+    spec = load_spec(args)
+    for warning in check(spec):
+        print(warning, file=sys.stderr)
+    base = textbook_config(args.preset) if args.spec is None else default_config(spec)
+    config = _train_config(args, base)
+    resolve_device(config.device)  # say "no CUDA here" before recording anything
+    data = _load_data(config)
+    if data is None:
+        return EXIT_BAD_INPUT
+    store = RunStore()
+    model = args.preset if args.spec is None else args.spec.stem
+    try:
+        run = _record_and_train(store, model, spec, config, data, name=args.name)
+    except KeyboardInterrupt:
+        print("interrupted: the run is recorded as cancelled", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    _print_run(run)
+    return 0 if run.status is Status.DONE else EXIT_NOT_DONE
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    import time
+
+    from cnnlab.runs import RunStore
+
+    store = RunStore()
+    runs = store.list(limit=args.limit)
+    if not runs:
+        print(f"no runs in {store.runs_dir}")
+        return 0
+    print(f"{'id':22s} {'model':18s} {'status':10s} {'epochs':>6s} {'best test acc':>13s}  created")
+    for run in runs:
+        epochs = [e for e in store.metrics(run.id, kind="epoch") if e["epoch"] == int(e["epoch"])]
+        best = max((e["test_acc"] for e in epochs), default=None)
+        created = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.created_at))
+        best_text = f"{best:.3f}" if best is not None else "-"
+        print(f"{run.id:22s} {run.model[:18]:18s} {run.status:10s} {len(epochs):6d} "
+              f"{best_text:>13s}  {created}")
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from cnnlab.runs import RunStore
+    from cnnlab.train import TEXTBOOK_RESULTS, resolve_device, textbook_config
+
+    models = args.models or list(TEXTBOOK_RESULTS)
+    unknown = [m for m in models if m not in TEXTBOOK_RESULTS]
+    if unknown:
+        print(f"error: not a model the chapter trains: {', '.join(unknown)}; "
+              f"choose from {', '.join(TEXTBOOK_RESULTS)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    configs = {m: _train_config(args, textbook_config(m)) for m in models}
+    resolve_device(configs[models[0]].device)
+    data = _load_data(configs[models[0]])
+    if data is None:
+        return EXIT_BAD_INPUT
+    store, finished = RunStore(), []
+    try:
+        for model in models:
+            finished.append(_record_and_train(store, model, specs.PRESETS[model], configs[model],
+                                              data, name=f"reproduce {model}"))
+    except KeyboardInterrupt:
+        print("interrupted: the current run is recorded as cancelled", file=sys.stderr)
+    _print_reproduction(finished, data.describe())
+    return 0 if len(finished) == len(models) else EXIT_INTERRUPTED
+
+
+def _print_reproduction(runs: list[Any], data: str) -> None:
+    from cnnlab.train import TEXTBOOK_RESULTS
+
+    print(f"data: {data}")
+    print(f"{'model':18s} {'input':>5s} {'epochs':>6s} {'test acc':>8s} {'book':>6s} "
+          f"{'examples/s':>10s} {'book (GPU)':>10s}  status")
+    for run in runs:
+        book, result = TEXTBOOK_RESULTS[run.model], run.result
+        acc = result.get("metrics", {}).get("test_acc")
+        speed = result.get("examples_per_s")
+        print(f"{run.model:18s} {run.spec['input_size']:5d} {result.get('epochs_done', 0):6d} "
+              f"{f'{acc:.3f}' if acc is not None else '-':>8s} {book.test_acc:6.3f} "
+              f"{f'{speed:,.0f}' if speed else '-':>10s} {book.examples_per_s:10,.0f}  "
+              f"{run.status} on {result.get('device', '?')}")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="cnnlab", description=__doc__.splitlines()[0])
+    commands = top.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("presets", help="list the preset architectures").set_defaults(
+        run=cmd_presets)
+
+    summary = commands.add_parser("summary", help="layer table: shapes, params, FLOPs, memory")
+    _spec_arguments(summary)
+    summary.add_argument("--json", action="store_true", help="print one JSON object")
+    summary.add_argument("--batch-size", type=int, default=256,
+                         help="batch size for the training-memory estimate (default 256)")
+    summary.set_defaults(run=cmd_summary)
+
+    diagram = commands.add_parser("diagram", help="Graphviz diagram (DOT, or SVG with -o x.svg)")
+    _spec_arguments(diagram)
+    diagram.add_argument("-o", "--output", type=Path, help="write .svg or .dot here")
+    diagram.add_argument("--expand", action="store_true", help="draw repeated blocks one by one")
+    diagram.set_defaults(run=cmd_diagram)
+
+    train = commands.add_parser("train", help="train in the foreground and record the run")
+    _spec_arguments(train)
+    _train_arguments(train)
+    train.add_argument("--name", help="a label for the run in `cnnlab runs` and the app")
+    train.set_defaults(run=cmd_train)
+
+    runs = commands.add_parser("runs", help="list recorded runs, newest first")
+    runs.add_argument("--limit", type=int, default=30, help="show at most this many (default 30)")
+    runs.set_defaults(run=cmd_runs)
+
+    reproduce = commands.add_parser(
+        "reproduce", help="train the chapter's models with the book's settings; compare results")
+    reproduce.add_argument("--models", nargs="+", metavar="PRESET",
+                           help="which of the chapter's models (default: all eight)")
+    _train_arguments(reproduce, textbook_only=True)
+    reproduce.set_defaults(run=cmd_reproduce)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except SpecError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_BAD_INPUT
