@@ -6,13 +6,17 @@ Run from the repository root:  .venv/bin/python bench/make_sample.py [--data-dir
 
 from __future__ import annotations
 
-import argparse
+import os
 import sys
-from pathlib import Path
 
-import numpy as np
+# Run as a script, bench/ comes first on sys.path, where bench/inspect.py would shadow the
+# standard library's inspect (numpy and torch import it): put the checkout root there instead.
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
+import argparse  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 from cnnlab import data  # noqa: E402
 

@@ -111,7 +111,8 @@ def _train_arguments(parser: argparse.ArgumentParser, textbook_only: bool = Fals
         add("--momentum", type=float, help="SGD momentum (default 0, as the book)")
         add("--weight-decay", type=float, help="L2 weight decay (default 0)")
         add("--label-smoothing", type=float, help="label smoothing (default 0)")
-        add("--schedule", choices=("constant", "cosine", "step"), help="lr schedule (default constant)")
+        add("--schedule", choices=("constant", "cosine", "step"),
+            help="lr schedule (default constant)")
         add("--flip", action="store_true", default=None, help="random left-right flips")
         add("--no-amp", dest="amp", action="store_false", default=None,
             help="float32 on CUDA instead of bf16 autocast")
@@ -167,12 +168,15 @@ def _record_and_train(store: Any, model: str, spec: Spec, config: Any, data: Any
     return store.get(run.id)
 
 
-def _print_run(run: Any) -> None:
+def _print_run(store: Any, run: Any) -> None:
     from cnnlab.train import TEXTBOOK_RESULTS
 
     result = run.result
     metrics = result.get("metrics", {})
     print(f"run {run.id}: {run.status} - {run.message}")
+    epochs = store.metrics(run.id, kind="epoch")
+    if epochs:
+        print("test acc by epoch: " + " ".join(f"{e['test_acc']:.3f}" for e in epochs))
     if "test_acc" in metrics:
         print(f"test acc {metrics['test_acc']:.3f} (best {result['best_test_acc']:.3f}), "
               f"train acc {metrics['train_acc']:.3f}, train loss {metrics['train_loss']:.3f}")
@@ -207,7 +211,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("interrupted: the run is recorded as cancelled", file=sys.stderr)
         return EXIT_INTERRUPTED
-    _print_run(run)
+    _print_run(store, run)
     return 0 if run.status is Status.DONE else EXIT_NOT_DONE
 
 
