@@ -15,6 +15,7 @@ import torch
 from cnnlab import cli
 from cnnlab.data import FashionMNIST, load_fashion_mnist
 from cnnlab.models import build
+from cnnlab.models.lenet import BatchNorm
 from cnnlab.runs import RunStore, Status
 from cnnlab.specs import PRESETS
 from cnnlab.train import (
@@ -316,3 +317,18 @@ def test_cli_reproduce_refuses_models_the_chapter_does_not_train(runs_dir: Path,
 def test_cli_train_on_cuda_without_a_gpu_exits_2(runs_dir: Path, capsys) -> None:
     assert cli.main(["train", "bn-lenet", "--device", "cuda", "--data", "sample"]) == 2
     assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_recalibrating_batch_norm_sets_the_running_stats_to_the_batch_average():
+    from cnnlab.train import recalibrate_batch_norm
+
+    torch.manual_seed(0)
+    torch_bn, scratch_bn = torch.nn.BatchNorm2d(3), BatchNorm(3, num_dims=4)
+    model = torch.nn.Sequential(torch_bn, scratch_bn).eval()
+    batches = [torch.randn(8, 3, 4, 4) * (k + 1) + k for k in range(4)]
+    assert recalibrate_batch_norm(model, batches) == 4
+    expected_mean = torch.stack([b.mean(dim=(0, 2, 3)) for b in batches]).mean(dim=0)
+    assert torch.allclose(torch_bn.running_mean, expected_mean, atol=1e-5)
+    assert not model.training and torch_bn.momentum == 0.1  # mode and momentum put back
+    assert scratch_bn.momentum == 0.1 and not torch.equal(scratch_bn.moving_var,
+                                                           torch.ones(1, 3, 1, 1))
