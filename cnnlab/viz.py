@@ -86,6 +86,9 @@ def params_flops_bars(table: LayerTable, level: str = "block") -> go.Figure:
 
 FONT = dict(size=15)  # readable on a classroom projector
 GOOD, BAD = "#1a7f37", "#cf222e"
+# Distinct hues for overlaid runs (Streamlit's own theme would draw them in shades of blue).
+RUN_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+               "#7f7f7f", "#bcbd22", "#17becf")
 METRIC_TITLES = {"test_acc": "test accuracy", "train_acc": "training accuracy",
                  "train_loss": "training loss", "test_loss": "test loss",
                  "examples_per_s": "examples/s"}
@@ -114,7 +117,7 @@ def _image_axes(fig: go.Figure) -> None:
         y_name = "yaxis" + trace.yaxis[1:]
         fig.layout[x_name].update(visible=False, constrain="domain")
         fig.layout[y_name].update(visible=False, autorange="reversed", scaleanchor=trace.xaxis,
-                                  constrain="domain")
+                                  constrain="domain", constraintoward="top")
 
 
 def _symmetric(z: np.ndarray) -> float:
@@ -181,12 +184,14 @@ def filters_before_after(untrained: Any, trained: Any, max_filters: int = 96,
     if before.shape != after.shape:
         raise ValueError(f"filter shapes differ: {before.shape} before, {after.shape} after")
     n = min(len(before), max_filters)
-    rows, cols = _grid(n, 8, wide=False)
+    cols = max(1, math.ceil(math.sqrt(n)))  # each side a near-square grid: big cells for few
+    rows = math.ceil(n / cols)
     # A narrow empty column between the two grids keeps them apart.
     specs = [[{} for _ in range(cols)] + [None] + [{} for _ in range(cols)] for _ in range(rows)]
     fig = make_subplots(rows=rows, cols=2 * cols + 1, specs=specs,
                         column_widths=[1.0] * cols + [0.6] + [1.0] * cols,
-                        horizontal_spacing=0.006, vertical_spacing=0.012 if rows > 1 else 0.0)
+                        horizontal_spacing=min(0.02, 0.1 / cols),
+                        vertical_spacing=min(0.04, 0.2 / rows) if rows > 1 else 0.0)
     _filter_traces(fig, before, n, cols, 0, f"{labels[0].lower()}: ")
     _filter_traces(fig, after, n, cols, cols + 1, f"{labels[1].lower()}: ")
     _image_axes(fig)
@@ -196,7 +201,7 @@ def filters_before_after(untrained: Any, trained: Any, max_filters: int = 96,
         fig.add_annotation(text=f"<b>{label}</b>", x=(first[0] + last[1]) / 2, y=1.0,
                            xref="paper", yref="paper", yanchor="bottom", showarrow=False,
                            font=dict(size=17))
-    cell = min(110, 560 // cols)
+    cell = min(150, 560 // cols)
     shown = "" if n == len(before) else f" (first {n})"
     fig.update_layout(
         title=f"First-layer filters: {_shape_text(_array(untrained).shape)}{shown}{note}",
@@ -204,10 +209,23 @@ def filters_before_after(untrained: Any, trained: Any, max_filters: int = 96,
     return fig
 
 
-def feature_map_grid(maps: list[tuple[str, Any]], max_channels: int = 16) -> go.Figure:
+def _shrink(a: np.ndarray, max_side: int) -> tuple[np.ndarray, int]:
+    """C x H x W averaged over s x s blocks so that H and W are at most max_side; (array, s)."""
+    s = math.ceil(max(a.shape[1:]) / max_side)
+    if s <= 1:
+        return a, 1
+    c, h, w = a.shape
+    a = a[:, :h - h % s or h, :w - w % s or w]
+    return a.reshape(c, a.shape[1] // s, s, a.shape[2] // s, s).mean(axis=(2, 4)), s
+
+
+def feature_map_grid(maps: list[tuple[str, Any]], max_channels: int = 16,
+                     max_side: int = 64) -> go.Figure:
     """Feature maps block by block: one row per (name, C x H x W) entry, its first
     `max_channels` channels as small heatmaps (one trace each), each scaled to its own range.
-    A row named "input" is drawn in grey, as the image; the rest in Viridis (bright = high)."""
+    A row named "input" is drawn in grey, as the image; the rest in Viridis (bright = high).
+    Maps wider than `max_side` are averaged over s x s blocks (VGG's 224 x 224 maps would
+    otherwise send megabytes to the browser); the row's label says so."""
     if not maps:
         raise ValueError("no feature maps to draw")
     arrays = [(name, _array(m)) for name, m in maps]
@@ -223,14 +241,21 @@ def feature_map_grid(maps: list[tuple[str, Any]], max_channels: int = 16) -> go.
                         vertical_spacing=label_px / height if rows > 1 else 0.0)
     for r, (name, a) in enumerate(arrays):
         shown = min(a.shape[0], cols)
+        small, step = _shrink(a[:shown], max_side)
         colours = "Greys_r" if name == "input" else "Viridis"
         for c in range(shown):
+            # Each channel on its own scale; a constant one (a dead ReLU) draws dark, not mid.
+            low, high = float(small[c].min()), float(small[c].max())
             fig.add_trace(go.Heatmap(
-                z=a[c], colorscale=colours, showscale=False, name=f"{name} channel {c}",
+                z=small[c].astype(np.float32),  # half the bytes sent to the browser
+                zmin=low, zmax=high if high > low else low + 1.0,
+                colorscale=colours, showscale=False, name=f"{name} channel {c}",
                 hovertemplate=f"{name}, channel {c}<br>row %{{y}}, column %{{x}}<br>"
                               "value %{z:.3f}<extra></extra>",
             ), row=r + 1, col=c + 1)
         more = f" · first {shown} of {a.shape[0]} channels" if shown < a.shape[0] else ""
+        if step > 1:
+            more += f" · drawn as {step}×{step} averages"
         top = fig.layout["yaxis" + fig.data[-shown].yaxis[1:]].domain[1]
         fig.add_annotation(text=f"<b>{name}</b> · {_shape_text(a.shape)}{more}", x=0, y=top,
                            xref="paper", yref="paper", xanchor="left", yanchor="bottom",
@@ -266,8 +291,9 @@ def batch_norm_chart(path: str, gamma: Any, beta: Any, running_mean: Any = None,
                       row=2, col=1)
     fig.update_xaxes(title_text="channel", row=rows, col=1)
     fig.update_layout(title=f"<b>{path}</b> · {len(g)} channels", barmode="group",
-                      height=300 * rows + 60, margin=dict(l=10, r=10, t=80, b=10), font=FONT,
-                      legend=dict(orientation="h", yanchor="bottom", y=1.02, x=1, xanchor="right"))
+                      height=300 * rows + 110, margin=dict(l=10, r=10, t=80, b=10), font=FONT,
+                      legend=dict(orientation="h", yanchor="top", y=-0.12 if rows == 2 else -0.25,
+                                  x=0))
     return fig
 
 
@@ -368,7 +394,8 @@ def overlaid_curves(curves: dict[str, list[dict[str, Any]]], metric: str,
     line (evenly thinned). `references` adds a dashed horizontal line per label, e.g. the book's
     accuracy. One trace per run, even one with no points yet."""
     fig = go.Figure()
-    for label, events in curves.items():
+    palette = RUN_COLOURS
+    for number, (label, events) in enumerate(curves.items()):
         steps = [e for e in events if e.get("kind") == "step" and e.get(metric) is not None]
         chosen = steps or [e for e in events if e.get("kind") == "epoch"
                            and e.get(metric) is not None]
@@ -378,6 +405,7 @@ def overlaid_curves(curves: dict[str, list[dict[str, Any]]], metric: str,
         fig.add_trace(go.Scatter(
             x=[e["epoch"] for e in chosen], y=[e[metric] for e in chosen], name=label,
             mode="lines" if steps else "lines+markers",
+            line=dict(color=palette[number % len(palette)], width=2.5),
             hovertemplate=f"{label}<br>epoch %{{x:.2f}}: %{{y:.4g}}<extra></extra>"))
     for label, value in (references or {}).items():
         fig.add_hline(y=value, line_dash="dash", line_color="#555",

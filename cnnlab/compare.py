@@ -1,0 +1,181 @@
+"""Compare runs with each other and with the textbook: cost (parameters, FLOPs per image), speed
+(time, examples/s) and final test accuracy, each run beside the book's row for the same model
+(d2l chapter 7's train_ch6 results, `train.TEXTBOOK_RESULTS`), and their curves overlaid.
+
+Pure functions over a `RunStore`; the Compare page and the tests call them.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from cnnlab import specs
+from cnnlab.inspect import inspect_spec
+from cnnlab.runs import Run, RunStore, Status
+from cnnlab.specs import Spec
+from cnnlab.train import TEXTBOOK_RECIPES, TEXTBOOK_RESULTS
+from cnnlab.validation import SpecError, spec_from_dict
+
+Row = dict[str, Any]
+
+# The table's columns in order, with the labels a page shows.
+COLUMNS: dict[str, str] = {
+    "run": "Run",
+    "source": "Source",
+    "test_acc": "Test accuracy",
+    "vs_book": "Accuracy vs book",
+    "examples_per_s": "Examples/s",
+    "time_s": "Time (s)",
+    "epochs": "Epochs",
+    "params": "Parameters",
+    "flops": "FLOPs per image",
+    "data": "Data",
+    "input_size": "Input (px)",
+    "device": "Device",
+    "status": "Status",
+    "model": "Model",
+}
+# The curves a page can overlay: metric key -> label.
+METRICS: dict[str, str] = {
+    "test_acc": "test accuracy",
+    "train_loss": "training loss",
+    "train_acc": "training accuracy",
+    "test_loss": "test loss",
+    "examples_per_s": "examples/s",
+}
+
+
+def _spec(run: Run) -> Spec | None:
+    try:
+        return spec_from_dict(run.spec)
+    except SpecError:
+        return None
+
+
+def textbook_key(run: Run) -> str | None:
+    """The TEXTBOOK_RESULTS entry for the run's model: the preset whose spec equals the run's
+    (at any input size), else the run's model name if the book trained a model of that name."""
+    spec = _spec(run)
+    if spec is not None:
+        for name in TEXTBOOK_RESULTS:
+            preset = specs.PRESETS.get(name)
+            if preset is not None and spec.replace(input_size=preset.input_size) == preset:
+                return name
+    return run.model if run.model in TEXTBOOK_RESULTS else None
+
+
+def _cost(spec: Spec | None) -> tuple[int | None, int | None]:
+    """(parameters, FLOPs per image) of a spec, or (None, None) if it cannot be inspected."""
+    if spec is None:
+        return None, None
+    try:
+        table = inspect_spec(spec)
+    except Exception:  # a spec that no longer builds: show the row without its cost
+        return None, None
+    return table.total_params, table.total_flops
+
+
+def _last(events: list[dict[str, Any]], key: str) -> Any:
+    for event in reversed(events):
+        if event.get(key) is not None:
+            return event[key]
+    return None
+
+
+def _data_label(run: Run) -> str | None:
+    source = run.result.get("data_source") or run.data_source
+    if source is None:
+        return None
+    return "sample" if source == "sample" else "full"
+
+
+def run_row(store: RunStore, run: Run) -> Row:
+    """One run's row: what it costs, how fast it trained and how accurate it ended."""
+    spec = _spec(run)
+    params, flops = _cost(spec)
+    result = run.result
+    epochs = store.metrics(run.id, kind="epoch")
+    if run.status is Status.RUNNING and run.started_at is not None:
+        seconds = time.time() - run.started_at
+    else:
+        seconds = result.get("seconds")
+        if seconds is None and run.started_at is not None and run.finished_at is not None:
+            seconds = run.finished_at - run.started_at
+    metrics = result.get("metrics") or {}
+    test_acc = metrics.get("test_acc", _last(epochs, "test_acc"))
+    speed = result.get("examples_per_s") or _last(epochs, "examples_per_s")
+    return {
+        "run": run.label, "source": "this run", "model": run.model, "status": str(run.status),
+        "data": _data_label(run), "input_size": spec.input_size if spec else None,
+        "params": result.get("params", params), "flops": flops,
+        "epochs": result.get("epochs_done", len(epochs)), "time_s": seconds,
+        "examples_per_s": speed, "test_acc": test_acc, "vs_book": None,
+        "device": result.get("device") or run.device, "id": run.id, "textbook": textbook_key(run),
+    }
+
+
+def textbook_row(name: str) -> Row:
+    """The book's row for TEXTBOOK_RESULTS[name]: 10 epochs on the full data on its GPU."""
+    book = TEXTBOOK_RESULTS[name]
+    preset = specs.PRESETS.get(name)
+    params, flops = _cost(preset)
+    recipe = TEXTBOOK_RECIPES.get(name)
+    return {
+        "run": f"textbook: {name}", "source": f"d2l {book.section}", "model": name,
+        "status": "done", "data": "full", "input_size": preset.input_size if preset else None,
+        "params": params, "flops": flops, "epochs": recipe.epochs if recipe else 10,
+        "time_s": None, "examples_per_s": book.examples_per_s, "test_acc": book.test_acc,
+        "vs_book": None, "device": "the book's GPU", "id": None, "textbook": name,
+    }
+
+
+def compare_table(store: RunStore, run_ids: list[str]) -> list[Row]:
+    """Rows for the runs, in the order given, grouped by textbook model: each model's runs,
+    then the book's row for that model (once). Keys are those of COLUMNS plus "id" (None for
+    the book's rows) and "textbook" (the TEXTBOOK_RESULTS key, or None when the book did not
+    train this model); "vs_book" is a run's test accuracy minus the book's. Values may be None
+    where a run has not reported them yet.
+    Raises KeyError for an unknown run id."""
+    groups: dict[str | None, list[Row]] = {}
+    order: list[str | None] = []
+    for run_id in run_ids:
+        row = run_row(store, store.get(run_id))
+        key = row["textbook"]
+        if key not in groups:
+            groups[key] = []
+            order.append(key)
+        groups[key].append(row)
+    rows: list[Row] = []
+    for key in order:
+        if key is None:
+            rows.extend(groups[key])
+            continue
+        book = textbook_row(key)
+        for row in groups[key]:
+            if row["test_acc"] is not None:
+                row["vs_book"] = row["test_acc"] - book["test_acc"]
+            rows.append(row)
+        rows.append(book)
+    return rows
+
+
+def textbook_references(rows: list[Row]) -> dict[str, float]:
+    """The book's test accuracy of each model in `compare_table` rows, labelled for a chart:
+    {"book: bn-lenet 0.814": 0.814, ...}."""
+    return {f"book: {row['model']} {row['test_acc']:.3f}": row["test_acc"]
+            for row in rows if row["id"] is None}
+
+
+def curves_for(store: RunStore, run_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Each run's metric events (steps and epochs, in order) under a label unique among them:
+    the run's label, with its id added when two runs share one.
+    Raises KeyError for an unknown id."""
+    runs = [store.get(run_id) for run_id in run_ids]
+    labels = [run.label for run in runs]
+    curves = {}
+    for run, label in zip(runs, labels):
+        if labels.count(label) > 1:  # two runs with the same name
+            label = f"{label} ({run.id})"
+        curves[label] = store.metrics(run.id)
+    return curves

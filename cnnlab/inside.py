@@ -1,0 +1,258 @@
+"""Look inside a network: its first-layer filters, the feature maps of one image block by block,
+every BatchNorm layer's gamma and beta (d2l 7.5.4, "let us look at gamma and beta"), and its
+predictions with a confusion matrix.
+
+Pure functions on CPU tensors, no Streamlit: the Inside page, the tests and a notebook all call
+the same code. Models come from a run's checkpoint (`load_run_model`) or, untrained, from a spec
+with the same Xavier initialisation that training starts from (`untrained_model`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from cnnlab.data import NUM_CLASSES, to_input
+from cnnlab.models import build
+from cnnlab.models.lenet import BatchNorm
+from cnnlab.runs import Run, RunStore
+from cnnlab.specs import Spec
+from cnnlab.train import make_model
+from cnnlab.validation import SpecError, spec_from_dict
+
+PREDICT_BATCH = 256
+# The first BN layer's gamma and beta after 10 epochs of the from-scratch BN-LeNet, as d2l 7.5.4
+# printed them (MXNet, lr 1.0): something to hold our own numbers against.
+TEXTBOOK_FIRST_BN = {
+    "section": "7.5.4",
+    "gamma": (2.1604235, 1.0069635, 2.871352, 1.5488696, 1.9600464, 1.897505),
+    "beta": (1.271176, -0.2546511, -2.9246166, -1.6069758, -0.2943907, -0.27459794),
+}
+# How much arithmetic the page may spend on predictions by default: about a few seconds on
+# two CPU cores. BN-LeNet fits all 1,000 sample images; VGG-16 at 224 px gets the minimum.
+EVAL_FLOPS_BUDGET = 1.5e11
+EVAL_SIZES = (50, 100, 200, 500, 1000)
+
+
+class InsideError(Exception):
+    """A model cannot be looked at: no checkpoint yet, a bad spec, weights that do not fit."""
+
+
+class NoCheckpoint(InsideError, LookupError):
+    """The run has saved no checkpoint (yet), or not the one asked for."""
+
+
+class BNLayer(NamedTuple):
+    """One BatchNorm layer's per-channel numbers, all 1-D CPU tensors of length C."""
+
+    path: str
+    gamma: torch.Tensor
+    beta: torch.Tensor
+    running_mean: torch.Tensor | None
+    running_var: torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Predictions on N images: probs (N, classes), preds (N,), targets (N,), the confusion
+    matrix (rows: true class, columns: predicted class) and the accuracy."""
+
+    probs: torch.Tensor
+    preds: torch.Tensor
+    targets: torch.Tensor
+    matrix: torch.Tensor
+
+    @property
+    def n(self) -> int:
+        return len(self.targets)
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.matrix.diagonal().sum()) / max(1, self.n)
+
+    def mistakes(self, limit: int | None = None) -> list[int]:
+        """Indices of the wrongly predicted images, in order (the first `limit` of them)."""
+        wrong = (self.preds != self.targets).nonzero().flatten().tolist()
+        return wrong if limit is None else wrong[:limit]
+
+
+# ---------------------------------------------------------------- models
+
+
+def run_spec(run: Run) -> Spec:
+    """The run's spec as a Spec. Raises InsideError when the stored spec is no longer valid."""
+    try:
+        return spec_from_dict(run.spec)
+    except SpecError as exc:
+        problems = "; ".join(str(p) for p in exc.problems)
+        raise InsideError(f"run {run.id}: its spec is not valid: {problems}") from None
+
+
+def run_seed(run: Run) -> int:
+    seed = run.config.get("seed", 0)
+    return seed if type(seed) is int else 0
+
+
+def latest_checkpoint(store: RunStore, run_id: str) -> str | None:
+    """"final" if the run has it, else its latest epoch checkpoint, else None."""
+    names = store.checkpoints(run_id)
+    if "final" in names:
+        return "final"
+    epochs = [n for n in names if n.startswith("epoch-")]
+    return max(epochs) if epochs else None
+
+
+def load_run_model(store: RunStore, run_id: str, checkpoint: str = "final") -> nn.Module:
+    """The run's network with the weights of `checkpoint` ("final", "epoch-003", ...), on the
+    CPU in eval mode. The checkpoint is loaded with weights_only=True.
+    Raises KeyError for an unknown run, NoCheckpoint when that checkpoint does not exist,
+    InsideError for a bad spec or weights that do not fit the spec."""
+    run = store.get(run_id)
+    available = store.checkpoints(run_id)
+    if checkpoint not in available:
+        have = ", ".join(available) if available else "none yet (one is saved after each epoch)"
+        raise NoCheckpoint(f"run {run_id} has no checkpoint {checkpoint!r}; it has: {have}")
+    spec = run_spec(run)
+    model = build(spec)
+    state = store.load_checkpoint(run_id, checkpoint)["state_dict"]
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise InsideError(f"run {run_id}: checkpoint {checkpoint!r} does not fit its spec: "
+                          f"{str(exc).splitlines()[0]}") from None
+    return model.eval()
+
+
+def untrained_model(spec: Spec, seed: int = 0) -> nn.Module:
+    """The network exactly as training starts it (`train.make_model`: Xavier-uniform convs and
+    dense layers from `seed`), on the CPU in eval mode."""
+    return make_model(spec, seed).eval()
+
+
+# ---------------------------------------------------------------- what the model holds
+
+
+def first_conv(model: nn.Module) -> nn.Conv2d:
+    """The first Conv2d in the model's module order. Raises InsideError if there is none."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            return module
+    raise InsideError("the model has no Conv2d layer")
+
+
+def first_layer_filters(model: nn.Module) -> torch.Tensor:
+    """The first convolution's weights, C_out x C_in x k x k, detached on the CPU."""
+    return first_conv(model).weight.detach().cpu().clone()
+
+
+def batch_norm_layers(model: nn.Module) -> list[BNLayer]:
+    """Every BatchNorm layer in module order: torch's BatchNorm1d/2d (weight, bias, running_mean,
+    running_var) and d2l's from-scratch `BatchNorm` (gamma, beta, moving_mean, moving_var shaped
+    (1, C) or (1, C, 1, 1)), each flattened to per-channel vectors. A torch layer without affine
+    parameters reports gamma 1 and beta 0; one without running statistics reports None."""
+    layers = []
+    for path, module in model.named_modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            c = module.num_features
+            gamma = module.weight if module.weight is not None else torch.ones(c)
+            beta = module.bias if module.bias is not None else torch.zeros(c)
+            mean, var = module.running_mean, module.running_var
+        elif isinstance(module, BatchNorm):
+            gamma, beta = module.gamma, module.beta
+            mean, var = module.moving_mean, module.moving_var
+        else:
+            continue
+        layers.append(BNLayer(path, _vector(gamma), _vector(beta),
+                              None if mean is None else _vector(mean),
+                              None if var is None else _vector(var)))
+    return layers
+
+
+def _vector(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().cpu().reshape(-1).clone()
+
+
+# ---------------------------------------------------------------- running it
+
+
+def feature_maps(model: nn.Module, image: torch.Tensor, input_size: int,
+                 include_input: bool = False) -> list[tuple[str, torch.Tensor]]:
+    """What each top-level block outputs for one image: [(block name, C x H x W)], in order.
+
+    `image` is a uint8 H x W (or 1 x H x W) Fashion-MNIST image; it is resized to `input_size`
+    as in training. Blocks whose output is not a feature map (flatten, dense layers) are left
+    out. With `include_input`, the first entry is ("input", 1 x S x S), what the network sees."""
+    if image.dim() == 3:
+        image = image[0]
+    if image.dim() != 2:
+        raise ValueError(f"image must be H x W or 1 x H x W, got {tuple(image.shape)}")
+    x = to_input(image[None].cpu(), input_size=input_size)
+    captured: list[tuple[str, torch.Tensor]] = []
+
+    def hook(name: str):
+        def keep(_module: nn.Module, _args: object, output: object) -> None:
+            if isinstance(output, torch.Tensor) and output.dim() == 4:
+                captured.append((name, output[0].detach().float().cpu().clone()))
+        return keep
+
+    handles = [child.register_forward_hook(hook(name)) for name, child in model.named_children()]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return ([("input", x[0])] if include_input else []) + captured
+
+
+def predict(model: nn.Module, images_u8: torch.Tensor, input_size: int,
+            batch_size: int = PREDICT_BATCH) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class probabilities (N, classes) and predicted labels (N,) for uint8 N x H x W images,
+    in eval mode without gradients."""
+    was_training = model.training
+    model.eval()
+    probs = []
+    try:
+        with torch.no_grad():
+            for start in range(0, len(images_u8), batch_size):
+                x = to_input(images_u8[start:start + batch_size].cpu(), input_size=input_size)
+                probs.append(torch.softmax(model(x).float(), dim=1))
+    finally:
+        model.train(was_training)
+    if not probs:
+        return torch.empty(0, NUM_CLASSES), torch.empty(0, dtype=torch.long)
+    p = torch.cat(probs)
+    return p, p.argmax(dim=1)
+
+
+def confusion_matrix(preds: torch.Tensor, targets: torch.Tensor,
+                     num_classes: int = NUM_CLASSES) -> torch.Tensor:
+    """Counts, num_classes x num_classes: row = true class, column = predicted class."""
+    preds, targets = preds.long().cpu(), targets.long().cpu()
+    if preds.shape != targets.shape:
+        raise ValueError(f"{len(preds)} predictions for {len(targets)} targets")
+    flat = torch.bincount(targets * num_classes + preds, minlength=num_classes * num_classes)
+    return flat.reshape(num_classes, num_classes)
+
+
+def evaluate_images(model: nn.Module, images_u8: torch.Tensor, targets: torch.Tensor,
+                    input_size: int) -> Evaluation:
+    """`predict` plus the confusion matrix and accuracy against `targets`."""
+    probs, preds = predict(model, images_u8, input_size)
+    num_classes = probs.shape[1] if probs.dim() == 2 and probs.shape[1] else NUM_CLASSES
+    return Evaluation(probs, preds, targets.long().cpu(),
+                      confusion_matrix(preds, targets, num_classes))
+
+
+def suggested_eval_size(flops_per_image: float, budget: float = EVAL_FLOPS_BUDGET,
+                        sizes: tuple[int, ...] = EVAL_SIZES) -> int:
+    """The largest of `sizes` whose forward passes fit `budget` FLOPs (at least the smallest)."""
+    fits = [n for n in sizes if n * max(flops_per_image, 1.0) <= budget]
+    return max(fits) if fits else min(sizes)
+

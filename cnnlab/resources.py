@@ -1,0 +1,307 @@
+"""What this server has to train with, and whether a run fits before it is queued.
+
+`device_summary()` and `data_summary()` say what runs will use (a GPU or the CPU; the full
+Fashion-MNIST or the bundled sample) without loading anything. `fits_device(spec, config)`
+compares a training-memory estimate (`cnnlab.inspect`, on the meta device) with the memory
+the device has, so a run that cannot fit is refused with a fix instead of dying minutes later
+in the queue with an out-of-memory error. No Streamlit in here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from cnnlab import data
+from cnnlab.inspect import Memory, human_bytes, inspect_spec
+from cnnlab.specs import Spec
+from cnnlab.train import EVAL_BATCH_CAP, EVAL_PIXELS, TrainConfig
+from cnnlab.validation import Problem
+
+# The estimate counts every layer's output once (cnnlab.inspect.LayerTable.memory); autograd
+# also keeps dropout masks, pooling indices and more. Measured peak RSS growth over that
+# count on a CPU (3 steps, torch 2.14): VGG 1.02x, ResNet-18 and AlexNet 1.2x, GoogLeNet 1.3x,
+# DenseNet 1.7x (a DenseBlock's intermediate concatenations are not rows of the table).
+ACTIVATION_SLACK = 1.3
+FAMILY_SLACK = {"densenet": 1.8, "googlenet": 1.4}
+# Evaluation runs without gradients, in batches of EVAL_PIXELS (cnnlab.train). Measured peak
+# over the widest pair of neighbouring activations (LayerTable.inference_memory): AlexNet
+# 0.9x, VGG 1.2x; branching networks keep more alive: GoogLeNet 2.0x, ResNet 2.4x, DenseNet 2.6x.
+EVAL_SLACK = 1.5
+FAMILY_EVAL_SLACK = {"googlenet": 3.0, "resnet": 3.0, "densenet": 3.0}
+# Each batch exists as uint8 images, float32 images and the resized float32 input at once.
+INPUT_COPIES = 3
+# What a worker holds besides the model: the torch runtime in RAM (790 MiB RSS measured after
+# importing torch and cnnlab.train), or a CUDA context plus cuDNN workspaces on a GPU.
+RUNTIME_OVERHEAD = {"cpu": 800 * 2**20, "cuda": 1536 * 2**20}
+USABLE_SHARE = 0.9  # never plan to fill a device to the last byte
+CGROUP_V2 = Path("/sys/fs/cgroup")
+CGROUP_V1 = Path("/sys/fs/cgroup/memory")
+MEMINFO = Path("/proc/meminfo")
+
+
+# ---------------------------------------------------------------- what this server has
+
+
+def cpu_cores() -> int:
+    """Cores this process may run on (a container's or taskset's limit, not the machine's)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def gpu_names() -> list[str]:
+    """Names of the visible CUDA GPUs; empty without one. Creates no CUDA context."""
+    if not torch.cuda.is_available():
+        return []
+    return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+
+
+def device_summary() -> str:
+    """Where runs train: 'NVIDIA H100 80GB HBM3', '2 x NVIDIA A100-SXM4-40GB' or 'CPU, 2 cores'."""
+    names = gpu_names()
+    if not names:
+        cores = cpu_cores()
+        return f"CPU, {cores} core{'s' if cores != 1 else ''}"
+    if len(set(names)) == 1:
+        return names[0] if len(names) == 1 else f"{len(names)} x {names[0]}"
+    return ", ".join(names)
+
+
+def full_data_found() -> bool:
+    """Whether the full Fashion-MNIST is on disk (data dir or Debian package); no download."""
+    try:
+        return data.find_fashion_mnist() is not None
+    except data.DataError:  # an incomplete set: "full" would fail too
+        return False
+
+
+def train_size(choice: str) -> int:
+    """Training images that data `choice` ("auto", "full" or "sample") gives on this server."""
+    full = choice == "full" or (choice == "auto" and full_data_found())
+    return data.FULL_SIZES[0] if full else data.SAMPLE_SIZES[0]
+
+
+def data_summary() -> str:
+    """Which Fashion-MNIST runs get by default, from a look at the disk (nothing is loaded)."""
+    try:
+        found = data.find_fashion_mnist()
+    except data.DataError as exc:
+        return f"Fashion-MNIST is broken here: {exc}. Runs use the bundled sample."
+    train, test = data.FULL_SIZES
+    if found is not None:
+        source, files = found
+        where = (f"Debian package {data.DEBIAN_PACKAGE}" if source is data.Source.DEBIAN
+                 else f"{files['train_images'].parent}")
+        return f"Fashion-MNIST, full: {train:,} train / {test:,} test images ({where})"
+    train, test = data.SAMPLE_SIZES
+    if not data.SAMPLE_PATH.is_file():
+        return "No Fashion-MNIST found, and the bundled sample is missing: runs will fail."
+    return (f"Fashion-MNIST sample: {train:,} train / {test:,} test images (the full set is "
+            f"not installed: apt install {data.DEBIAN_PACKAGE})")
+
+
+def data_problems(config: TrainConfig) -> list[Problem]:
+    """Problems with the config's data on this server: full data that is not installed, or a
+    subset larger than the training set. Each names the field and a fix."""
+    problems = []
+    if config.data == "full" and not full_data_found():
+        problems.append(Problem("data", "the full Fashion-MNIST is not installed on this server",
+                                f"use the sample, or install the Debian package "
+                                f"{data.DEBIAN_PACKAGE}"))
+        return problems
+    available = train_size(config.data)
+    if config.subset is not None and config.subset > available:
+        problems.append(Problem("subset", f"{config.subset:,} is more than the {available:,} "
+                                "training images", f"choose at most {available:,}"))
+    return problems
+
+
+# ---------------------------------------------------------------- memory
+
+
+@dataclass(frozen=True)
+class DeviceMemory:
+    """Memory of the device a run would train on, in bytes."""
+
+    device: str  # "cpu" or "cuda:N"
+    name: str  # for messages: "the CPU's RAM", "NVIDIA H100 80GB HBM3"
+    total: int
+    free: int  # free now; on a GPU other runs may hold part of it only until they end
+
+    @property
+    def is_gpu(self) -> bool:
+        return self.device != "cpu"
+
+
+def training_device(config: TrainConfig) -> str:
+    """"cuda" or "cpu": where the job manager puts a run with this config."""
+    return "cuda" if config.device != "cpu" and torch.cuda.is_available() else "cpu"
+
+
+def device_memory(device: str) -> DeviceMemory:
+    """Total and free memory of the CPU's RAM ("cpu") or of the largest visible GPU ("cuda").
+
+    RAM: /proc/meminfo's MemAvailable (os.sysconf elsewhere), capped by a cgroup's limit.
+    GPU: torch.cuda.mem_get_info, which counts every process's use of the GPU.
+    """
+    if device.startswith("cuda"):
+        best = max(range(torch.cuda.device_count()),
+                   key=lambda i: torch.cuda.get_device_properties(i).total_memory)
+        free, total = torch.cuda.mem_get_info(best)
+        return DeviceMemory(f"cuda:{best}", torch.cuda.get_device_name(best), total, free)
+    total, free = _ram()
+    return DeviceMemory("cpu", "the CPU's RAM", total, free)
+
+
+def _ram() -> tuple[int, int]:
+    """(total, available) bytes of RAM for this process."""
+    total = available = None
+    try:
+        lines = MEMINFO.read_text().splitlines()
+        fields = dict(line.split(":", 1) for line in lines if ":" in line)
+        total = int(fields["MemTotal"].split()[0]) * 1024
+        available = int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        page = os.sysconf("SC_PAGE_SIZE")
+        total = os.sysconf("SC_PHYS_PAGES") * page
+        available = os.sysconf("SC_AVPHYS_PAGES") * page
+    limit = _cgroup_room()
+    if limit is not None:
+        cap_total, room = limit
+        total, available = min(total, cap_total), min(available, room)
+    return total, available
+
+
+def _cgroup_room() -> tuple[int, int] | None:
+    """(limit, limit - usage) of this container's memory cgroup, or None without a limit."""
+    for limit_file, usage_file in ((CGROUP_V2 / "memory.max", CGROUP_V2 / "memory.current"),
+                                   (CGROUP_V1 / "memory.limit_in_bytes",
+                                    CGROUP_V1 / "memory.usage_in_bytes")):
+        try:
+            limit_text = limit_file.read_text().strip()
+            usage = int(usage_file.read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if limit_text == "max" or not limit_text.isdigit() or int(limit_text) >= 2**60:
+            return None  # no limit ("max", or cgroup v1's huge sentinel)
+        limit = int(limit_text)
+        return limit, max(0, limit - usage)
+    return None
+
+
+def _optimizer_kind(config: TrainConfig) -> str:
+    """The optimizer as `LayerTable.memory` names it (SGD keeps a buffer only with momentum)."""
+    if config.optimizer == "sgd":
+        return "momentum" if config.momentum > 0 else "sgd"
+    return config.optimizer
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Bytes a run needs on its device: a fixed part, and parts that grow with the batches."""
+
+    memory: Memory  # weights, gradients, optimizer state, activations (cnnlab.inspect)
+    batch_size: int
+    fixed: int  # weights, gradients, optimizer state, the data set and the runtime
+    per_image: int  # training: activations (with slack) and input copies, per image
+    eval_images: int  # evaluation batches hold at least this many images (train.EVAL_PIXELS)
+    eval_per_image: int  # evaluation: the widest activations (with slack), per image
+
+    def at(self, batch_size: int) -> int:
+        """The total at another batch size (evaluation batches grow with it too)."""
+        training = self.per_image * batch_size
+        evaluation = self.eval_per_image * max(batch_size, self.eval_images)
+        return self.fixed + max(training, evaluation)
+
+    @property
+    def total(self) -> int:
+        return self.at(self.batch_size)
+
+    @property
+    def batch_part(self) -> int:
+        """What the batches add to the fixed part at this batch size."""
+        return self.total - self.fixed
+
+    def largest_batch(self, budget: int) -> int:
+        """The largest batch size whose estimate fits in `budget` bytes (0 if none does)."""
+        low, high = 0, 65_536  # invariant: `low` fits (0 stands for none), `high + 1` does not
+        if self.at(1) > budget:
+            return 0
+        while low < high:
+            middle = (low + high + 1) // 2
+            if self.at(middle) <= budget:
+                low = middle
+            else:
+                high = middle - 1
+        return low
+
+
+def estimate(spec: Spec, config: TrainConfig, device: str | None = None) -> Estimate:
+    """Training memory of `spec` with `config` on "cpu" or "cuda" (default: where it would run).
+
+    Raises cnnlab.inspect.InspectionError when the spec's forward pass fails; check the spec
+    with `cnnlab.validation` first.
+    """
+    kind = "cuda" if (device or training_device(config)).startswith("cuda") else "cpu"
+    table = inspect_spec(spec)
+    memory = table.memory(config.batch_size, _optimizer_kind(config))
+    slack = FAMILY_SLACK.get(spec.family, ACTIVATION_SLACK)
+    input_bytes = INPUT_COPIES * spec.in_channels * spec.input_size ** 2 * 4
+    per_image = math.ceil(memory.activations / config.batch_size * slack) + input_bytes
+    widest = table.inference_memory(1) - memory.weights  # two neighbouring activations
+    eval_slack = FAMILY_EVAL_SLACK.get(spec.family, EVAL_SLACK)
+    eval_per_image = math.ceil(widest * eval_slack) + input_bytes
+    eval_images = min(EVAL_BATCH_CAP[kind], EVAL_PIXELS // spec.input_size ** 2)
+    images = sum(data.FULL_SIZES if train_size(config.data) == data.FULL_SIZES[0]
+                 else data.SAMPLE_SIZES)
+    fixed = (memory.weights + memory.gradients + memory.optimizer_state
+             + images * data.IMAGE_SIZE ** 2 + RUNTIME_OVERHEAD[kind])
+    return Estimate(memory, config.batch_size, fixed, per_image, eval_images, eval_per_image)
+
+
+def fits_device(spec: Spec, config: TrainConfig,
+                memory: DeviceMemory | None = None) -> tuple[bool, str]:
+    """Whether training `spec` with `config` fits the device it would run on, and a message.
+
+    Refused (False) when the estimate exceeds 90% of what the device can give: the RAM
+    available now on a CPU; a GPU's total memory, since the queue runs one job per GPU and
+    other runs free theirs when they end. The message says what to lower, with the largest
+    batch size that fits. `memory` replaces the device's own figures (for tests).
+    Raises InspectionError for a spec whose forward pass fails.
+    """
+    device = memory.device if memory is not None else training_device(config)
+    memory = memory or device_memory(device)
+    need = estimate(spec, config, device)
+    budget = int((memory.total if memory.is_gpu else memory.free) * USABLE_SHARE)
+    have = (f"{memory.name} has {human_bytes(memory.total)}" if memory.is_gpu
+            else f"{memory.name} has {human_bytes(memory.free)} available")
+    summary = (f"needs about {human_bytes(need.total)} to train at batch size "
+               f"{config.batch_size:,} and {spec.input_size}x{spec.input_size} pixels")
+    if need.total <= budget:
+        message = f"This run {summary}; {have}."
+        if memory.is_gpu and need.total > memory.free * USABLE_SHARE:
+            message += (f" Only {human_bytes(memory.free)} is free on it right now: other runs "
+                        "are using it, and this one may run out of memory if they still are "
+                        "when it starts.")
+        return True, message
+    largest = need.largest_batch(budget)
+    if largest >= 1:
+        fix = f"a batch size of {_round_down(largest):,} or less would fit"
+    else:
+        fix = "even a batch of one image does not fit, so lower the input size or the width"
+    return False, (f"Too big: this run {summary} ({human_bytes(need.batch_part)} of it for "
+                   f"the batches), but {have}. "
+                   f"Lower the batch size (now {config.batch_size:,}), the input size "
+                   f"(now {spec.input_size} px) or the width (now {spec.width:g}): {fix}.")
+
+
+def _round_down(batch: int) -> int:
+    """A friendly batch size at most `batch`: a power of two, or a multiple of 32 above 128."""
+    if batch >= 128:
+        return batch // 32 * 32
+    return 2 ** int(math.log2(batch))

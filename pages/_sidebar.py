@@ -1,0 +1,56 @@
+"""The sidebar on every page: what this server trains on, and the queue everyone shares."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import streamlit as st
+
+from cnnlab import resources
+from cnnlab.live import duration, progress
+from cnnlab.runs import Status
+from pages._shared import job_manager, run_events
+
+QUEUE_REFRESH_S = 3  # the queue changes when anyone on the server starts or ends a run
+QUEUE_SHOWN = 8  # waiting runs listed by name; the rest are counted
+
+
+@st.cache_resource(show_spinner=False)
+def device() -> str:
+    return resources.device_summary()  # fixed for the life of the server
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def data() -> str:
+    return resources.data_summary()  # a look at the disk; installing the data shows within a minute
+
+
+@st.fragment(run_every=QUEUE_REFRESH_S)
+def queue() -> None:
+    st.markdown("**Queue**")
+    try:
+        active = job_manager().active()
+        running = [run for run in active if run.status is Status.RUNNING]
+        waiting = [run for run in active if run.status is Status.QUEUED]
+        for run in running:
+            now = progress(run, run_events().get(run))
+            left = f", {duration(now.eta_s)} left" if now.eta_s is not None else ""
+            st.progress(now.fraction or 0.0, text=f"{run.model}: {now.fraction or 0:.0%}{left}")
+    except sqlite3.Error as exc:
+        st.caption(f"The run store cannot be read just now ({exc}).")
+        return
+    for place, run in enumerate(waiting[:QUEUE_SHOWN], start=1):
+        st.caption(f"{place}. {run.model}: waiting")
+    if len(waiting) > QUEUE_SHOWN:
+        st.caption(f"... and {len(waiting) - QUEUE_SHOWN} more waiting")
+    if not active:
+        st.caption("Nothing is training. Start a run on the Train page.")
+
+
+def show_sidebar() -> None:
+    """Device, data and the queue, under the page links."""
+    with st.sidebar:
+        st.markdown("**This server**")
+        st.caption(f":material/memory: Trains on: {device()}")
+        st.caption(f":material/dataset: {data()}")
+        queue()

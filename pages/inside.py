@@ -1,0 +1,297 @@
+"""Inside: what a network has learned. First-layer filters before and after training, the
+feature maps of one test image block by block, every BatchNorm layer's gamma and beta
+(d2l 7.5.4: "let us look at gamma and beta"), and predictions with a confusion matrix.
+
+The page only arranges widgets; `cnnlab.inside` computes and `cnnlab.viz` draws. Models and
+results are cached by (run id, checkpoint) or (spec, seed), so every student looking at the
+same run shares one copy.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import streamlit as st
+
+from cnnlab import inside, specs
+from cnnlab.data import CLASSES, DataError, load_fashion_mnist
+from cnnlab.inspect import inspect_spec
+from cnnlab.runs import Run, Status
+from cnnlab.validation import SpecError, spec_from_dict
+from cnnlab.viz import (
+    batch_norm_chart,
+    batch_norm_overview,
+    confusion_heatmap,
+    feature_map_grid,
+    filter_grid,
+    filters_before_after,
+    prediction_gallery,
+)
+from pages._shared import run_store
+
+RUN, UNTRAINED = "A training run", "An untrained model"
+LATEST = "latest"
+ARCHITECTURE_SPEC = "the spec on the Architecture page"
+GALLERY_SIZE = 16
+MAX_CHANNELS = 16
+
+
+# --- models and results, cached by what identifies them ----------------------------------------
+# A "subject" is ("run", run id, checkpoint) or ("spec", spec JSON, seed): strings, so they key
+# the caches. The model object is shared by every session, and feature_maps adds hooks to it
+# for one forward pass, so all work on shared models goes through one lock.
+
+
+@st.cache_resource
+def model_lock() -> threading.Lock:
+    return threading.Lock()
+
+
+@st.cache_resource(max_entries=6, show_spinner="Loading the network…")
+def model_for(kind: str, ident: str, detail: str):
+    if kind == "run":
+        return inside.load_run_model(run_store(), ident, detail)
+    return inside.untrained_model(specs.from_json(ident), int(detail))
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def filters(kind: str, ident: str, detail: str):
+    if kind == "spec":  # a fresh copy: "before training" need not keep a whole model cached
+        return inside.first_layer_filters(inside.untrained_model(specs.from_json(ident),
+                                                                 int(detail)))
+    with model_lock():
+        return inside.first_layer_filters(model_for(kind, ident, detail))
+
+
+@st.cache_data(max_entries=64, show_spinner="Running the image through the network…")
+def maps(kind: str, ident: str, detail: str, index: int, input_size: int):
+    with model_lock():
+        return inside.feature_maps(model_for(kind, ident, detail), test_set().test_images[index],
+                                   input_size, include_input=True)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def norms(kind: str, ident: str, detail: str):
+    with model_lock():
+        return inside.batch_norm_layers(model_for(kind, ident, detail))
+
+
+@st.cache_data(max_entries=16, show_spinner="Predicting the test images…")
+def evaluation(kind: str, ident: str, detail: str, n: int, input_size: int):
+    data = test_set()
+    with model_lock():
+        return inside.evaluate_images(model_for(kind, ident, detail), data.test_images[:n],
+                                      data.test_labels[:n], input_size)
+
+
+@st.cache_resource(show_spinner=False)
+def test_set():
+    # The bundled sample's 1,000 test images: always there, class-balanced, drawn from the
+    # real test set, and small enough to predict in seconds on a CPU.
+    return load_fashion_mnist(source="sample")
+
+
+# --- choosing what to look at ----------------------------------------------------------------
+
+
+def describe_run(run: Run) -> str:
+    acc = (run.result.get("metrics") or {}).get("test_acc")
+    extra = f" · test acc {acc:.3f}" if isinstance(acc, (int, float)) else ""
+    return f"{run.label} · {run.status}{extra}"
+
+
+def runs_to_show() -> list[Run]:
+    """Runs with weights to look at: those with a checkpoint, and running ones."""
+    store = run_store()
+    return [r for r in store.list() if r.status is Status.RUNNING or store.checkpoints(r.id)]
+
+
+def choose_run(runs: list[Run]) -> tuple[Run, str] | None:
+    """The run and checkpoint to show, or None (after saying why)."""
+    store = run_store()
+    if not runs:
+        st.info("No run has saved a checkpoint yet. Train one on the **Train** page (a run saves "
+                "its weights after every epoch), or look at an untrained model.",
+                icon=":material/info:")
+        return None
+    by_id = {r.id: r for r in runs}
+    wanted = st.session_state.get("selected_run")
+    index = list(by_id).index(wanted) if wanted in by_id else 0
+    left, right = st.columns([3, 1], vertical_alignment="bottom")
+    run_id = left.selectbox("Run", list(by_id), index=index, key="inside.run",
+                            format_func=lambda i: describe_run(by_id[i]))
+    run = by_id[run_id]
+    names = store.checkpoints(run_id)
+    latest = inside.latest_checkpoint(store, run_id)
+    chosen = right.selectbox(
+        "Checkpoint", [LATEST] + names[::-1], key=f"inside.checkpoint.{run_id}",
+        format_func=lambda n: f"latest ({latest})" if n == LATEST and latest else n)
+    if run.status is Status.RUNNING:
+        note = f"showing its checkpoint {latest}" if latest else "no checkpoint yet"
+        st.info(f"This run is still training ({note}; one is saved after every epoch).",
+                icon=":material/hourglass_top:")
+        st.button("Load the newest checkpoint", icon=":material/refresh:")
+    checkpoint = latest if chosen == LATEST else chosen
+    if checkpoint is None:
+        return None
+    return run, checkpoint
+
+
+def choose_spec() -> tuple[specs.Spec, int]:
+    """An untrained model's spec and the seed of its initialisation."""
+    edited = st.session_state.get("spec")
+    options = ([ARCHITECTURE_SPEC] if isinstance(edited, specs.Spec) else []) + list(specs.PRESETS)
+    left, right = st.columns([3, 1], vertical_alignment="bottom")
+    name = left.selectbox(
+        "Network", options, key="inside.preset",
+        index=0 if options[0] == ARCHITECTURE_SPEC else options.index("bn-lenet"),
+        format_func=lambda o: (f"{o} ({edited.family}, {edited.input_size} px)"
+                               if o == ARCHITECTURE_SPEC else o))
+    seed = right.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1,
+                              key="inside.seed")
+    spec = edited if name == ARCHITECTURE_SPEC else specs.PRESETS[name]
+    return spec, int(seed)
+
+
+def subject_caption(name: str, spec: specs.Spec, trained: str) -> str:
+    table = inspect_spec(spec)
+    return (f"**{name}** ({spec.family}) at {spec.input_size}×{spec.input_size} px · "
+            f"{table.total_params:,} parameters · {trained}")
+
+
+# --- the page ----------------------------------------------------------------------------------
+
+st.title("Inside a network")
+st.caption("What the weights look like and what the layers see: the first layer's filters, the "
+           "feature maps of one image, BatchNorm's γ and β (d2l 7.5), and the predictions.")
+
+try:
+    runs = runs_to_show()
+except Exception as exc:  # the store itself failed (disk, permissions): say so, keep going
+    st.error(f"Cannot read the runs: {exc}", icon=":material/error:")
+    runs = []
+default = RUN if runs else UNTRAINED
+source = st.segmented_control("Look at", [RUN, UNTRAINED], default=default,
+                              key="inside.source") or default
+
+try:
+    if source == RUN:
+        picked = choose_run(runs)
+        if picked is None:
+            st.stop()
+        run, checkpoint = picked
+        spec = inside.run_spec(run)
+        subject = ("run", run.id, checkpoint)
+        before = ("spec", spec.to_json(), str(inside.run_seed(run)))
+        st.caption(subject_caption(run.model, spec, f"weights of checkpoint **{checkpoint}**"))
+    else:
+        spec, seed = choose_spec()
+        subject, before = ("spec", spec.to_json(), str(seed)), None
+        name = st.session_state["inside.preset"]
+        st.caption(subject_caption("Architecture page" if name == ARCHITECTURE_SPEC else name,
+                                   spec, f"untrained: Xavier-uniform initialisation, seed {seed}"))
+    spec_from_dict(spec.to_dict())  # an edited spec must still be valid before we build it
+    model_for(*subject)
+except (inside.InsideError, SpecError, KeyError, OSError, ValueError, RuntimeError) as exc:
+    st.error(f"Cannot load this network: {exc}", icon=":material/error:")
+    st.stop()
+
+fits_data = spec.in_channels == 1 and spec.num_classes == len(CLASSES)
+try:
+    data = test_set()
+except DataError as exc:
+    data = None
+    st.warning(f"No Fashion-MNIST images to show: {exc}", icon=":material/warning:")
+
+# 1. Filters
+st.header("First-layer filters")
+try:
+    if before is not None:
+        st.caption("Each small square is one filter of the first convolution: red weights add "
+                   "the pixel, blue ones subtract it. *Before*: the Xavier initialisation from "
+                   "the run's seed, exactly where training started. *After*: the checkpoint.")
+        st.plotly_chart(filters_before_after(filters(*before), filters(*subject),
+                                             labels=("Before training", f"After ({checkpoint})")))
+    else:
+        st.caption("Each small square is one filter of the first convolution, as initialised: "
+                   "random noise until training shapes it into edge and blob detectors.")
+        st.plotly_chart(filter_grid(filters(*subject)))
+except inside.InsideError as exc:
+    st.info(str(exc), icon=":material/info:")
+
+# 2. Feature maps
+st.header("Feature maps, block by block")
+if data is None or not fits_data:
+    st.info("Feature maps need a network for 1-channel Fashion-MNIST images "
+            f"(this one takes {spec.in_channels} channel(s) and has {spec.num_classes} classes).",
+            icon=":material/info:")
+else:
+    count = len(data.test_labels)
+    index = st.slider("Test image", 0, count - 1, 0, key="inside.image",
+                      help=f"One of the {count:,} test images of the bundled sample")
+    st.caption(f"Test image {index}: a **{CLASSES[int(data.test_labels[index])]}**. "
+               f"The top row is what the network sees (resized to {spec.input_size} px); below, "
+               f"what each block hands on (at most {MAX_CHANNELS} channels, each scaled to its "
+               "own range: bright is high). Dense layers are left out.")
+    try:
+        st.plotly_chart(feature_map_grid(maps(*subject, index, spec.input_size),
+                                         max_channels=MAX_CHANNELS))
+    except (RuntimeError, ValueError) as exc:
+        st.error(f"The forward pass failed: {exc}", icon=":material/error:")
+
+# 3. Batch normalization
+st.header("Batch normalization: γ and β")
+layers = norms(*subject)
+if not layers:
+    st.info("This network has no BatchNorm layers. Batch normalization arrives in d2l 7.5: "
+            "try **bn-lenet**, **bn-lenet-scratch**, **resnet18** or **densenet**.",
+            icon=":material/info:")
+else:
+    st.caption("BatchNorm normalises each channel, then scales it by γ and shifts it by β, both "
+               "learned (d2l eq. 7.5.1). They start at γ = 1 (dotted) and β = 0; the running mean "
+               "and variance are what the layer uses at prediction time.")
+    if len(layers) > 1:
+        st.plotly_chart(batch_norm_overview(layers))
+    paths = [layer.path for layer in layers]
+    shown = st.multiselect("Layers to show channel by channel", paths,
+                           default=paths if len(paths) <= 4 else paths[:1], key="inside.bn")
+    if spec.family == "lenet" and len(layers[0].gamma) == len(inside.TEXTBOOK_FIRST_BN["gamma"]):
+        book = inside.TEXTBOOK_FIRST_BN
+        st.caption(f"The book printed the first layer's values after 10 epochs (d2l "
+                   f"{book['section']}): γ = {', '.join(f'{v:.2f}' for v in book['gamma'])}; "
+                   f"β = {', '.join(f'{v:.2f}' for v in book['beta'])}.")
+    columns = st.columns(2)
+    for i, layer in enumerate(layer for layer in layers if layer.path in shown):
+        with columns[i % 2]:
+            st.plotly_chart(batch_norm_chart(*layer))
+
+# 4. Predictions
+st.header("Predictions")
+if data is None or not fits_data:
+    st.info("Predictions need a network for Fashion-MNIST's 1-channel images and 10 classes.",
+            icon=":material/info:")
+else:
+    flops = inspect_spec(spec).total_flops
+    sizes = [n for n in inside.EVAL_SIZES if n <= len(data.test_labels)]
+    left, right = st.columns([1, 2], vertical_alignment="bottom")
+    n = left.selectbox("Test images to predict", sizes,
+                       index=sizes.index(inside.suggested_eval_size(flops, sizes=tuple(sizes))),
+                       key=f"inside.eval.{spec.family}.{spec.input_size}")
+    which = right.segmented_control("Show", ["first images", "mistakes"], default="first images",
+                                    key="inside.gallery")
+    try:
+        result = evaluation(*subject, n, spec.input_size)
+    except (RuntimeError, ValueError) as exc:
+        st.error(f"Prediction failed: {exc}", icon=":material/error:")
+    else:
+        st.caption(f"On the first {n:,} of the {len(data.test_labels):,} test images in the "
+                   "bundled sample (class-balanced, drawn from Fashion-MNIST's 10,000 test "
+                   f"images): accuracy **{result.accuracy:.1%}**.")
+        picked = (result.mistakes(GALLERY_SIZE) if which == "mistakes"
+                  else list(range(min(GALLERY_SIZE, n))))
+        if picked:
+            st.plotly_chart(prediction_gallery(data.test_images[:n], result.probs,
+                                               result.targets, CLASSES, indices=picked))
+        else:
+            st.success("No mistakes on these images.", icon=":material/check:")
+        st.plotly_chart(confusion_heatmap(result.matrix, CLASSES))

@@ -1,0 +1,229 @@
+"""The app in a real Chromium: a Streamlit server in a subprocess, driven with Playwright.
+
+Screenshots of each page go to test-artifacts/; with CNNLAB_UPDATE_SCREENSHOTS=1 they are also
+copied to assets/screenshots/, where the README shows them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from cnnlab.runs import RunStore, Status
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARTIFACTS = ROOT / "test-artifacts"
+SCREENSHOTS = ROOT / "assets" / "screenshots"
+VIEWPORT = {"width": 1440, "height": 1100}
+START_TIMEOUT_S = 60
+RUN_TIMEOUT_S = 180  # a fresh server's first step takes seconds; slow CI machines more
+STEP_TIMEOUT_S = 30  # one page interaction; a first visit imports and inspects (seconds)
+
+if not CHROMIUM.exists():
+    pytest.skip(f"{CHROMIUM} is missing (Debian: apt-get install chromium)",
+                allow_module_level=True)
+if importlib.util.find_spec("playwright") is None:
+    pytest.skip("playwright for Python is not installed (pip install playwright)",
+                allow_module_level=True)
+
+from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
+
+expect.set_options(timeout=STEP_TIMEOUT_S * 1000)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, server: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"streamlit exited with {server.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as reply:
+                if reply.read().decode().strip() == "ok":
+                    return
+        except (urllib.error.URLError, OSError):
+            pass  # 503 or refused until the server is up
+        time.sleep(0.2)
+    pytest.fail(f"streamlit did not become healthy in {START_TIMEOUT_S} s:\n{log.read_text()}")
+
+
+def stop(server: subprocess.Popen) -> None:
+    """SIGTERM the server's process group, then SIGKILL it after 10 s."""
+    if server.poll() is not None:
+        return
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(10)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(10)
+
+
+def stop_workers(runs: Path) -> None:
+    """Workers run in sessions of their own and outlive the server: stop this test's."""
+    for run in RunStore(runs).list(Status.RUNNING):
+        if run.worker_pid:
+            try:
+                os.kill(run.worker_pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.fixture
+def server(tmp_path):
+    runs, log = tmp_path / "runs", tmp_path / "streamlit.log"
+    port = free_port()
+    env = {**os.environ, "CNNLAB_RUNS": str(runs), "PYTHONPATH": str(ROOT)}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+             "--server.address", "127.0.0.1", "--server.port", str(port),
+             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, proc, log)
+        yield url
+    finally:
+        stop(proc)
+        stop_workers(runs)
+
+
+@pytest.fixture
+def chromium_page():
+    # Not `browser`: pytest-playwright's fixture has that name.
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
+                                              headless=True)
+        try:
+            page = chromium.new_page(viewport=VIEWPORT)
+            page.set_default_timeout(STEP_TIMEOUT_S * 1000)
+            yield page
+        finally:
+            chromium.close()
+
+
+def screenshot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path))
+    if os.environ.get("CNNLAB_UPDATE_SCREENSHOTS") == "1":
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, SCREENSHOTS / f"{name}.png")
+
+
+def no_exception(page: Page) -> None:
+    expect(page.locator('[data-testid="stException"]')).to_have_count(0)
+
+
+def wait_idle(page: Page) -> None:
+    """Until the script run ends (the 'running' indicator in the header disappears)."""
+    page.wait_for_timeout(300)
+    expect(page.locator('[data-testid="stStatusWidget"]')).to_have_count(0, timeout=60_000)
+
+
+def go_to(page: Page, title: str) -> None:
+    page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=title).click()
+    expect(page.get_by_role("heading", name=title, level=1)).to_be_visible(timeout=60_000)
+    wait_idle(page)
+
+
+def curve_points(page: Page) -> int:
+    """Points of the train-loss curve in the page's Plotly chart (0 before there is one)."""
+    return page.evaluate("""() => {
+        const plot = document.querySelector('.js-plotly-plot');
+        const trace = plot && plot.data && plot.data.find(t => t.name === 'train loss');
+        return trace ? trace.x.length : 0;
+    }""")
+
+
+def wait_for(condition, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.25)
+
+
+def test_the_app_in_a_browser(server, chromium_page):
+    try:
+        walk_through_the_app(chromium_page, server)
+    except Exception:
+        screenshot(chromium_page, "failure")  # what the page showed, beside the traceback
+        raise
+
+
+def walk_through_the_app(page: Page, url: str) -> None:
+    page.goto(url)
+    expect(page.get_by_role("heading", name="Architecture", level=1)).to_be_visible(
+        timeout=60_000)
+    wait_idle(page)
+    no_exception(page)
+    parameters = page.locator('[data-testid="stMetric"]').filter(has_text="Parameters")
+    expect(parameters).to_contain_text("46,764,746")  # AlexNet, the default
+    page.get_by_role("radio", name="ResNet", exact=True).click()  # the Family control
+    expect(parameters).to_contain_text("11,178,378", timeout=30_000)  # ResNet-18 at 96 px
+    wait_idle(page)
+    screenshot(page, "architecture")
+
+    # Train: the Architecture page's model is offered first; a tiny BN-LeNet run instead.
+    go_to(page, "Train")
+    no_exception(page)
+    model = page.get_by_role("combobox", name="Model")
+    expect(model).to_have_value("resnet18 (from the Architecture page)")
+    model.click()
+    page.get_by_role("option", name="bn-lenet", exact=True).click()
+    wait_idle(page)
+    page.get_by_text("sample (3,000 / 1,000)").click()
+    wait_idle(page)
+    page.get_by_role("spinbutton", name="Epochs").fill("10")
+    page.get_by_role("spinbutton", name="Epochs").press("Enter")
+    wait_idle(page)
+    page.get_by_text("More options").click()
+    page.get_by_role("spinbutton", name="Log every (steps)").fill("2")
+    page.get_by_role("spinbutton", name="Log every (steps)").press("Enter")
+    wait_idle(page)
+    expect(page.get_by_text("needs about")).to_be_visible()  # the memory estimate
+    page.get_by_role("button", name="Start training").click()
+
+    # The first step in a fresh server takes seconds (the worker imports torch): wait for it,
+    # then for the live chart to grow without a reload.
+    wait_for(lambda: curve_points(page) > 0, RUN_TIMEOUT_S, "the first point")
+    first = curve_points(page)
+    wait_for(lambda: curve_points(page) > first or page.get_by_text("Done.").count() > 0,
+             RUN_TIMEOUT_S, "more points")
+    no_exception(page)
+    expect(page.get_by_text("Done.")).to_be_visible(timeout=RUN_TIMEOUT_S * 1000)
+    assert curve_points(page) >= 30  # 120 steps, a point every 2
+    wait_idle(page)
+    page.get_by_role("heading", name="Progress").evaluate(
+        "heading => heading.scrollIntoView({block: 'start'})")  # the run and its curves
+    screenshot(page, "train")
+
+    # The other pages, when the navigation has them by now.
+    nav = page.locator('[data-testid="stSidebarNav"]')
+    for title in ("Inside", "Compare"):
+        if nav.get_by_role("link", name=title).count():
+            go_to(page, title)
+            no_exception(page)
+            screenshot(page, title.lower())

@@ -1,0 +1,121 @@
+"""Comparing real runs with each other and with the textbook's results (d2l 7.5.4 and 7.5.5)."""
+
+from __future__ import annotations
+
+import pytest
+
+from cnnlab.compare import (
+    COLUMNS,
+    compare_table,
+    curves_for,
+    textbook_key,
+    textbook_references,
+)
+from cnnlab.inspect import inspect_spec
+from cnnlab.runs import RunStore, Status
+from cnnlab.specs import PRESETS
+from cnnlab.train import TEXTBOOK_RESULTS, TrainConfig, run_recorded
+
+ONE_EPOCH = TrainConfig(epochs=1, batch_size=256, lr=1.0, data="sample", device="cpu",
+                        log_every=4)
+
+
+def train_run(store: RunStore, preset: str, name: str | None = None) -> str:
+    """A real recorded run: one epoch on the 3,000-image sample, about a second."""
+    run = store.create(preset, PRESETS[preset].to_dict(), ONE_EPOCH.to_dict(), name=name,
+                       data_source="sample")
+    store.mark_running(run.id, pid=1, device="cpu", data_source="sample")
+    assert run_recorded(store, run.id) is Status.DONE
+    return run.id
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> RunStore:
+    return RunStore(tmp_path_factory.mktemp("compare") / "runs")
+
+
+@pytest.fixture(scope="module")
+def runs(store: RunStore) -> dict[str, str]:
+    return {"bn-lenet": train_run(store, "bn-lenet", name="torch BN"),
+            "bn-lenet-scratch": train_run(store, "bn-lenet-scratch", name="scratch BN")}
+
+
+def test_each_run_has_its_row_and_the_books_row_beside_it(store, runs) -> None:
+    rows = compare_table(store, [runs["bn-lenet"], runs["bn-lenet-scratch"]])
+    assert [(r["run"], r["source"]) for r in rows] == [
+        ("torch BN", "this run"), ("textbook: bn-lenet", "d2l 7.5.5"),
+        ("scratch BN", "this run"), ("textbook: bn-lenet-scratch", "d2l 7.5.4")]
+    ours, book = rows[0], rows[1]
+    assert set(COLUMNS) <= set(ours) and set(COLUMNS) <= set(book)
+    assert book["test_acc"] == 0.814 and book["examples_per_s"] == 27746.0
+    assert book["id"] is None and book["data"] == "full" and book["epochs"] == 10
+
+
+def test_our_row_holds_cost_speed_and_accuracy(store, runs) -> None:
+    ours = compare_table(store, [runs["bn-lenet"]])[0]
+    run = store.get(runs["bn-lenet"])
+    table = inspect_spec(PRESETS["bn-lenet"])
+    assert ours["params"] == table.total_params == 44_878
+    assert ours["flops"] == table.total_flops
+    assert ours["test_acc"] == run.result["metrics"]["test_acc"]
+    assert ours["vs_book"] == pytest.approx(ours["test_acc"] - 0.814)
+    assert ours["examples_per_s"] > 0 and ours["time_s"] > 0
+    assert ours["epochs"] == 1 and ours["data"] == "sample" and ours["device"] == "cpu"
+    assert ours["input_size"] == 28 and ours["status"] == "done"
+
+
+def test_two_runs_of_one_model_share_one_book_row(store, runs) -> None:
+    rows = compare_table(store, [runs["bn-lenet"], runs["bn-lenet-scratch"], runs["bn-lenet"]])
+    assert [r["source"] for r in rows] == ["this run", "this run", "d2l 7.5.5",
+                                           "this run", "d2l 7.5.4"]
+
+
+def test_the_book_row_is_found_by_the_spec_not_the_name(store) -> None:
+    mine = store.create("my-net", PRESETS["bn-lenet"].replace(input_size=32).to_dict(), {})
+    assert textbook_key(mine) == "bn-lenet"
+    plain = store.create("lenet", PRESETS["lenet"].to_dict(), {})
+    assert textbook_key(plain) is None  # the chapter trains LeNet only with batch norm
+    wider = store.create("bn-lenet", PRESETS["bn-lenet"].replace(width=2.0).to_dict(), {})
+    assert textbook_key(wider) == "bn-lenet"  # named after the book's model: still compared
+
+
+def test_a_run_the_book_did_not_train_has_no_book_row(store) -> None:
+    plain = store.create("lenet", PRESETS["lenet"].to_dict(), ONE_EPOCH.to_dict())
+    rows = compare_table(store, [plain.id])
+    assert len(rows) == 1 and rows[0]["textbook"] is None and rows[0]["vs_book"] is None
+
+
+def test_a_queued_run_has_a_row_with_nothing_measured_yet(store) -> None:
+    queued = store.create("resnet18", PRESETS["resnet18"].to_dict(), ONE_EPOCH.to_dict())
+    ours, book = compare_table(store, [queued.id])
+    assert ours["status"] == "queued" and ours["params"] == 11_178_378
+    assert ours["test_acc"] is None and ours["time_s"] is None and ours["vs_book"] is None
+    assert book["test_acc"] == TEXTBOOK_RESULTS["resnet18"].test_acc
+
+
+def test_textbook_references_label_the_books_accuracy(store, runs) -> None:
+    rows = compare_table(store, list(runs.values()))
+    assert textbook_references(rows) == {"book: bn-lenet 0.814": 0.814,
+                                         "book: bn-lenet-scratch 0.874": 0.874}
+
+
+def test_curves_hold_every_event_of_each_run(store, runs) -> None:
+    curves = curves_for(store, [runs["bn-lenet"], runs["bn-lenet-scratch"]])
+    assert list(curves) == ["torch BN", "scratch BN"]
+    events = curves["torch BN"]
+    assert events == store.metrics(runs["bn-lenet"])
+    assert [e["kind"] for e in events].count("epoch") == 1
+    assert any(e["kind"] == "step" and "train_loss" in e for e in events)
+
+
+def test_curves_of_runs_with_one_name_get_their_ids_added(store, runs) -> None:
+    twin = store.create("bn-lenet", PRESETS["bn-lenet"].to_dict(), {}, name="torch BN")
+    curves = curves_for(store, [runs["bn-lenet"], twin.id])
+    assert list(curves) == [f"torch BN ({runs['bn-lenet']})", f"torch BN ({twin.id})"]
+
+
+def test_an_unknown_run_raises_key_error(store) -> None:
+    with pytest.raises(KeyError):
+        compare_table(store, ["20000101-000000-abcdef"])
+    with pytest.raises(KeyError):
+        curves_for(store, ["20000101-000000-abcdef"])

@@ -1,0 +1,59 @@
+"""Training curves from metric events (cnnlab.curves)."""
+
+from __future__ import annotations
+
+import pytest
+
+from cnnlab.curves import MAX_POINTS, downsample, training_curves
+
+
+def events(steps: int, per_epoch: int = 100) -> list[dict]:
+    out = []
+    for s in range(1, steps + 1):
+        out.append({"kind": "step", "step": s, "epoch": s / per_epoch,
+                    "train_loss": 2.3 / s, "train_acc": 1 - 1 / (s + 1)})
+        if s % per_epoch == 0:
+            out.append({"kind": "epoch", "step": s, "epoch": s / per_epoch,
+                        "test_loss": 1.0, "test_acc": 0.8})
+    return out
+
+
+def trace(figure, name):
+    return next(t for t in figure.data if t.name == name)
+
+
+def test_the_figure_has_the_textbooks_three_curves_and_test_loss():
+    figure = training_curves(events(300))
+    assert {t.name for t in figure.data} == {"train loss", "train acc", "test acc", "test loss"}
+    assert list(trace(figure, "test acc").x) == [1.0, 2.0, 3.0]
+    assert trace(figure, "train loss").xaxis == "x" and trace(figure, "train acc").xaxis == "x2"
+
+
+def test_no_events_draw_empty_axes():
+    assert training_curves([]).data == ()
+
+
+def test_long_runs_are_downsampled_to_at_most_max_points():
+    figure = training_curves(events(50_000, per_epoch=5000))
+    loss = trace(figure, "train loss")
+    assert len(loss.x) <= MAX_POINTS
+    assert loss.x[-1] == pytest.approx(10.0)  # the curve still ends where the run is
+
+
+def test_downsampling_averages_and_keeps_short_series_as_they_are():
+    assert downsample([1, 2, 3], [4, 5, 6]) == ([1, 2, 3], [4, 5, 6])
+    xs, ys = downsample(list(range(10)), list(range(10)), max_points=4)
+    assert len(xs) == 4 and xs[-1] == 9
+    assert xs[0] == pytest.approx(1.0)  # the mean of 0, 1, 2
+
+
+def test_the_x_axis_spans_the_whole_run_and_the_book_line_is_drawn():
+    figure = training_curves(events(50), epochs=10, book_test_acc=0.874)
+    assert figure.layout.xaxis.range[0] == 0 and 10 <= figure.layout.xaxis.range[1] < 10.5
+    assert any("0.874" in a.text for a in figure.layout.annotations)
+
+
+def test_non_finite_values_are_left_out():
+    bad = [{"kind": "step", "epoch": 0.1, "train_loss": float("nan"), "train_acc": 0.1},
+           {"kind": "step", "epoch": 0.2, "train_loss": 2.0, "train_acc": 0.2}]
+    assert list(trace(training_curves(bad), "train loss").y) == [2.0]

@@ -1,0 +1,217 @@
+"""Looking inside a real, briefly trained BN-LeNet (d2l 7.5): its filters, its feature maps
+block by block, gamma and beta of both BatchNorm kinds, and its predictions on the sample."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cnnlab import inside
+from cnnlab.data import load_fashion_mnist
+from cnnlab.inspect import inspect_spec
+from cnnlab.models.lenet import BatchNorm
+from cnnlab.runs import RunStore, Status
+from cnnlab.specs import PRESETS
+from cnnlab.train import TrainConfig, make_model, run_recorded
+
+BN_WIDTHS = [6, 16, 120, 84]  # conv1, conv2, fc1, fc2 of BN-LeNet (d2l 7.5.4)
+BN_PATHS = ["conv1.1", "conv2.1", "fc1.1", "fc2.1"]
+ONE_EPOCH = TrainConfig(epochs=1, batch_size=256, lr=1.0, data="sample", device="cpu",
+                        log_every=4)
+
+
+def train_run(store: RunStore, preset: str, config: TrainConfig = ONE_EPOCH) -> str:
+    """A real recorded run: one epoch (12 steps) on the 3,000-image sample, about a second."""
+    run = store.create(preset, PRESETS[preset].to_dict(), config.to_dict(), data_source="sample")
+    store.mark_running(run.id, pid=1, device="cpu", data_source="sample")
+    assert run_recorded(store, run.id) is Status.DONE
+    return run.id
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> RunStore:
+    return RunStore(tmp_path_factory.mktemp("inside") / "runs")
+
+
+@pytest.fixture(scope="module")
+def runs(store: RunStore) -> dict[str, str]:
+    """Run ids by BatchNorm kind: "torch" (nn.BatchNorm2d/1d) and "scratch" (d2l's own)."""
+    return {"torch": train_run(store, "bn-lenet"), "scratch": train_run(store, "bn-lenet-scratch")}
+
+
+@pytest.fixture(scope="module")
+def model(store: RunStore, runs: dict[str, str]) -> torch.nn.Module:
+    return inside.load_run_model(store, runs["torch"])
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return load_fashion_mnist(source="sample")
+
+
+# ---------------------------------------------------------------- loading
+
+
+def test_a_run_loads_from_its_final_checkpoint_in_eval_mode(store, runs, model) -> None:
+    state = store.load_checkpoint(runs["torch"], "final")["state_dict"]
+    assert not model.training
+    params = sum(p.numel() for p in model.parameters())
+    assert params == inspect_spec(PRESETS["bn-lenet"]).total_params
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+
+
+def test_an_epoch_checkpoint_loads_too(store, runs) -> None:
+    assert store.checkpoints(runs["scratch"]) == ["epoch-001", "final"]
+    model = inside.load_run_model(store, runs["scratch"], "epoch-001")
+    assert isinstance(model.conv1[1], BatchNorm)
+
+
+def test_a_missing_checkpoint_says_which_ones_exist(store, runs) -> None:
+    with pytest.raises(inside.NoCheckpoint, match="epoch-001, final"):
+        inside.load_run_model(store, runs["torch"], "epoch-009")
+
+
+def test_a_run_without_checkpoints_says_when_one_will_come(store) -> None:
+    run = store.create("bn-lenet", PRESETS["bn-lenet"].to_dict(), ONE_EPOCH.to_dict())
+    with pytest.raises(inside.NoCheckpoint, match="after each epoch"):
+        inside.load_run_model(store, run.id)
+    assert inside.latest_checkpoint(store, run.id) is None
+
+
+def test_latest_checkpoint_is_final_else_the_newest_epoch(store, model) -> None:
+    run = store.create("bn-lenet", PRESETS["bn-lenet"].to_dict(), ONE_EPOCH.to_dict())
+    for name in ("epoch-001", "epoch-002"):
+        store.save_checkpoint(run.id, name, model.state_dict(), {})
+    assert inside.latest_checkpoint(store, run.id) == "epoch-002"
+    store.save_checkpoint(run.id, "final", model.state_dict(), {})
+    assert inside.latest_checkpoint(store, run.id) == "final"
+
+
+def test_weights_that_do_not_fit_the_spec_raise_an_inside_error(store, model) -> None:
+    run = store.create("lenet", PRESETS["lenet"].to_dict(), ONE_EPOCH.to_dict())
+    store.save_checkpoint(run.id, "final", model.state_dict(), {})  # BN-LeNet's weights
+    with pytest.raises(inside.InsideError, match="does not fit"):
+        inside.load_run_model(store, run.id)
+
+
+def test_an_untrained_model_is_where_training_starts() -> None:
+    spec = PRESETS["bn-lenet"]
+    for seed in (0, 3):
+        expected = make_model(spec, seed).state_dict()
+        got = inside.untrained_model(spec, seed).state_dict()
+        assert all(torch.equal(got[k], v) for k, v in expected.items())
+    assert not torch.equal(inside.first_layer_filters(inside.untrained_model(spec, 0)),
+                           inside.first_layer_filters(inside.untrained_model(spec, 1)))
+
+
+# ---------------------------------------------------------------- filters and feature maps
+
+
+def test_first_layer_filters_are_six_5x5_filters_that_training_changed(model) -> None:
+    filters = inside.first_layer_filters(model)
+    assert filters.shape == (6, 1, 5, 5)
+    assert torch.equal(filters, model.conv1[0].weight.detach())
+    before = inside.first_layer_filters(inside.untrained_model(PRESETS["bn-lenet"], 0))
+    assert not torch.allclose(filters, before)
+
+
+def test_feature_maps_follow_bn_lenet_block_by_block(model, sample) -> None:
+    maps = inside.feature_maps(model, sample.test_images[0], 28, include_input=True)
+    assert [(name, tuple(m.shape)) for name, m in maps] == [
+        ("input", (1, 28, 28)), ("conv1", (6, 12, 12)), ("conv2", (16, 4, 4))]
+    assert maps[0][1].max() <= 1.0 and maps[0][1].min() >= 0.0  # pixels scaled as in training
+
+
+def test_feature_maps_resize_the_image_to_the_input_size(sample) -> None:
+    model = inside.untrained_model(PRESETS["bn-lenet"].replace(input_size=32))
+    maps = dict(inside.feature_maps(model, sample.test_images[0], 32, include_input=True))
+    assert maps["input"].shape == (1, 32, 32) and maps["conv1"].shape == (6, 14, 14)
+
+
+def test_feature_maps_leave_no_hooks_and_the_mode_as_it_was(model, sample) -> None:
+    model.train()
+    try:
+        inside.feature_maps(model, sample.test_images[1:2], 28)
+        assert model.training
+        assert all(not child._forward_hooks for child in model.children())
+    finally:
+        model.eval()
+
+
+# ---------------------------------------------------------------- batch norm
+
+
+@pytest.mark.parametrize("kind", ["torch", "scratch"])
+def test_batch_norm_layers_are_found_for_both_kinds(store, runs, kind) -> None:
+    layers = inside.batch_norm_layers(inside.load_run_model(store, runs[kind]))
+    assert [layer.path for layer in layers] == BN_PATHS
+    for layer, width in zip(layers, BN_WIDTHS):
+        for values in (layer.gamma, layer.beta, layer.running_mean, layer.running_var):
+            assert values.shape == (width,)
+        assert (layer.running_var > 0).all()
+
+
+def test_scratch_batch_norm_reads_gamma_beta_and_moving_statistics(store, runs) -> None:
+    model = inside.load_run_model(store, runs["scratch"])
+    first = inside.batch_norm_layers(model)[0]
+    bn = model.conv1[1]
+    assert torch.equal(first.gamma, bn.gamma.detach().reshape(-1))
+    assert torch.equal(first.beta, bn.beta.detach().reshape(-1))
+    assert torch.equal(first.running_mean, bn.moving_mean.reshape(-1))
+    assert torch.equal(first.running_var, bn.moving_var.reshape(-1))
+
+
+def test_gamma_and_beta_start_at_one_and_zero_and_training_moves_them(model) -> None:
+    untrained = inside.batch_norm_layers(inside.untrained_model(PRESETS["bn-lenet-scratch"]))
+    assert all(torch.equal(l.gamma, torch.ones_like(l.gamma)) for l in untrained)
+    assert all(torch.equal(l.beta, torch.zeros_like(l.beta)) for l in untrained)
+    trained = inside.batch_norm_layers(model)
+    assert not torch.allclose(trained[0].gamma, torch.ones(6))
+
+
+def test_a_network_without_batch_norm_has_no_layers_to_show() -> None:
+    assert inside.batch_norm_layers(inside.untrained_model(PRESETS["lenet"])) == []
+
+
+# ---------------------------------------------------------------- predictions
+
+
+def test_predictions_are_probabilities_and_their_argmax(model, sample) -> None:
+    probs, labels = inside.predict(model, sample.test_images[:300], 28)
+    assert probs.shape == (300, 10) and labels.shape == (300,)
+    assert torch.allclose(probs.sum(dim=1), torch.ones(300), atol=1e-5)
+    assert torch.equal(labels, probs.argmax(dim=1))
+
+
+def test_the_confusion_matrix_counts_every_image_once(model, sample) -> None:
+    result = inside.evaluate_images(model, sample.test_images, sample.test_labels, 28)
+    assert result.matrix.shape == (10, 10)
+    assert int(result.matrix.sum()) == len(sample.test_labels) == 1000
+    per_class = torch.bincount(sample.test_labels, minlength=10)
+    assert result.matrix.sum(dim=1).tolist() == per_class.tolist()
+
+
+def test_predictions_reproduce_the_accuracy_the_run_recorded(store, runs, model, sample) -> None:
+    result = inside.evaluate_images(model, sample.test_images, sample.test_labels, 28)
+    recorded = store.get(runs["torch"]).result["metrics"]["test_acc"]
+    assert result.accuracy == pytest.approx(recorded, abs=0.002)
+    assert result.accuracy > 0.1  # better than guessing after one epoch
+    wrong = result.mistakes()
+    assert len(wrong) == round((1 - result.accuracy) * 1000)
+    assert all(result.preds[i] != result.targets[i] for i in wrong[:20])
+    assert result.mistakes(5) == wrong[:5]
+
+
+def test_confusion_matrix_puts_true_classes_in_rows() -> None:
+    matrix = inside.confusion_matrix(torch.tensor([1, 1, 2, 0]), torch.tensor([0, 1, 2, 0]), 3)
+    assert matrix.tolist() == [[1, 1, 0], [0, 1, 0], [0, 0, 1]]
+    with pytest.raises(ValueError):
+        inside.confusion_matrix(torch.tensor([1]), torch.tensor([1, 2]))
+
+
+def test_suggested_eval_size_keeps_big_networks_quick() -> None:
+    assert inside.suggested_eval_size(inspect_spec(PRESETS["bn-lenet"]).total_flops) == 1000
+    assert inside.suggested_eval_size(inspect_spec(PRESETS["vgg16"]).total_flops) == 50
+    resnet = inside.suggested_eval_size(inspect_spec(PRESETS["resnet18"]).total_flops)
+    assert resnet * inspect_spec(PRESETS["resnet18"]).total_flops <= inside.EVAL_FLOPS_BUDGET
+    assert resnet in inside.EVAL_SIZES
