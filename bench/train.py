@@ -77,13 +77,13 @@ def format_peaks(peaks: dict[str, float]) -> str:
 
 
 def cnnlab_rate(name: str, full: cnndata.FashionMNIST, device: torch.device, warmup: int,
-                steps: int) -> tuple[float, str]:
+                steps: int, compile: bool = False) -> tuple[float, str]:
     """Training examples/s of cnnlab's loop over `steps` steps after `warmup`, and its layout."""
     # Ten test images: the loop evaluates once at the end, which the benchmark does not time.
     tiny_test = dataclasses.replace(full, test_images=full.test_images[:10],
                                     test_labels=full.test_labels[:10])
     config = textbook_config(name).replace(device=device.type, max_steps=warmup + steps,
-                                           log_every=1, data="full")
+                                           log_every=1, data="full", compile=compile)
     events: list[dict] = []
     result = train(PRESETS[name], config, on_event=events.append, data=tiny_test)
     if result.status != "done":
@@ -91,7 +91,8 @@ def cnnlab_rate(name: str, full: cnndata.FashionMNIST, device: torch.device, war
     # Each step event times one step (batch building included, callbacks excluded).
     timed = [e for e in events if e["kind"] == "step" and e["step"] > warmup]
     seconds = sum(config.batch_size / e["examples_per_s"] for e in timed)
-    return len(timed) * config.batch_size / seconds, "NHWC" if result.channels_last else "NCHW"
+    layout = "NHWC" if result.channels_last else "NCHW"
+    return len(timed) * config.batch_size / seconds, layout + ("+c" if compile else "")
 
 
 def extract_raw(root: Path) -> None:
@@ -148,6 +149,9 @@ def main() -> None:
                         help="alternate the two pipelines this many times and keep the best of "
                              "each (default 1; more resists other processes on a shared machine)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--compile", action="store_true",
+                        help="train cnnlab's side with torch.compile (TrainConfig.compile); the "
+                             "first, compiling step is part of the warm-up")
     args = parser.parse_args()
 
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
@@ -170,7 +174,7 @@ def main() -> None:
             flops = 3 * inspect_spec(PRESETS[name]).total_flops  # per training example
             ours = book = 0.0
             for _ in range(args.repeats):
-                rate, layout = cnnlab_rate(name, full, device, warmup, steps)
+                rate, layout = cnnlab_rate(name, full, device, warmup, steps, args.compile)
                 ours = max(ours, rate)
                 book = max(book, textbook_rate(name, root, device, warmup, steps))
                 loads.append(os.getloadavg()[0])

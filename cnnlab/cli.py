@@ -118,6 +118,8 @@ def _train_arguments(parser: argparse.ArgumentParser, textbook_only: bool = Fals
             help="float32 on CUDA instead of bf16 autocast")
         add("--no-channels-last", dest="channels_last", action="store_false", default=None,
             help="NCHW on CUDA instead of channels-last")
+        add("--compile", action="store_true", default=None,
+            help="torch.compile the training step (faster after ~30 s of compiling)")
         add("--bn-recalibration", type=int, metavar="BATCHES",
             help="recompute BatchNorm statistics over this many training batches before each "
                  "evaluation (default 20; 0 keeps the moving averages, as the book does)")
@@ -133,7 +135,7 @@ def _train_config(args: argparse.Namespace, base: Any) -> Any:
     """`base` (a TrainConfig) with the options given on the command line. Raises ConfigError."""
     names = ("epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay",
              "label_smoothing", "schedule", "flip", "amp", "channels_last", "subset", "device",
-             "data", "seed", "max_steps", "bn_recalibration")
+             "data", "seed", "max_steps", "bn_recalibration", "compile")
     changes = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
     return base.replace(**changes)
 

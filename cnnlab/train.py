@@ -78,6 +78,10 @@ class TrainConfig:
     # ("precise BN"); 0 evaluates with the moving averages, as the book does. See
     # recalibrate_batch_norm for why this is on by default.
     bn_recalibration: int = 20
+    # torch.compile the training step: fuses BN and ReLU into the convolutions' neighbours.
+    # ResNet-18 at 96 px on a 2-core CPU: 105 -> 145 examples/s, after ~30 s of compiling.
+    # Worth it for long runs only, so off by default.
+    compile: bool = False
 
     def __post_init__(self) -> None:
         # Checked on construction, so a config that exists can run (from_dict and replace too).
@@ -155,6 +159,7 @@ def config_problems(config: TrainConfig) -> list[Problem]:
          "10")
     need(_is_int(c.bn_recalibration) and 0 <= c.bn_recalibration <= 10_000, "bn_recalibration",
          "must be a whole number of batches >= 0", "0 keeps the moving averages, as the book does")
+    need(type(c.compile) is bool, "compile", "must be true or false", "leave it off for short runs")
     need(c.max_steps is None or (_is_int(c.max_steps) and c.max_steps >= 1), "max_steps",
          "must be empty or a whole number >= 1", "leave it empty to train all epochs")
     return problems
@@ -531,7 +536,10 @@ class _Loop:
                                    (dataset.test_images, dataset.test_labels)))
         n, bs = len(self.train_data), config.batch_size
         # A last batch of one example breaks BatchNorm's training statistics; drop only that one.
-        self.drop_last = n % bs == 1 and n > 1
+        # A compiled step would recompile for a short last batch (another ~30 s): drop it then.
+        self.drop_last = (n % bs == 1 or (config.compile and n % bs != 0)) and n > bs
+        # The original module stays in self.model: checkpoints keep plain parameter names.
+        self.forward = torch.compile(self.model, dynamic=False) if config.compile else self.model
         self.steps_per_epoch = self.train_data.num_batches(bs, self.drop_last)
         self.total_steps = config.epochs * self.steps_per_epoch
         if config.max_steps is not None:
@@ -670,7 +678,7 @@ class _Loop:
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.amp):
-            logits = self.model(x)
+            logits = self.forward(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=self.config.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

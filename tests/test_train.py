@@ -332,3 +332,13 @@ def test_recalibrating_batch_norm_sets_the_running_stats_to_the_batch_average():
     assert not model.training and torch_bn.momentum == 0.1  # mode and momentum put back
     assert scratch_bn.momentum == 0.1 and not torch.equal(scratch_bn.moving_var,
                                                            torch.ones(1, 3, 1, 1))
+
+
+@pytest.mark.slow
+def test_a_compiled_run_trains_and_saves_plain_parameter_names(sample):
+    spec = PRESETS["lenet"]
+    config = TrainConfig(data="sample", batch_size=64, lr=0.9, max_steps=12, log_every=4,
+                         compile=True, bn_recalibration=0)
+    result = train(spec, config, data=sample)
+    assert result.status == "done"
+    assert set(result.model.state_dict()) == set(build(spec).state_dict())
