@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from cnnlab.models import build
-from cnnlab.specs import Spec
+from cnnlab.runs import RunStore, Status
+from cnnlab.specs import PRESETS, Spec
+from cnnlab.train import TrainConfig, run_recorded
+
+# One epoch (12 steps) of the 3,000-image sample at the textbook's BN-LeNet settings.
+ONE_EPOCH = TrainConfig(epochs=1, batch_size=256, lr=1.0, data="sample", device="cpu",
+                        log_every=4)
 
 
 def meta_model(spec: Spec) -> torch.nn.Module:
@@ -32,3 +38,13 @@ def runs_dir(tmp_path, monkeypatch):
     path = tmp_path / "runs"
     monkeypatch.setenv("CNNLAB_RUNS", str(path))
     return path
+
+
+def record_tiny_run(store: RunStore, preset: str, name: str | None = None,
+                    config: TrainConfig = ONE_EPOCH) -> str:
+    """A real recorded run of `preset` in `store` (about a second for BN-LeNet); its id."""
+    run = store.create(preset, PRESETS[preset].to_dict(), config.to_dict(), name=name,
+                       data_source="sample")
+    store.mark_running(run.id, pid=1, device="cpu", data_source="sample")
+    assert run_recorded(store, run.id) is Status.DONE
+    return run.id

@@ -12,21 +12,13 @@ from cnnlab.compare import (
     textbook_references,
 )
 from cnnlab.inspect import inspect_spec
-from cnnlab.runs import RunStore, Status
+from cnnlab.runs import RunStore
 from cnnlab.specs import PRESETS
-from cnnlab.train import TEXTBOOK_RESULTS, TrainConfig, run_recorded
-
-ONE_EPOCH = TrainConfig(epochs=1, batch_size=256, lr=1.0, data="sample", device="cpu",
-                        log_every=4)
+from cnnlab.train import TEXTBOOK_RESULTS
+from tests.conftest import ONE_EPOCH, record_tiny_run
 
 
-def train_run(store: RunStore, preset: str, name: str | None = None) -> str:
-    """A real recorded run: one epoch on the 3,000-image sample, about a second."""
-    run = store.create(preset, PRESETS[preset].to_dict(), ONE_EPOCH.to_dict(), name=name,
-                       data_source="sample")
-    store.mark_running(run.id, pid=1, device="cpu", data_source="sample")
-    assert run_recorded(store, run.id) is Status.DONE
-    return run.id
+
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +28,8 @@ def store(tmp_path_factory) -> RunStore:
 
 @pytest.fixture(scope="module")
 def runs(store: RunStore) -> dict[str, str]:
-    return {"bn-lenet": train_run(store, "bn-lenet", name="torch BN"),
-            "bn-lenet-scratch": train_run(store, "bn-lenet-scratch", name="scratch BN")}
+    return {"bn-lenet": record_tiny_run(store, "bn-lenet", name="torch BN"),
+            "bn-lenet-scratch": record_tiny_run(store, "bn-lenet-scratch", name="scratch BN")}
 
 
 def test_each_run_has_its_row_and_the_books_row_beside_it(store, runs) -> None:

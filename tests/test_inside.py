@@ -10,22 +10,15 @@ from cnnlab import inside
 from cnnlab.data import load_fashion_mnist
 from cnnlab.inspect import inspect_spec
 from cnnlab.models.lenet import BatchNorm
-from cnnlab.runs import RunStore, Status
+from cnnlab.runs import RunStore
 from cnnlab.specs import PRESETS
-from cnnlab.train import TrainConfig, make_model, run_recorded
+from cnnlab.train import make_model
+from tests.conftest import ONE_EPOCH, record_tiny_run
 
 BN_WIDTHS = [6, 16, 120, 84]  # conv1, conv2, fc1, fc2 of BN-LeNet (d2l 7.5.4)
 BN_PATHS = ["conv1.1", "conv2.1", "fc1.1", "fc2.1"]
-ONE_EPOCH = TrainConfig(epochs=1, batch_size=256, lr=1.0, data="sample", device="cpu",
-                        log_every=4)
 
 
-def train_run(store: RunStore, preset: str, config: TrainConfig = ONE_EPOCH) -> str:
-    """A real recorded run: one epoch (12 steps) on the 3,000-image sample, about a second."""
-    run = store.create(preset, PRESETS[preset].to_dict(), config.to_dict(), data_source="sample")
-    store.mark_running(run.id, pid=1, device="cpu", data_source="sample")
-    assert run_recorded(store, run.id) is Status.DONE
-    return run.id
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +29,7 @@ def store(tmp_path_factory) -> RunStore:
 @pytest.fixture(scope="module")
 def runs(store: RunStore) -> dict[str, str]:
     """Run ids by BatchNorm kind: "torch" (nn.BatchNorm2d/1d) and "scratch" (d2l's own)."""
-    return {"torch": train_run(store, "bn-lenet"), "scratch": train_run(store, "bn-lenet-scratch")}
+    return {"torch": record_tiny_run(store, "bn-lenet"), "scratch": record_tiny_run(store, "bn-lenet-scratch")}
 
 
 @pytest.fixture(scope="module")

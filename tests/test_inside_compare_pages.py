@@ -11,22 +11,13 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from cnnlab.runs import RunStore, Status
+from cnnlab.runs import RunStore
 from cnnlab.specs import PRESETS
-from cnnlab.train import TrainConfig, run_recorded
+from tests.conftest import ONE_EPOCH, record_tiny_run
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
-ONE_EPOCH = TrainConfig(epochs=1, batch_size=256, lr=1.0, data="sample", device="cpu",
-                        log_every=4)
 
 
-def train_run(store: RunStore, preset: str, name: str) -> str:
-    """A real recorded run: one epoch on the 3,000-image sample, about a second."""
-    run = store.create(preset, PRESETS[preset].to_dict(), ONE_EPOCH.to_dict(), name=name,
-                       data_source="sample")
-    store.mark_running(run.id, pid=1, device="cpu", data_source="sample")
-    assert run_recorded(store, run.id) is Status.DONE
-    return run.id
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +25,8 @@ def trained(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     """A runs dir with a torch-BN and a from-scratch-BN BN-LeNet run, trained once."""
     path = tmp_path_factory.mktemp("pages") / "runs"
     store = RunStore(path)
-    ids = {"torch": train_run(store, "bn-lenet", "torch BN"),
-           "scratch": train_run(store, "bn-lenet-scratch", "scratch BN")}
+    ids = {"torch": record_tiny_run(store, "bn-lenet", "torch BN"),
+           "scratch": record_tiny_run(store, "bn-lenet-scratch", "scratch BN")}
     return path, ids
 
 
