@@ -39,7 +39,7 @@ class RunEvents:
 
         Pass the `Run` (read before this call) rather than its id where you have it: once a
         run has ended and been read, its events come from memory without asking the store.
-        Raises sqlite3 errors when the store is unreadable.
+        Raises cnnlab.runs.StoreError when the store is unreadable.
         """
         run_id = run if isinstance(run, str) else run.id
         ended = not isinstance(run, str) and run.status.terminal

@@ -190,6 +190,10 @@ def _check_name(kind: str, value: str) -> str:
     return value
 
 
+class StoreError(RuntimeError):
+    """The run store could not be read or written (a locked, full or damaged database)."""
+
+
 class RunStore:
     """All run bookkeeping for one runs directory. Cheap to construct; holds no connection."""
 
@@ -205,12 +209,17 @@ class RunStore:
     def _connect(self) -> Iterator[sqlite3.Connection]:
         # A fresh connection per operation: sqlite3 connections must not be shared across
         # threads, and short-lived ones never hold a stale read snapshot.
-        conn = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        try:
+            conn = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the run store {self.db_path}: {exc}") from exc
         try:
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
             conn.execute("PRAGMA synchronous = NORMAL")  # durable enough in WAL, much faster
             yield conn
+        except sqlite3.Error as exc:  # callers see one error type, not the storage engine's
+            raise StoreError(f"run store {self.db_path}: {exc}") from exc
         finally:
             conn.close()
 

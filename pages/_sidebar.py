@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 
 import streamlit as st
 
 from cnnlab import resources
 from cnnlab.live import duration, progress
-from cnnlab.runs import Status
+from cnnlab.runs import Status, StoreError
 from pages._shared import job_manager, run_events
 
 QUEUE_REFRESH_S = 3  # the queue changes when anyone on the server starts or ends a run
@@ -36,7 +35,7 @@ def queue() -> None:
             now = progress(run, run_events().get(run))
             left = f", {duration(now.eta_s)} left" if now.eta_s is not None else ""
             st.progress(now.fraction or 0.0, text=f"{run.model}: {now.fraction or 0:.0%}{left}")
-    except sqlite3.Error as exc:
+    except StoreError as exc:
         st.caption(f"The run store cannot be read just now ({exc}).")
         return
     for place, run in enumerate(waiting[:QUEUE_SHOWN], start=1):

@@ -8,7 +8,6 @@ reload, another tab or another student's browser can pick any run from the table
 from __future__ import annotations
 
 import math
-import sqlite3
 from typing import Any
 
 import pandas as pd
@@ -20,7 +19,7 @@ from cnnlab.curves import training_curves
 from cnnlab.data import DataError
 from cnnlab.inspect import InspectionError, human_bytes, inspect_spec
 from cnnlab.live import duration, progress
-from cnnlab.runs import Run, Status
+from cnnlab.runs import Run, Status, StoreError
 from cnnlab.specs import PRESETS, Spec
 from cnnlab.train import (OPTIMIZERS, SCHEDULES, TEXTBOOK_RECIPES, TEXTBOOK_RESULTS, ConfigError,
                           TrainConfig, default_config)
@@ -172,7 +171,7 @@ def on_table_select(widget: str, ids: list[str]) -> None:
 def cancel(run_id: str) -> None:
     try:
         job_manager().cancel(run_id)
-    except (KeyError, sqlite3.Error) as exc:
+    except (KeyError, StoreError) as exc:
         st.session_state[key("cancel_error")] = str(exc)
 
 
@@ -185,7 +184,7 @@ def live(run_id: str, polling: bool) -> None:
     except KeyError:
         st.info("That run is gone from the run store.", icon=":material/info:")
         return
-    except sqlite3.Error as exc:
+    except StoreError as exc:
         st.warning(f"The run store cannot be read just now ({exc}); trying again.",
                    icon=":material/warning:")
         return
@@ -210,7 +209,7 @@ def live(run_id: str, polling: bool) -> None:
         try:
             place = job_manager().queue_position(run.id)
             running = len(run_store().list(Status.RUNNING))
-        except (KeyError, sqlite3.Error):
+        except (KeyError, StoreError):
             place, running = None, 0
         st.info(f"Waiting in the queue: **number {place}** to start, behind "
                 f"{running} run{'s' if running != 1 else ''} training now. Runs start in the "
@@ -273,7 +272,7 @@ def runs_table(shown_run: str | None) -> None:
         st.rerun()  # a row was picked: redraw the whole page around that run
     try:
         frame = runs_frame()
-    except sqlite3.Error as exc:
+    except StoreError as exc:
         st.warning(f"The run store cannot be read just now ({exc}).", icon=":material/warning:")
         return
     if frame.empty:
@@ -493,7 +492,7 @@ if start:
             st.error("Not started:", icon=":material/error:")
             for problem in exc.problems:
                 show_problem(problem, st)
-        except (sqlite3.Error, OSError, RuntimeError, DataError) as exc:
+        except (StoreError, OSError, RuntimeError, DataError) as exc:
             st.error(f"Not started: {exc}", icon=":material/error:")
         else:
             watch(run_id)
@@ -503,7 +502,7 @@ if start:
 st.subheader("Progress")
 try:
     recent = run_store().list(limit=RUNS_SHOWN)
-except sqlite3.Error as exc:
+except StoreError as exc:
     recent = []
     st.warning(f"The run store cannot be read just now ({exc}).", icon=":material/warning:")
 ids = [run.id for run in recent]

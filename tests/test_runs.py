@@ -395,3 +395,12 @@ def test_pid_alive_sees_self_as_alive_and_zombie_or_reaped_children_as_dead() ->
         assert not pid_alive(proc.pid)
     proc.wait()
     assert not pid_alive(proc.pid)
+
+
+def test_a_damaged_database_raises_the_stores_own_error(tmp_path):
+    from cnnlab.runs import StoreError
+
+    store = RunStore(tmp_path)
+    store.db_path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError, match="run store"):
+        store.list()
