@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 from cnnlab import specs
 from cnnlab.specs import Spec
-from cnnlab.validation import SpecError, check, spec_from_dict
+from cnnlab.validation import Problem, SpecError, check, spec_from_dict
 
 EXIT_BAD_INPUT = 2
 
@@ -32,29 +32,23 @@ def _spec_arguments(parser: argparse.ArgumentParser) -> None:
 def load_spec(args: argparse.Namespace) -> Spec:
     """The spec the arguments name, overrides applied and validated. Raises SpecError."""
     if (args.preset is None) == (args.spec is None):
-        raise SpecError([_problem("preset", "give a preset name or --spec FILE, not both",
+        raise SpecError([Problem("preset", "give a preset name or --spec FILE, not both",
                                   "run `python -m cnnlab presets` for the names")])
     if args.spec is not None:
         try:
             data = json.loads(args.spec.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise SpecError([_problem("--spec", f"cannot read {args.spec}: {exc}",
+            raise SpecError([Problem("--spec", f"cannot read {args.spec}: {exc}",
                                       "pass a JSON file written by `cnnlab summary --spec`"
                                       " or the app's export")]) from None
     else:
         if args.preset not in specs.PRESETS:
-            raise SpecError([_problem("preset", f"unknown preset {args.preset!r}",
+            raise SpecError([Problem("preset", f"unknown preset {args.preset!r}",
                                       f"choose one of: {', '.join(specs.PRESETS)}")])
         data = specs.PRESETS[args.preset].to_dict()
     overrides = {k: getattr(args, k) for k in ("input_size", "in_channels", "num_classes", "width")}
     data.update({k: v for k, v in overrides.items() if v is not None})
     return spec_from_dict(data)
-
-
-def _problem(field: str, message: str, fix: str):
-    from cnnlab.validation import Problem
-
-    return Problem(field, message, fix)
 
 
 def cmd_presets(args: argparse.Namespace) -> int:

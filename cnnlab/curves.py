@@ -8,12 +8,13 @@ redrawing the chart every second stays smooth at ~10k points and stutters at 100
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+
+from cnnlab.validation import is_number
 
 Event = dict[str, Any]
 
@@ -44,12 +45,8 @@ def downsample(xs: Sequence[float], ys: Sequence[float],
 
 def _series(events: Sequence[Event], kind: str, key: str) -> tuple[list[float], list[float]]:
     points = [(e["epoch"], e[key]) for e in events
-              if e.get("kind") == kind and _finite(e.get("epoch")) and _finite(e.get(key))]
+              if e.get("kind") == kind and is_number(e.get("epoch")) and is_number(e.get(key))]
     return [p[0] for p in points], [p[1] for p in points]
-
-
-def _finite(value: Any) -> bool:
-    return type(value) in (int, float) and math.isfinite(value)
 
 
 def training_curves(events: Sequence[Event], *, epochs: float | None = None,

@@ -16,8 +16,7 @@ import torch
 from torch import nn
 
 from cnnlab.data import NUM_CLASSES, to_input
-from cnnlab.models import build
-from cnnlab.models.lenet import BatchNorm
+from cnnlab.models import batch_norm_modules, build
 from cnnlab.runs import Run, RunStore
 from cnnlab.specs import Spec
 from cnnlab.train import make_model
@@ -154,17 +153,15 @@ def batch_norm_layers(model: nn.Module) -> list[BNLayer]:
     (1, C) or (1, C, 1, 1)), each flattened to per-channel vectors. A torch layer without affine
     parameters reports gamma 1 and beta 0; one without running statistics reports None."""
     layers = []
-    for path, module in model.named_modules():
+    for path, module in batch_norm_modules(model):
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             c = module.num_features
             gamma = module.weight if module.weight is not None else torch.ones(c)
             beta = module.bias if module.bias is not None else torch.zeros(c)
             mean, var = module.running_mean, module.running_var
-        elif isinstance(module, BatchNorm):
+        else:  # the book's from-scratch BatchNorm
             gamma, beta = module.gamma, module.beta
             mean, var = module.moving_mean, module.moving_var
-        else:
-            continue
         layers.append(BNLayer(path, _vector(gamma), _vector(beta),
                               None if mean is None else _vector(mean),
                               None if var is None else _vector(var)))

@@ -8,7 +8,6 @@ a queue entry or a row of the runs table. No Streamlit in here.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections import OrderedDict
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cnnlab.runs import Run, RunStore, Status
+from cnnlab.validation import is_number
 
 Event = dict[str, Any]
 
@@ -109,14 +109,14 @@ def progress(run: Run, events: list[Event], now: float | None = None) -> Progres
     elif run.status is Status.QUEUED:
         fraction = 0.0
     eta = None
-    if last is not None and _finite(last.get("eta_s")):
+    if last is not None and is_number(last.get("eta_s")):
         # The estimate was made when the event was written; count down from then.
         eta = max(0.0, last["eta_s"] - max(0.0, now - last.get("time", now)))
-    epoch = max((e["epoch"] for e in events if _finite(e.get("epoch"))), default=None)
+    epoch = max((e["epoch"] for e in events if is_number(e.get("epoch"))), default=None)
     planned = None
-    if total and last is not None and _finite(last.get("epoch")) and last.get("step"):
+    if total and last is not None and is_number(last.get("epoch")) and last.get("step"):
         planned = total * last["epoch"] / last["step"]
-    tests = [e["test_acc"] for e in epochs if _finite(e.get("test_acc"))]
+    tests = [e["test_acc"] for e in epochs if is_number(e.get("test_acc"))]
     best = run.result.get("best_test_acc")
     return Progress(
         status=run.status, fraction=fraction, step=step, total_steps=total, epoch=epoch,
@@ -124,7 +124,7 @@ def progress(run: Run, events: list[Event], now: float | None = None) -> Progres
         examples_per_s=_number(last, "examples_per_s"), eta_s=eta,
         train_loss=_number(last, "train_loss"), train_acc=_number(last, "train_acc"),
         test_acc=_number(last_eval, "test_acc"),
-        best_test_acc=max(tests) if tests else (best if _finite(best) else None),
+        best_test_acc=max(tests) if tests else (best if is_number(best) else None),
     )
 
 
@@ -145,14 +145,10 @@ def _short(epochs: float) -> str:
     return f"{epochs:.2f}".rstrip("0").rstrip(".")
 
 
-def _finite(value: Any) -> bool:
-    return type(value) in (int, float) and math.isfinite(value)
-
-
 def _number(event: Event | None, key: str) -> float | None:
     value = None if event is None else event.get(key)
-    return float(value) if _finite(value) else None
+    return float(value) if is_number(value) else None
 
 
 def _int(value: Any) -> int | None:
-    return int(value) if _finite(value) else None
+    return int(value) if is_number(value) else None

@@ -26,11 +26,10 @@ from torch import nn
 
 from cnnlab import specs
 from cnnlab.data import NUM_CLASSES, DataError, DeviceData, FashionMNIST, load_fashion_mnist
-from cnnlab.models import build
-from cnnlab.models.lenet import BatchNorm as ScratchBatchNorm
+from cnnlab.models import batch_norm_modules, build
 from cnnlab.runs import RunStore, Status, checkpoint_name
 from cnnlab.specs import Spec
-from cnnlab.validation import Problem, SpecError, check, spec_from_dict
+from cnnlab.validation import Problem, SpecError, check, is_int, is_number, spec_from_dict
 
 Event = dict[str, Any]
 
@@ -116,14 +115,6 @@ class ConfigError(SpecError):
     """A training config that cannot run; `problems` lists every error (field, message, fix)."""
 
 
-def _is_int(value: Any) -> bool:
-    return type(value) is int  # bool is an int subclass, and True epochs is a typo
-
-
-def _is_number(value: Any) -> bool:
-    return type(value) in (int, float) and math.isfinite(value)
-
-
 def config_problems(config: TrainConfig) -> list[Problem]:
     """Every problem with the config's values, each naming the field and a fix. Never raises."""
     problems: list[Problem] = []
@@ -133,34 +124,34 @@ def config_problems(config: TrainConfig) -> list[Problem]:
             problems.append(Problem(name, f"{message}, got {getattr(config, name)!r}", fix))
 
     c = config
-    need(_is_int(c.epochs) and 1 <= c.epochs <= 10_000, "epochs", "must be a whole number >= 1",
+    need(is_int(c.epochs) and 1 <= c.epochs <= 10_000, "epochs", "must be a whole number >= 1",
          "the book trains for 10")
-    need(_is_int(c.batch_size) and 1 <= c.batch_size <= 65_536, "batch_size",
+    need(is_int(c.batch_size) and 1 <= c.batch_size <= 65_536, "batch_size",
          "must be a whole number from 1 to 65536", "the book uses 128 or 256")
-    need(_is_number(c.lr) and c.lr > 0, "lr", "must be a positive number", "try the book's 0.1")
+    need(is_number(c.lr) and c.lr > 0, "lr", "must be a positive number", "try the book's 0.1")
     need(c.optimizer in OPTIMIZERS, "optimizer", "unknown optimizer",
          f"use {', '.join(OPTIMIZERS)}")
-    need(_is_number(c.momentum) and 0 <= c.momentum < 1, "momentum", "must be in [0, 1)",
+    need(is_number(c.momentum) and 0 <= c.momentum < 1, "momentum", "must be in [0, 1)",
          "0 (the book) or 0.9")
-    need(_is_number(c.weight_decay) and c.weight_decay >= 0, "weight_decay", "must be >= 0",
+    need(is_number(c.weight_decay) and c.weight_decay >= 0, "weight_decay", "must be >= 0",
          "0 (the book) or about 5e-4")
-    need(_is_number(c.label_smoothing) and 0 <= c.label_smoothing < 1, "label_smoothing",
+    need(is_number(c.label_smoothing) and 0 <= c.label_smoothing < 1, "label_smoothing",
          "must be in [0, 1)", "0 (the book) or 0.1")
     need(c.schedule in SCHEDULES, "schedule", "unknown schedule", f"use {', '.join(SCHEDULES)}")
-    need(c.subset is None or (_is_int(c.subset) and c.subset >= NUM_CLASSES), "subset",
+    need(c.subset is None or (is_int(c.subset) and c.subset >= NUM_CLASSES), "subset",
          f"must be empty or a whole number >= {NUM_CLASSES} (one image per class)",
          "leave it empty to train on everything")
     need(c.data in DATA_CHOICES, "data", "unknown data choice", f"use {', '.join(DATA_CHOICES)}")
-    need(_is_int(c.seed), "seed", "must be a whole number", "any integer, e.g. 0")
+    need(is_int(c.seed), "seed", "must be a whole number", "any integer, e.g. 0")
     need(c.device in DEVICES, "device", "unknown device", f"use {', '.join(DEVICES)}")
     for name in ("channels_last", "amp", "flip"):
         need(type(getattr(c, name)) is bool, name, "must be true or false", "true or false")
-    need(_is_int(c.log_every) and c.log_every >= 1, "log_every", "must be a whole number >= 1",
+    need(is_int(c.log_every) and c.log_every >= 1, "log_every", "must be a whole number >= 1",
          "10")
-    need(_is_int(c.bn_recalibration) and 0 <= c.bn_recalibration <= 10_000, "bn_recalibration",
+    need(is_int(c.bn_recalibration) and 0 <= c.bn_recalibration <= 10_000, "bn_recalibration",
          "must be a whole number of batches >= 0", "0 keeps the moving averages, as the book does")
     need(type(c.compile) is bool, "compile", "must be true or false", "leave it off for short runs")
-    need(c.max_steps is None or (_is_int(c.max_steps) and c.max_steps >= 1), "max_steps",
+    need(c.max_steps is None or (is_int(c.max_steps) and c.max_steps >= 1), "max_steps",
          "must be empty or a whole number >= 1", "leave it empty to train all epochs")
     return problems
 
@@ -398,13 +389,6 @@ class _Clock:
         return self.total + time.perf_counter() - self._since
 
 
-def batch_norm_layers(model: nn.Module) -> list[nn.Module]:
-    """torch's BatchNorm layers and the book's from-scratch `BatchNorm`: both update their
-    running statistics as `(1 - momentum) * running + momentum * batch`."""
-    return [m for m in model.modules()
-            if isinstance(m, (nn.modules.batchnorm._BatchNorm, ScratchBatchNorm))]
-
-
 def recalibrate_batch_norm(model: nn.Module, images: Iterable[torch.Tensor]) -> int:
     """Set every BatchNorm layer's running mean and variance to their average over `images`
     (batches of training inputs), with the weights frozen: "precise BN" (Wu & Johnson,
@@ -415,7 +399,7 @@ def recalibrate_batch_norm(model: nn.Module, images: Iterable[torch.Tensor]) -> 
     full data: test accuracy then swings between 0.79 and 0.87 from epoch to epoch, while the
     same weights with recomputed statistics score 0.878-0.890 from epoch 5 on.
     """
-    norms = batch_norm_layers(model)
+    norms = [m for _, m in batch_norm_modules(model)]
     if not norms:
         return 0
     saved = [(m, m.momentum) for m in norms]
@@ -502,8 +486,7 @@ def _cpu_channels_last(spec: Spec, model: nn.Module) -> bool:
     NiN, GoogLeNet, ResNet and DenseNet 1.2-1.4x faster (2-core EPYC, torch 2.14), but PyTorch's
     CPU BatchNorm is ~50x less precise in that layout (ResNet-18's weight gradients come out 10%
     off float64, against 0.3% in NCHW), and LeNet's 6- and 16-channel convs run 10-16% slower."""
-    has_batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-    return spec.family != "lenet" and not has_batch_norm
+    return spec.family != "lenet" and not batch_norm_modules(model)
 
 
 class _Loop:

@@ -88,11 +88,13 @@ def spec_from_dict(data: Any) -> Spec:
 # --- field checks --------------------------------------------------------------------------
 
 
-def _is_int(v: Any) -> bool:
-    return type(v) is int  # bool is an int subclass; True is not a channel count
+def is_int(v: Any) -> bool:
+    """A whole number, not a bool (bool is an int subclass; True is not a channel count)."""
+    return type(v) is int
 
 
-def _is_number(v: Any) -> bool:
+def is_number(v: Any) -> bool:
+    """A finite int or float (JSON and literal_eval accept 1e309, which is inf)."""
     return type(v) in (int, float) and math.isfinite(v)
 
 
@@ -109,7 +111,7 @@ class _Checker:
         self.problems.append(Problem(field, message, fix, "warning"))
 
     def int_in(self, field: str, v: Any, low: int, high: int, what: str = "a whole number") -> bool:
-        if not _is_int(v):
+        if not is_int(v):
             self.error(field, f"{v!r} is not {what}", f"use a whole number from {low} to {high}")
             return False
         if not low <= v <= high:
@@ -119,7 +121,7 @@ class _Checker:
 
     def number_in(self, field: str, v: Any, low: float, high: float, *, low_open: bool = False,
                   high_open: bool = False) -> bool:
-        ok = _is_number(v) and not isinstance(v, bool)
+        ok = is_number(v) and not isinstance(v, bool)
         ok = ok and (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
         if not ok:
             lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
@@ -253,7 +255,7 @@ def _check_resnet(c: _Checker, s: specs.ResNetSpec) -> None:
         for i, (n, ch) in enumerate(s.stages):
             c.int_in(f"stages[{i}] num_residuals", n, 1, MAX_CONVS_PER_BLOCK)
             c.int_in(f"stages[{i}] channels", ch, 1, MAX_CHANNELS)
-            if s.block == "bottleneck" and _is_int(ch) and ch % 4:
+            if s.block == "bottleneck" and is_int(ch) and ch % 4:
                 c.warn(f"stages[{i}] channels", f"{ch} is not a multiple of 4, so the "
                        "bottleneck width is rounded down", "use a multiple of 4")
     c.choice("block", s.block, ("basic", "bottleneck"))

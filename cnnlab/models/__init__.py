@@ -33,5 +33,13 @@ def build(spec: Spec) -> nn.Module:
     return BUILDERS[spec.family](spec)
 
 
+def batch_norm_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Every BatchNorm layer with its path, in module order: torch's BatchNorm1d/2d and the
+    book's from-scratch `BatchNorm` (models/lenet.py). Both update their running statistics as
+    `(1 - momentum) * running + momentum * batch`."""
+    kinds = (nn.modules.batchnorm._BatchNorm, lenet.BatchNorm)
+    return [(path, m) for path, m in model.named_modules() if isinstance(m, kinds)]
+
+
 # Importing the family modules registers their builders.
 from cnnlab.models import alexnet, densenet, googlenet, lenet, nin, resnet, vgg  # noqa: E402,F401
