@@ -482,10 +482,11 @@ def train(spec: Spec, config: TrainConfig = TrainConfig(), *,
 
 
 def _cpu_channels_last(spec: Spec, model: nn.Module) -> bool:
-    """Whether channels-last pays on a CPU. oneDNN's channels-last convolutions run AlexNet, VGG,
-    NiN, GoogLeNet, ResNet and DenseNet 1.2-1.4x faster (2-core EPYC, torch 2.14), but PyTorch's
-    CPU BatchNorm is ~50x less precise in that layout (ResNet-18's weight gradients come out 10%
-    off float64, against 0.3% in NCHW), and LeNet's 6- and 16-channel convs run 10-16% slower."""
+    """Whether channels-last is used on a CPU. oneDNN's channels-last convolutions run AlexNet,
+    VGG, NiN, GoogLeNet, ResNet and DenseNet 1.2-1.4x faster (2-core EPYC, torch 2.14), but
+    ResNet-18's weight gradients then sit 8.5e-3 from float64 instead of 4.3e-4 in NCHW (a 20x
+    loss, mostly BatchNorm's; `bench/precision.py`), so networks with BatchNorm stay NCHW.
+    LeNet's 6- and 16-channel convs run 10-16% slower in channels-last."""
     return spec.family != "lenet" and not batch_norm_modules(model)
 
 
