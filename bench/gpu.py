@@ -1,0 +1,408 @@
+"""The GPU path, measured: the chapter's table on one GPU, in one command.
+
+What it does, in order, writing everything to OUT/gpu-MODE.json as it goes:
+  1. environment: GPU name and memory, torch, CUDA and cuDNN versions, and two measured ceilings
+     (a large bf16 matrix product; a bf16 channels-last 3x3 convolution, forward and backward);
+  2. the app's device code: device detection (the sidebar's summary, "auto" -> cuda) and the
+     memory check (`fits_device`: the textbook runs fit, an absurd batch is refused with a fix);
+  3. solo throughput (quick and smoke modes): each model alone for a few steps after warm-up,
+     with its measured peak memory beside the estimate the Train page makes before a launch;
+  4. the table: every model of the chapter queued at once through the app's own JobManager with
+     several GPU slots, so the runs are routed to GPU slots and share the one GPU as a class's
+     runs would; then one table of examples/s, wall time, final test accuracy and the book's.
+
+Modes:
+  smoke  1/8-width networks on the bundled sample, a few steps each: the test suite runs this
+         on a CPU so the script cannot rot (about a minute on 2 cores for two models)
+  quick  2 epochs of each model (117 s in all on an H200, 2026-11-29)
+  full   the textbook's 10 epochs (235 s in all on that H200; README "Measurements")
+
+The textbook recipes are used unchanged (SGD, the book's lr, batch size and epochs, Xavier
+init); what differs is how they run: bf16 autocast, channels-last, data held on the GPU, and
+the runs side by side on one GPU. `--compile [PRESET ...]` adds torch.compile to the named runs
+(all when none is named) and `--schedule cosine` decays the book's lr to zero: both measured,
+neither the default (README, "The chapter's table on one GPU").
+
+Run from the repository root:  python bench/gpu.py --mode quick --out results/
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# Run as a script, bench/ comes first on sys.path, where bench/inspect.py would shadow the
+# standard library's inspect (torch imports it): put the checkout root there instead.
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+import argparse  # noqa: E402
+import dataclasses  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from cnnlab import data as cnndata  # noqa: E402
+from cnnlab import resources  # noqa: E402
+from cnnlab.jobs import JobManager  # noqa: E402
+from cnnlab.runs import RunStore, Status  # noqa: E402
+from cnnlab.specs import PRESETS, Spec  # noqa: E402
+from cnnlab.train import (  # noqa: E402
+    TEXTBOOK_RESULTS, TrainConfig, resolve_device, textbook_config, train)
+
+TABLE = list(TEXTBOOK_RESULTS)  # the chapter's eight runs, in the book's order
+
+
+@dataclasses.dataclass(frozen=True)
+class Mode:
+    """How much of each run a mode trains."""
+
+    name: str
+    epochs: int | None  # None: the textbook's
+    width: float  # 1.0: the textbook's networks
+    data: str  # "full" or "sample"
+    max_steps: int | None  # per table run
+    solo: bool  # measure each model alone first
+    budget_s: float  # the table is cancelled after this long
+
+
+MODES = {
+    "smoke": Mode("smoke", epochs=1, width=0.125, data="sample", max_steps=4, solo=True,
+                  budget_s=600),
+    "quick": Mode("quick", epochs=2, width=1.0, data="full", max_steps=None, solo=True,
+                  budget_s=300),
+    "full": Mode("full", epochs=None, width=1.0, data="full", max_steps=None, solo=False,
+                 budget_s=480),
+}
+
+
+def spec_for(name: str, mode: Mode) -> Spec:
+    spec = PRESETS[name]
+    return spec if mode.width == 1.0 else spec.replace(width=mode.width)
+
+
+def config_for(name: str, mode: Mode, device: str, compile: bool,
+               schedule: str = "constant") -> TrainConfig:
+    """The textbook's recipe for `name`, shortened as the mode says; `schedule` "cosine" decays
+    the book's learning rate to zero over the run instead of holding it."""
+    config = textbook_config(name).replace(data=mode.data, device=device, compile=compile,
+                                           max_steps=mode.max_steps, schedule=schedule)
+    if mode.epochs is not None:
+        config = config.replace(epochs=mode.epochs)
+    if mode.data == "sample":  # small batches, so even a few steps see several of them
+        config = config.replace(batch_size=min(config.batch_size, 32), bn_recalibration=2)
+    return config
+
+
+# ---------------------------------------------------------------- 1. environment
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def best_seconds(fn, device: torch.device, repeats: int) -> float:
+    """The fastest of `repeats` timed calls of fn(), after one warm-up call."""
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def matmul_tflops(device: torch.device) -> float:
+    """bf16 FLOP/s of a large square matrix product (random data, never zeros)."""
+    n = 8192 if device.type == "cuda" else 512
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    seconds = best_seconds(lambda: a @ b, device, repeats=10)
+    return 2 * n**3 / seconds / 1e12
+
+
+def conv_tflops(device: torch.device) -> float:
+    """FLOP/s of a 3x3 convolution (forward and both backward products), bf16 channels-last on
+    a GPU: a ceiling that is fairer to these networks than a matrix product."""
+    cuda = device.type == "cuda"
+    b, c, s = (256, 128, 56) if cuda else (8, 64, 28)
+    dtype = torch.bfloat16 if cuda else torch.float32
+    conv = torch.nn.Conv2d(c, c, 3, padding=1, bias=False).to(device, dtype,
+                                                               memory_format=torch.channels_last)
+    x = torch.randn(b, c, s, s, device=device, dtype=dtype).contiguous(
+        memory_format=torch.channels_last).requires_grad_()
+    grad = torch.randn_like(x)
+
+    def step() -> None:
+        x.grad = conv.weight.grad = None
+        conv(x).backward(grad)
+
+    seconds = best_seconds(step, device, repeats=5)
+    return 3 * 2 * b * c * c * 9 * s * s / seconds / 1e12
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d"), "python": platform.python_version(),
+        "torch": torch.__version__, "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "cpus": os.cpu_count(), "device": str(device),
+    }
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1),
+                    multiprocessors=props.multi_processor_count,
+                    capability=f"{props.major}.{props.minor}")
+    torch.backends.cudnn.benchmark = True
+    info["matmul_tflops"] = round(matmul_tflops(device), 1)
+    info["conv_tflops"] = round(conv_tflops(device), 1)
+    return info
+
+
+# ---------------------------------------------------------------- 2. the app's device code
+
+
+def check(name: str, ok: bool, detail: str) -> dict[str, Any]:
+    print(f"  [{'ok' if ok else 'FAIL'}] {name}: {detail}", flush=True)
+    return {"check": name, "ok": bool(ok), "detail": detail}
+
+
+def device_checks(device: torch.device) -> list[dict[str, Any]]:
+    """The code the sidebar and the Train page run about the device, on this machine."""
+    cuda = device.type == "cuda"
+    summary = resources.device_summary()
+    checks = [
+        check("sidebar device summary", ("CPU" not in summary) == cuda, summary),
+        check('device "auto"', resolve_device("auto").type == device.type,
+              f"trains on {resolve_device('auto')}"),
+    ]
+    kind = resources.training_device(TrainConfig())
+    memory = resources.device_memory(kind)
+    checks.append(check("device memory", memory.total > 0 and memory.is_gpu == cuda,
+                        f"{memory.name}: {memory.total / 2**30:.1f} GiB total, "
+                        f"{memory.free / 2**30:.1f} GiB free"))
+    fits = [resources.fits_device(PRESETS[name], textbook_config(name)) for name in TABLE]
+    checks.append(check("memory check admits the textbook runs", all(ok for ok, _ in fits),
+                        fits[0][1]))
+    huge = textbook_config("vgg16").replace(batch_size=65_536)
+    ok, message = resources.fits_device(PRESETS["vgg16"], huge)
+    checks.append(check("memory check refuses VGG-16 at batch 65,536",
+                        not ok and "batch size of" in message, message))
+    return checks
+
+
+# ---------------------------------------------------------------- 3. each model alone
+
+
+def solo_rate(name: str, mode: Mode, device: torch.device, dataset: cnndata.FashionMNIST,
+              compile: bool) -> dict[str, Any]:
+    """Training examples/s of one model alone after warm-up, and its peak memory on a GPU."""
+    spec = spec_for(name, mode)
+    big = spec.input_size > 100
+    interval = 2 if mode.name == "smoke" else 5 if big else 20  # steps per timed interval
+    intervals = 2 if mode.name == "smoke" else 4
+    # The first interval warms up (cuDNN picks its kernels; compile compiles): not timed.
+    config = config_for(name, mode, device.type, compile).replace(
+        max_steps=interval * (1 + intervals), log_every=interval, bn_recalibration=0)
+    tiny = dataclasses.replace(dataset, test_images=dataset.test_images[:10],
+                               test_labels=dataset.test_labels[:10])  # evaluation is not timed
+    events: list[dict[str, Any]] = []
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    result = train(spec, config, on_event=events.append, data=tiny)
+    timed = [e for e in events if e["kind"] == "step" and e["step"] > interval]
+    seconds = sum(interval * config.batch_size / e["examples_per_s"] for e in timed)
+    row: dict[str, Any] = {
+        "model": name, "status": result.status.value, "batch_size": config.batch_size,
+        "examples_per_s": round(len(timed) * interval * config.batch_size / seconds, 1)
+        if seconds else None,
+        "layout": "NHWC" if result.channels_last else "NCHW", "amp": result.amp,
+    }
+    estimate = resources.estimate(spec, config, device.type)
+    # The estimate's fixed part includes the runtime (CUDA context, workspaces), which the
+    # allocator does not count; compare like with like.
+    row["estimate_mib"] = round(
+        (estimate.total - resources.RUNTIME_OVERHEAD[device.type]) / 2**20)
+    if device.type == "cuda":
+        row["measured_peak_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
+        row["estimate_over_measured"] = round(row["estimate_mib"] / row["measured_peak_mib"], 2)
+    del result
+    print(f"  {name}: {row['examples_per_s']:,.0f} examples/s alone ({row['layout']}, "
+          f"bf16 {row['amp']}), memory estimate {row['estimate_mib']:,} MiB"
+          + (f", measured peak {row['measured_peak_mib']:,} MiB" if "measured_peak_mib" in row
+             else ""), flush=True)
+    return row
+
+
+# ---------------------------------------------------------------- 4. the table
+
+
+def run_table(models: list[str], mode: Mode, device: torch.device, runs_dir: Path,
+              slots: int, compiled: set[str], schedule: str, budget_s: float) -> dict[str, Any]:
+    """Queue every model at once through the JobManager; wait (cancelling at the budget)."""
+    store = RunStore(runs_dir)
+    cuda = device.type == "cuda"
+    manager = JobManager(store, cpu_slots=0 if cuda else slots, gpu_slots=slots if cuda else 0,
+                         poll_interval=0.2)
+    start = time.time()
+    ids = {name: manager.submit(name, spec_for(name, mode),
+                                config_for(name, mode, "auto", name in compiled, schedule),
+                                name=f"gpu-bench {name}")
+           for name in models}
+    deadline, last_print, cancelled = start + budget_s, 0.0, False
+    try:
+        while not all(store.get(i).status.terminal for i in ids.values()):
+            now = time.time()
+            if now > deadline and not cancelled:
+                print(f"  budget of {budget_s:.0f} s reached: cancelling what is left", flush=True)
+                for run_id in ids.values():
+                    manager.cancel(run_id)
+                cancelled = True
+            if now - last_print >= 15:
+                last_print = now
+                states = ", ".join(f"{n} {_progress(store, i)}" for n, i in ids.items())
+                print(f"  {now - start:5.0f} s: {states}", flush=True)
+            time.sleep(0.5)
+    finally:
+        manager.shutdown(wait=True, cancel=True)
+    runs = {name: store.get(run_id) for name, run_id in ids.items()}
+    return {"wall_s": round(max(r.finished_at or start for r in runs.values()) - start, 1),
+            "slots": slots, "overlap": max_overlap(list(runs.values())),
+            "rows": [table_row(name, runs[name]) for name in models]}
+
+
+def _progress(store: RunStore, run_id: str) -> str:
+    run = store.get(run_id)
+    if run.status is not Status.RUNNING:
+        return str(run.status)
+    last = store.metrics(run_id, kind="step")
+    return f"{last[-1]['epoch']:.1f} ep" if last else "starting"
+
+
+def max_overlap(runs: list) -> int:
+    """The most runs that were training at the same moment (from their start and end times)."""
+    edges = sorted([(r.started_at, 1) for r in runs if r.started_at]
+                   + [(r.finished_at, -1) for r in runs if r.started_at and r.finished_at])
+    busy = most = 0
+    for _, change in edges:
+        busy += change
+        most = max(most, busy)
+    return most
+
+
+def table_row(name: str, run) -> dict[str, Any]:
+    book = TEXTBOOK_RESULTS[name]
+    result = run.result
+    test_acc = (result.get("metrics") or {}).get("test_acc")
+    rate = result.get("examples_per_s")
+    return {
+        "model": name, "status": str(run.status), "message": run.message, "device": run.device,
+        "examples_per_s": round(rate, 1) if rate else None,
+        "wall_s": round(run.finished_at - run.started_at, 1)
+        if run.started_at and run.finished_at else None,
+        "train_s": round(result["seconds"], 1) if result.get("seconds") else None,
+        "epochs": result.get("epochs_done"), "test_acc": test_acc,
+        "book_test_acc": book.test_acc, "book_examples_per_s": book.examples_per_s,
+        "speed_ratio": round(rate / book.examples_per_s, 2) if rate else None,
+        "acc_at_least_book": test_acc is not None and test_acc >= book.test_acc,
+    }
+
+
+def print_table(table: dict[str, Any], mode: Mode) -> None:
+    print(f"\n{'model':17s} {'status':9s} {'ex/s':>8s} {'book ex/s':>9s} {'ratio':>6s} "
+          f"{'wall s':>7s} {'epochs':>6s} {'test acc':>8s} {'book':>6s}")
+    for r in table["rows"]:
+        acc = f"{r['test_acc']:.3f}" if r["test_acc"] is not None else "-"
+        mark = "" if mode.width != 1.0 or r["test_acc"] is None else (
+            " ok" if r["acc_at_least_book"] else " BELOW")
+        print(f"{r['model']:17s} {r['status']:9s} {r['examples_per_s'] or 0:8,.0f} "
+              f"{r['book_examples_per_s']:9,.0f} {r['speed_ratio'] or 0:5.1f}x "
+              f"{r['wall_s'] or 0:7.1f} {r['epochs'] or 0:6d} {acc:>8s} "
+              f"{r['book_test_acc']:6.3f}{mark}")
+    print(f"whole table: {table['wall_s']:.1f} s wall, {table['slots']} slots, at most "
+          f"{table['overlap']} runs training at once")
+    if mode.width != 1.0:
+        print("(smoke mode: 1/8-width networks on the sample; accuracies are not comparable)")
+
+
+# ---------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=list(MODES), default="quick")
+    parser.add_argument("--out", type=Path, required=True, help="folder for gpu-MODE.json")
+    parser.add_argument("--models", nargs="+", default=TABLE, choices=TABLE, metavar="PRESET")
+    parser.add_argument("--slots", type=int, default=None,
+                        help="runs training at once (default: all on a GPU, 1 on a CPU)")
+    parser.add_argument("--compile", nargs="*", choices=TABLE, metavar="PRESET",
+                        help="torch.compile these runs (all of them when none is named)")
+    parser.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
+                        help="constant: the book's; cosine: the book's lr decayed to 0")
+    parser.add_argument("--no-solo", action="store_true", help="skip the solo throughput phase")
+    parser.add_argument("--budget-s", type=float, help="cancel the table after this long")
+    parser.add_argument("--runs-dir", type=Path,
+                        help="run store for the table (default OUT/runs-MODE; it holds checkpoints)")
+    args = parser.parse_args(argv)
+    mode = MODES[args.mode]
+    device = resolve_device("auto")
+    args.out.mkdir(parents=True, exist_ok=True)
+    compiled = set(args.models if args.compile == [] else args.compile or [])
+    report: dict[str, Any] = {"mode": mode.name, "compile": sorted(compiled),
+                              "schedule": args.schedule, "models": args.models}
+    path = args.out / f"gpu-{mode.name}.json"
+
+    def save() -> None:
+        path.write_text(json.dumps(report, indent=1, default=str))
+
+    began = time.perf_counter()
+    print("environment", flush=True)
+    report["environment"] = environment(device)
+    print("  " + json.dumps(report["environment"]), flush=True)
+    save()
+    print("app device code", flush=True)
+    report["checks"] = device_checks(device)
+    save()
+    if mode.solo and not args.no_solo:
+        print("each model alone", flush=True)
+        dataset = cnndata.load_fashion_mnist(source=mode.data)
+        report["solo"] = [solo_rate(name, mode, device, dataset, name in compiled)
+                          for name in args.models]
+        del dataset
+        if device.type == "cuda":
+            torch.cuda.empty_cache()  # leave the GPU to the table's workers
+        save()
+    slots = args.slots or (len(args.models) if device.type == "cuda" else 1)
+    print(f"the table: {len(args.models)} runs queued at once, {slots} slots", flush=True)
+    runs_dir = args.runs_dir or args.out / f"runs-{mode.name}"
+    table = run_table(args.models, mode, device, runs_dir, slots, compiled, args.schedule,
+                      args.budget_s or mode.budget_s)
+    report["table"] = table
+    routed = all(r["device"] == ("cuda:0" if device.type == "cuda" else "cpu")
+                 for r in table["rows"])
+    report["checks"].append(check("queued runs routed to the device's slots", routed,
+                                  ", ".join(sorted({str(r['device']) for r in table['rows']}))))
+    report["checks"].append(check("runs shared the device", table["overlap"] >= min(2, slots),
+                                  f"at most {table['overlap']} at once with {slots} slots"))
+    report["seconds"] = round(time.perf_counter() - began, 1)
+    save()
+    print_table(table, mode)
+    failed = [c["check"] for c in report["checks"] if not c["ok"]]
+    not_done = [r["model"] for r in table["rows"] if r["status"] != "done"]
+    print(f"{report['seconds']:.0f} s in all; results in {path}")
+    if failed or not_done:
+        print(f"PROBLEMS: failed checks {failed}, runs not done {not_done}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""bench/gpu.py in its smallest mode, on this machine's CPU: the script the GPU session runs
+must not rot between sessions that are lent a GPU."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_smoke_mode_runs_every_phase_and_writes_its_report(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu.py"), "--mode", "smoke", "--slots", "2",
+         "--models", "bn-lenet", "resnet18", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    report = json.loads((tmp_path / "gpu-smoke.json").read_text())
+
+    env = report["environment"]
+    assert env["device"] == "cpu" and env["torch"] and env["matmul_tflops"] > 0
+    assert all(c["ok"] for c in report["checks"]), report["checks"]
+    assert {c["check"] for c in report["checks"]} >= {
+        "memory check refuses VGG-16 at batch 65,536", "queued runs routed to the device's slots",
+        "runs shared the device"}
+
+    solo = {row["model"]: row for row in report["solo"]}
+    assert set(solo) == {"bn-lenet", "resnet18"}
+    assert all(row["examples_per_s"] > 0 and row["estimate_mib"] > 0 for row in solo.values())
+
+    table = report["table"]
+    assert [row["model"] for row in table["rows"]] == ["bn-lenet", "resnet18"]
+    for row in table["rows"]:
+        assert row["status"] == "done" and row["device"] == "cpu"
+        assert 0.0 <= row["test_acc"] <= 1.0 and row["examples_per_s"] > 0
+        assert row["book_test_acc"] > 0.8  # the book's row sits beside ours
+    assert table["overlap"] == 2  # two slots: both runs trained at once
+    assert "whole table" in done.stdout
