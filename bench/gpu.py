@@ -31,9 +31,9 @@ from __future__ import annotations
 import os
 import sys
 
-# Run as a script, bench/ comes first on sys.path, where bench/inspect.py would shadow the
-# standard library's inspect (torch imports it): put the checkout root there instead.
-sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The checkout's root first on sys.path: cnnlab imports without being installed (the GPU
+# machine runs these scripts from a bare copy of the tree).
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
@@ -46,12 +46,12 @@ from typing import Any  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from cnnlab import data as cnndata  # noqa: E402
-from cnnlab import resources  # noqa: E402
-from cnnlab.jobs import JobManager  # noqa: E402
-from cnnlab.runs import RunStore, Status  # noqa: E402
-from cnnlab.specs import PRESETS, Spec  # noqa: E402
-from cnnlab.train import (  # noqa: E402
+from cnnlab.training import data as cnndata  # noqa: E402
+from cnnlab.training import resources  # noqa: E402
+from cnnlab.runs.jobs import JobManager  # noqa: E402
+from cnnlab.runs.store import RunStore, Status  # noqa: E402
+from cnnlab.arch.specs import PRESETS, Spec  # noqa: E402
+from cnnlab.training.train import (  # noqa: E402
     TEXTBOOK_RESULTS, TrainConfig, resolve_device, textbook_config, train)
 
 TABLE = list(TEXTBOOK_RESULTS)  # the chapter's eight runs, in the book's order

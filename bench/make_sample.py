@@ -9,16 +9,16 @@ from __future__ import annotations
 import os
 import sys
 
-# Run as a script, bench/ comes first on sys.path, where bench/inspect.py would shadow the
-# standard library's inspect (numpy and torch import it): put the checkout root there instead.
-sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The checkout's root first on sys.path: cnnlab imports without being installed (the GPU
+# machine runs these scripts from a bare copy of the tree).
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import argparse  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from cnnlab import data  # noqa: E402
+from cnnlab.training import data  # noqa: E402
 
 SEED = 0  # fixed: the same originals always give the same sample
 

@@ -12,17 +12,17 @@ from __future__ import annotations
 import os
 import sys
 
-# Run as a script, bench/ comes first on sys.path, where bench/inspect.py would shadow the
-# standard library's inspect (torch imports it): put the checkout root there instead.
-sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The checkout's root first on sys.path: cnnlab imports without being installed (the GPU
+# machine runs these scripts from a bare copy of the tree).
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import argparse  # noqa: E402
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from cnnlab.specs import PRESETS  # noqa: E402
-from cnnlab.train import make_model  # noqa: E402
+from cnnlab.arch.specs import PRESETS  # noqa: E402
+from cnnlab.training.train import make_model  # noqa: E402
 
 BATCH = 32
 

@@ -1,7 +1,7 @@
 """Training throughput: cnnlab's pipeline against the textbook's, and against this machine's peak.
 
 For each model the chapter trains, at its textbook input size and batch size:
-  * cnnlab: `cnnlab.train.train` (uint8 data held on the device, batches resized there);
+  * cnnlab: `cnnlab.training.train.train` (uint8 data held on the device, batches resized there);
   * textbook: torchvision's FashionMNIST with Compose([Resize(size), ToTensor()]) through a
     DataLoader(batch_size, shuffle=True, num_workers=2), the same model, SGD and loss, as
     d2l's load_data_fashion_mnist + train_ch6 do;
@@ -17,9 +17,9 @@ from __future__ import annotations
 import os
 import sys
 
-# Run as a script, bench/ comes first on sys.path, where bench/inspect.py would shadow the
-# standard library's inspect (torch imports it): put the checkout root there instead.
-sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The checkout's root first on sys.path: cnnlab imports without being installed (the GPU
+# machine runs these scripts from a bare copy of the tree).
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
@@ -33,10 +33,10 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-from cnnlab import data as cnndata  # noqa: E402
-from cnnlab.inspect import inspect_spec  # noqa: E402
-from cnnlab.specs import PRESETS  # noqa: E402
-from cnnlab.train import TEXTBOOK_RESULTS, make_model, textbook_config, train  # noqa: E402
+from cnnlab.training import data as cnndata  # noqa: E402
+from cnnlab.analysis.layers import inspect_spec  # noqa: E402
+from cnnlab.arch.specs import PRESETS  # noqa: E402
+from cnnlab.training.train import TEXTBOOK_RESULTS, make_model, textbook_config, train  # noqa: E402
 
 # Measured steps (after warm-up) per input size: enough to average, few enough that the
 # 224-px models (seconds per step on a 2-core CPU) keep the default run near 8 minutes.

@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from cnnlab import specs
-from cnnlab.specs import Spec
-from cnnlab.validation import Problem, SpecError, check, spec_from_dict
+from cnnlab.arch import specs
+from cnnlab.arch.specs import Spec
+from cnnlab.arch.checks import Problem, SpecError, check, spec_from_dict
 
 EXIT_BAD_INPUT = 2
 
@@ -58,7 +58,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from cnnlab.inspect import inspect_spec
+    from cnnlab.analysis.layers import inspect_spec
 
     spec = load_spec(args)
     for warning in check(spec):
@@ -72,7 +72,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_diagram(args: argparse.Namespace) -> int:
-    from cnnlab.diagram import to_dot, write_svg
+    from cnnlab.analysis.diagram import to_dot, write_svg
 
     spec = load_spec(args)
     dot = to_dot(spec, collapse=not args.expand)
@@ -136,8 +136,8 @@ def _train_config(args: argparse.Namespace, base: Any) -> Any:
 
 def _load_data(config: Any) -> Any:
     """The data a run will use, or None after printing where the loader looked."""
-    from cnnlab.data import DataError
-    from cnnlab.train import load_data
+    from cnnlab.training.data import DataError
+    from cnnlab.training.train import load_data
 
     try:
         data = load_data(config)
@@ -155,7 +155,7 @@ def _load_data(config: Any) -> Any:
 def _record_and_train(store: Any, model: str, spec: Spec, config: Any, data: Any,
                       name: str | None = None) -> Any:
     """Create a run, mark it running here and train it with a progress bar; the finished Run."""
-    from cnnlab.train import resolve_device, run_recorded
+    from cnnlab.training.train import resolve_device, run_recorded
 
     device = str(resolve_device(config.device))
     run = store.create(model, spec.to_dict(), config.to_dict(), name=name,
@@ -168,7 +168,7 @@ def _record_and_train(store: Any, model: str, spec: Spec, config: Any, data: Any
 
 
 def _print_run(store: Any, run: Any) -> None:
-    from cnnlab.train import TEXTBOOK_RESULTS
+    from cnnlab.training.train import TEXTBOOK_RESULTS
 
     result = run.result
     metrics = result.get("metrics", {})
@@ -191,8 +191,8 @@ def _print_run(store: Any, run: Any) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from cnnlab.runs import RunStore, Status
-    from cnnlab.train import default_config, resolve_device, textbook_config
+    from cnnlab.runs.store import RunStore, Status
+    from cnnlab.training.train import default_config, resolve_device, textbook_config
 
     spec = load_spec(args)
     for warning in check(spec):
@@ -217,7 +217,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_runs(args: argparse.Namespace) -> int:
     import time
 
-    from cnnlab.runs import RunStore
+    from cnnlab.runs.store import RunStore
 
     store = RunStore()
     runs = store.list(limit=args.limit)
@@ -236,8 +236,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from cnnlab.runs import RunStore
-    from cnnlab.train import TEXTBOOK_RESULTS, resolve_device, textbook_config
+    from cnnlab.runs.store import RunStore
+    from cnnlab.training.train import TEXTBOOK_RESULTS, resolve_device, textbook_config
 
     models = args.models or list(TEXTBOOK_RESULTS)
     unknown = [m for m in models if m not in TEXTBOOK_RESULTS]
@@ -262,7 +262,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def _print_reproduction(runs: list[Any], data: str) -> None:
-    from cnnlab.train import TEXTBOOK_RESULTS
+    from cnnlab.training.train import TEXTBOOK_RESULTS
 
     print(f"data: {data}")
     print(f"{'model':18s} {'input':>5s} {'epochs':>6s} {'test acc':>8s} {'book':>6s} "

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from cnnlab.jobs import JobManager
-from cnnlab.live import RunEvents
-from cnnlab.runs import RunStore
+from cnnlab.runs.jobs import JobManager
+from cnnlab.runs.live import RunEvents
+from cnnlab.runs.store import RunStore
 
 
 @st.cache_resource(show_spinner=False)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from cnnlab import resources
-from cnnlab.live import duration, progress
-from cnnlab.runs import Status, StoreError
+from cnnlab.training import resources
+from cnnlab.runs.live import duration, progress
+from cnnlab.runs.store import Status, StoreError
 from pages._shared import job_manager, run_events
 
 QUEUE_REFRESH_S = 3  # the queue changes when anyone on the server starts or ends a run

@@ -13,13 +13,15 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from cnnlab import codegen, editing, specs
-from cnnlab.diagram import GraphvizMissing, to_dot, to_svg
-from cnnlab.editing import FAMILY_TITLES, presets_for
-from cnnlab.inspect import human_bytes, inspect_spec
-from cnnlab.specs import PRESETS, Spec
-from cnnlab.validation import Problem, validate, warnings
-from cnnlab.viz import params_flops_bars
+from cnnlab.analysis import codegen
+from cnnlab.views import editor as editing
+from cnnlab.arch import specs
+from cnnlab.analysis.diagram import GraphvizMissing, to_dot, to_svg
+from cnnlab.views.editor import FAMILY_TITLES, presets_for
+from cnnlab.analysis.layers import human_bytes, inspect_spec
+from cnnlab.arch.specs import PRESETS, Spec
+from cnnlab.arch.checks import Problem, validate, warnings
+from cnnlab.views.figures import params_flops_bars
 
 DEFAULT_PRESET = "alexnet"
 OPTIMIZERS = {"sgd": "SGD", "momentum": "SGD with momentum", "adam": "Adam"}

@@ -2,7 +2,7 @@
 feature maps of one test image block by block, every BatchNorm layer's gamma and beta
 (d2l 7.5.4: "let us look at gamma and beta"), and predictions with a confusion matrix.
 
-The page only arranges widgets; `cnnlab.inside` computes and `cnnlab.viz` draws. Models and
+The page only arranges widgets; `cnnlab.views.inside` computes and `cnnlab.views.figures` draws. Models and
 results are cached by (run id, checkpoint) or (spec, seed), so every student looking at the
 same run shares one copy.
 """
@@ -13,12 +13,13 @@ import threading
 
 import streamlit as st
 
-from cnnlab import inside, specs
-from cnnlab.data import CLASSES, DataError, load_fashion_mnist
-from cnnlab.inspect import inspect_spec
-from cnnlab.runs import Run, Status
-from cnnlab.validation import SpecError, spec_from_dict
-from cnnlab.viz import (
+from cnnlab.views import inside
+from cnnlab.arch import specs
+from cnnlab.training.data import CLASSES, DataError, load_fashion_mnist
+from cnnlab.analysis.layers import inspect_spec
+from cnnlab.runs.store import Run, Status
+from cnnlab.arch.checks import SpecError, spec_from_dict
+from cnnlab.views.figures import (
     batch_norm_chart,
     batch_norm_overview,
     confusion_heatmap,

@@ -1,7 +1,7 @@
 """Train: a model, the textbook's hyperparameters, a memory check, and a run to watch live.
 
 Runs train in worker processes behind a queue that every session on this server shares
-(`cnnlab.jobs`); this page keeps only the id of the run it shows (`"selected_run"`), so a
+(`cnnlab.runs.jobs`); this page keeps only the id of the run it shows (`"selected_run"`), so a
 reload, another tab or another student's browser can pick any run from the table below.
 """
 
@@ -14,16 +14,17 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from cnnlab import editing, resources
-from cnnlab.curves import training_curves
-from cnnlab.data import DataError
-from cnnlab.inspect import InspectionError, human_bytes, inspect_spec
-from cnnlab.live import duration, progress
-from cnnlab.runs import Run, Status, StoreError
-from cnnlab.specs import PRESETS, Spec
-from cnnlab.train import (OPTIMIZERS, SCHEDULES, TEXTBOOK_RECIPES, TEXTBOOK_RESULTS, ConfigError,
+from cnnlab.views import editor as editing
+from cnnlab.training import resources
+from cnnlab.views.curves import training_curves
+from cnnlab.training.data import DataError
+from cnnlab.analysis.layers import InspectionError, human_bytes, inspect_spec
+from cnnlab.runs.live import duration, progress
+from cnnlab.runs.store import Run, Status, StoreError
+from cnnlab.arch.specs import PRESETS, Spec
+from cnnlab.training.train import (OPTIMIZERS, SCHEDULES, TEXTBOOK_RECIPES, TEXTBOOK_RESULTS, ConfigError,
                           TrainConfig, default_config)
-from cnnlab.validation import Problem, SpecError, errors, validate
+from cnnlab.arch.checks import Problem, SpecError, errors, validate
 from pages._shared import job_manager, run_events, run_store
 
 FROM_ARCHITECTURE = "architecture"  # the model choice that means st.session_state["spec"]

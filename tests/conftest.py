@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cnnlab.models import build
-from cnnlab.runs import RunStore, Status
-from cnnlab.specs import PRESETS, Spec
-from cnnlab.train import TrainConfig, run_recorded
+from cnnlab.arch.models import build
+from cnnlab.runs.store import RunStore, Status
+from cnnlab.arch.specs import PRESETS, Spec
+from cnnlab.training.train import TrainConfig, run_recorded
 
 # One epoch (12 steps) of the 3,000-image sample at the textbook's BN-LeNet settings.
 ONE_EPOCH = TrainConfig(epochs=1, batch_size=256, lr=1.0, data="sample", device="cpu",

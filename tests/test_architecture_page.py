@@ -15,10 +15,10 @@ import torch
 from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
-from cnnlab.editing import FAMILY_TITLES, presets_for
-from cnnlab.inspect import inspect_spec
-from cnnlab.specs import PRESETS, VGG_D
-from cnnlab.viz import params_flops_bars
+from cnnlab.views.editor import FAMILY_TITLES, presets_for
+from cnnlab.analysis.layers import inspect_spec
+from cnnlab.arch.specs import PRESETS, VGG_D
+from cnnlab.views.figures import params_flops_bars
 
 APP = Path(__file__).parent.parent / "app.py"
 VGG11_PARAMS, VGG16_PARAMS = "128,806,154", "134,300,362"  # DESIGN.md; VGG paper config D

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from cnnlab.runs import RunStore, Status
+from cnnlab.runs.store import RunStore, Status
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

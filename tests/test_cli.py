@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from cnnlab.cli import main
-from cnnlab.specs import PRESETS
+from cnnlab.arch.specs import PRESETS
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:

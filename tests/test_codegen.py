@@ -13,11 +13,11 @@ import types
 import pytest
 import torch
 
-from cnnlab.codegen import to_python
-from cnnlab.inspect import inspect_spec
-from cnnlab.models import build
-from cnnlab.specs import PRESETS, VGG_B, VGGSpec
-from cnnlab.validation import SpecError
+from cnnlab.analysis.codegen import to_python
+from cnnlab.analysis.layers import inspect_spec
+from cnnlab.arch.models import build
+from cnnlab.arch.specs import PRESETS, VGG_B, VGGSpec
+from cnnlab.arch.checks import SpecError
 from tests.conftest import meta_model
 
 

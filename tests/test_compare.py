@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from cnnlab.compare import (
+from cnnlab.views.compare import (
     COLUMNS,
     compare_table,
     curves_for,
     textbook_key,
     textbook_references,
 )
-from cnnlab.inspect import inspect_spec
-from cnnlab.runs import RunStore
-from cnnlab.specs import PRESETS
-from cnnlab.train import TEXTBOOK_RESULTS
+from cnnlab.analysis.layers import inspect_spec
+from cnnlab.runs.store import RunStore
+from cnnlab.arch.specs import PRESETS
+from cnnlab.training.train import TEXTBOOK_RESULTS
 from tests.conftest import ONE_EPOCH, record_tiny_run
 
 

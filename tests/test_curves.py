@@ -1,10 +1,10 @@
-"""Training curves from metric events (cnnlab.curves)."""
+"""Training curves from metric events (cnnlab.views.curves)."""
 
 from __future__ import annotations
 
 import pytest
 
-from cnnlab.curves import MAX_POINTS, downsample, training_curves
+from cnnlab.views.curves import MAX_POINTS, downsample, training_curves
 
 
 def events(steps: int, per_epoch: int = 100) -> list[dict]:

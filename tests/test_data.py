@@ -1,4 +1,4 @@
-"""Tests for cnnlab.data: finding, verifying and batching real Fashion-MNIST."""
+"""Tests for cnnlab.training.data: finding, verifying and batching real Fashion-MNIST."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cnnlab import data
-from cnnlab.data import DataCorrupt, DataNotFound, DeviceData, Source, batches, load_fashion_mnist
+from cnnlab.training import data
+from cnnlab.training.data import DataCorrupt, DataNotFound, DeviceData, Source, batches, load_fashion_mnist
 
 needs_debian = pytest.mark.skipif(
     not data.DEBIAN_DIR.is_dir(),

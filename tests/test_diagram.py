@@ -9,9 +9,9 @@ import shutil
 import pytest
 from torch import nn
 
-from cnnlab import diagram
-from cnnlab.diagram import GraphvizMissing, to_dot, to_svg, write_svg
-from cnnlab.specs import PRESETS
+from cnnlab.analysis import diagram
+from cnnlab.analysis.diagram import GraphvizMissing, to_dot, to_svg, write_svg
+from cnnlab.arch.specs import PRESETS
 
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is missing")
 

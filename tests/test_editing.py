@@ -8,10 +8,10 @@ import math
 
 import pytest
 
-from cnnlab import editing
-from cnnlab.inspect import inspect_spec
-from cnnlab.specs import PRESETS, VGG_A, VGG_D, GoogLeNetSpec, VGGSpec
-from cnnlab.validation import SpecError, errors, warnings
+from cnnlab.views import editor as editing
+from cnnlab.analysis.layers import inspect_spec
+from cnnlab.arch.specs import PRESETS, VGG_A, VGG_D, GoogLeNetSpec, VGGSpec
+from cnnlab.arch.checks import SpecError, errors, warnings
 
 VGG11 = PRESETS["vgg11"]
 

@@ -1,4 +1,4 @@
-"""cnnlab.inspect: the meta-device summary reproduces the textbook's shapes and counts."""
+"""cnnlab.analysis.layers: the meta-device summary reproduces the textbook's shapes and counts."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from cnnlab.inspect import (
+from cnnlab.analysis.layers import (
     InspectionError,
     forward_failure,
     human_bytes,
@@ -18,8 +18,8 @@ from cnnlab.inspect import (
     inspect_spec,
     smallest_input_size,
 )
-from cnnlab.models import build
-from cnnlab.specs import PRESETS
+from cnnlab.arch.models import build
+from cnnlab.arch.specs import PRESETS
 from tests.conftest import meta_model
 
 

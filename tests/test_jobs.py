@@ -1,4 +1,4 @@
-"""Tests for cnnlab.jobs and cnnlab.worker: the shared queue, worker processes, cancel, crashes.
+"""Tests for cnnlab.runs.jobs and cnnlab.runs.worker: the shared queue, worker processes, cancel, crashes.
 
 Real worker processes train BN-LeNet on the bundled sample for a few dozen steps; each run
 costs a few seconds (mostly importing torch in the new process), so those tests are slow.
@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from cnnlab.jobs import JobManager, choose_device, worker_env
-from cnnlab.runs import RunStore, Status, pid_alive
-from cnnlab.specs import PRESETS
-from cnnlab.train import ConfigError, TrainConfig
-from cnnlab.validation import SpecError
+from cnnlab.runs.jobs import JobManager, choose_device, worker_env
+from cnnlab.runs.store import RunStore, Status, pid_alive
+from cnnlab.arch.specs import PRESETS
+from cnnlab.training.train import ConfigError, TrainConfig
+from cnnlab.arch.checks import SpecError
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = PRESETS["bn-lenet"]  # 28 px, 45k parameters: thousands of examples/s on a CPU
@@ -53,7 +53,7 @@ def wait_for(condition: Callable[[], object], timeout: float = RUN_TIMEOUT_S, ev
 
 def is_worker(pid: int | None) -> bool:
     try:
-        return b"cnnlab.worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return b"cnnlab.runs.worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
 
@@ -169,7 +169,7 @@ def test_a_worker_for_a_run_that_is_no_longer_queued_exits_and_leaves_it_alone(s
     run_id = store.create("bn-lenet", SPEC.to_dict(), tiny().to_dict()).id
     store.request_cancel(run_id)
     done = subprocess.run(
-        [sys.executable, "-m", "cnnlab.worker", "--runs-dir", str(store.runs_dir), run_id],
+        [sys.executable, "-m", "cnnlab.runs.worker", "--runs-dir", str(store.runs_dir), run_id],
         cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     run = store.get(run_id)

@@ -1,4 +1,4 @@
-"""Following runs: incremental metric reads and progress summaries (cnnlab.live)."""
+"""Following runs: incremental metric reads and progress summaries (cnnlab.runs.live)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from cnnlab.live import RunEvents, duration, progress
-from cnnlab.runs import RunStore, Status
+from cnnlab.runs.live import RunEvents, duration, progress
+from cnnlab.runs.store import RunStore, Status
 
 
 @pytest.fixture
@@ -101,7 +101,7 @@ def test_max_steps_shortens_the_planned_epochs(store):
 
 
 def test_the_best_test_accuracy_is_the_best_epoch():
-    from cnnlab.runs import Run
+    from cnnlab.runs.store import Run
 
     run = Run(id="r", status=Status.CANCELLED, model="m", spec={}, config={}, created_at=0.0)
     p = progress(run, [epoch(50, 0.8), epoch(100, 0.75)])

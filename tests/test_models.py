@@ -6,9 +6,9 @@ import pytest
 import torch
 import torchvision
 
-from cnnlab.models import build
-from cnnlab.models.lenet import BatchNorm
-from cnnlab.specs import PRESETS, VGG_B, VGG_D, VGG_E, VGGSpec
+from cnnlab.arch.models import build
+from cnnlab.arch.models.lenet import BatchNorm
+from cnnlab.arch.specs import PRESETS, VGG_B, VGG_D, VGG_E, VGGSpec
 from tests.conftest import block_shapes, meta_model
 
 

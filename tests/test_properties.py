@@ -9,9 +9,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cnnlab import specs
-from cnnlab.models import build
-from cnnlab.validation import Problem, errors, validate
+from cnnlab.arch import specs
+from cnnlab.arch.models import build
+from cnnlab.arch.checks import Problem, errors, validate
 from tests.conftest import block_shapes
 
 BAD = st.sampled_from([0, -1, True, "3", 2.5, None, (), ((1, 2),), 10**9, float("nan")])

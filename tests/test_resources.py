@@ -1,4 +1,4 @@
-"""What the server has (device, data, memory) and whether a run fits: cnnlab.resources."""
+"""What the server has (device, data, memory) and whether a run fits: cnnlab.training.resources."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from cnnlab import data, resources
-from cnnlab.resources import DeviceMemory, estimate, fits_device
-from cnnlab.specs import PRESETS
-from cnnlab.train import TrainConfig
+from cnnlab.training import data
+from cnnlab.training import resources
+from cnnlab.training.resources import DeviceMemory, estimate, fits_device
+from cnnlab.arch.specs import PRESETS
+from cnnlab.training.train import TrainConfig
 
 GiB = 2**30
 CPU_20G = DeviceMemory("cpu", "the CPU's RAM", total=24 * GiB, free=20 * GiB)
@@ -129,7 +130,7 @@ def test_the_estimate_grows_with_the_batch_and_momentum_adds_a_buffer():
 
 
 def _buffers(spec) -> int:
-    from cnnlab.inspect import inspect_spec
+    from cnnlab.analysis.layers import inspect_spec
 
     return inspect_spec(spec).buffer_elements
 
@@ -141,7 +142,7 @@ def test_the_estimate_covers_the_models_own_count_and_the_runtime():
 
 
 def test_evaluation_batches_count_even_when_the_training_batch_is_small():
-    # cnnlab.train scores the test set in batches of about 1024 images at 96 px (188 at 224 px)
+    # cnnlab.training.train scores the test set in batches of about 1024 images at 96 px (188 at 224 px)
     need = estimate(PRESETS["vgg11"], TrainConfig(batch_size=1), "cpu")
     assert need.total > need.fixed + 100 * need.eval_per_image
 

@@ -1,4 +1,4 @@
-"""Tests for cnnlab.runs: the SQLite run store, its queue, metrics and checkpoints."""
+"""Tests for cnnlab.runs.store: the SQLite run store, its queue, metrics and checkpoints."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from cnnlab.runs import RunStore, Status, pid_alive
+from cnnlab.runs.store import RunStore, Status, pid_alive
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = {"family": "vgg", "arch": [[1, 64], [1, 128]], "fc": [4096, 4096], "dropout": 0.5}
@@ -338,7 +338,7 @@ def test_runs_without_checkpoints_list_none(store: RunStore) -> None:
 
 WORKER = """
 import os, sys, time
-from cnnlab.runs import RunStore
+from cnnlab.runs.store import RunStore
 store = RunStore(sys.argv[1])
 run = store.claim_next(os.getpid(), device="cpu")
 store.add_metrics(run.id, [{"kind": "step", "epoch": 0.1 * i, "step": i, "time": time.time(), "loss": 1.0}
@@ -398,7 +398,7 @@ def test_pid_alive_sees_self_as_alive_and_zombie_or_reaped_children_as_dead() ->
 
 
 def test_a_damaged_database_raises_the_stores_own_error(tmp_path):
-    from cnnlab.runs import StoreError
+    from cnnlab.runs.store import StoreError
 
     store = RunStore(tmp_path)
     store.db_path.write_bytes(b"this is not a database" * 100)

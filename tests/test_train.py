@@ -1,4 +1,4 @@
-"""Tests for cnnlab.train: the training loop, its events, cancel, divergence, recorded runs and
+"""Tests for cnnlab.training.train: the training loop, its events, cancel, divergence, recorded runs and
 the `train` / `runs` / `reproduce` commands. Small and fast: the bundled sample at 28 px,
 BN-LeNet, a few dozen steps."""
 
@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from cnnlab import cli
-from cnnlab.data import FashionMNIST, load_fashion_mnist
-from cnnlab.models import build
-from cnnlab.models.lenet import BatchNorm
-from cnnlab.runs import RunStore, Status
-from cnnlab.specs import PRESETS
-from cnnlab.train import (
+from cnnlab.training.data import FashionMNIST, load_fashion_mnist
+from cnnlab.arch.models import build
+from cnnlab.arch.models.lenet import BatchNorm
+from cnnlab.runs.store import RunStore, Status
+from cnnlab.arch.specs import PRESETS
+from cnnlab.training.train import (
     TEXTBOOK_RESULTS,
     ConfigError,
     TrainConfig,
@@ -255,7 +255,7 @@ def test_a_crash_inside_training_is_recorded_as_failed(tmp_path: Path, monkeypat
     def explode(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("cnnlab.train.make_optimizer", explode)
+    monkeypatch.setattr("cnnlab.training.train.make_optimizer", explode)
     store = RunStore(tmp_path / "runs")
     run_id = recorded_run(store, SPEC.to_dict(), FAST)
     assert run_recorded(store, run_id) is Status.FAILED
@@ -320,7 +320,7 @@ def test_cli_train_on_cuda_without_a_gpu_exits_2(runs_dir: Path, capsys) -> None
 
 
 def test_recalibrating_batch_norm_sets_the_running_stats_to_the_batch_average():
-    from cnnlab.train import recalibrate_batch_norm
+    from cnnlab.training.train import recalibrate_batch_norm
 
     torch.manual_seed(0)
     torch_bn, scratch_bn = torch.nn.BatchNorm2d(3), BatchNorm(3, num_dims=4)

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from cnnlab.specs import PRESETS, AlexNetSpec, GoogLeNetSpec, VGGSpec, from_json
-from cnnlab.validation import (
+from cnnlab.arch.specs import PRESETS, AlexNetSpec, GoogLeNetSpec, VGGSpec, from_json
+from cnnlab.arch.checks import (
     SpecError, check, errors, parse_literal, smallest_input, spec_from_dict, validate, warnings)
 
 

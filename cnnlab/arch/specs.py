@@ -1,8 +1,8 @@
 """Architecture specs: one frozen dataclass per family, holding numbers only.
 
-A spec is data. The app edits it, JSON stores it, `cnnlab.models.build` turns it into an
+A spec is data. The app edits it, JSON stores it, `cnnlab.arch.models.build` turns it into an
 `nn.Module`. Defaults are the textbook's (Dive into Deep Learning, chapter 7); the presets
-at the bottom name where each number comes from. Checking a spec is `cnnlab.validation`'s job.
+at the bottom name where each number comes from. Checking a spec is `cnnlab.arch.checks`'s job.
 """
 
 from __future__ import annotations
@@ -210,7 +210,7 @@ def _as_tuples(value: Any) -> Any:
 def from_dict(data: dict[str, Any]) -> Spec:
     """A spec from its dict form. Raises ValueError naming unknown families or fields.
 
-    Types are not checked here: `cnnlab.validation.validate` reports every problem at once.
+    Types are not checked here: `cnnlab.arch.checks.validate` reports every problem at once.
     """
     if not isinstance(data, dict):
         raise ValueError("a spec must be a JSON object with a 'family' field")

@@ -7,9 +7,9 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from cnnlab.models import register
-from cnnlab.models.common import flat_features
-from cnnlab.specs import LeNetSpec
+from cnnlab.arch.models import register
+from cnnlab.arch.models.common import flat_features
+from cnnlab.arch.specs import LeNetSpec
 
 
 def batch_norm(

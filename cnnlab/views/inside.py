@@ -15,12 +15,12 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from cnnlab.data import NUM_CLASSES, to_input
-from cnnlab.models import batch_norm_modules, build
-from cnnlab.runs import Run, RunStore
-from cnnlab.specs import Spec
-from cnnlab.train import make_model
-from cnnlab.validation import SpecError, spec_from_dict
+from cnnlab.training.data import NUM_CLASSES, to_input
+from cnnlab.arch.models import batch_norm_modules, build
+from cnnlab.runs.store import Run, RunStore
+from cnnlab.arch.specs import Spec
+from cnnlab.training.train import make_model
+from cnnlab.arch.checks import SpecError, spec_from_dict
 
 PREDICT_BATCH = 256
 # The first BN layer's gamma and beta after 10 epochs of the from-scratch BN-LeNet, as d2l 7.5.4

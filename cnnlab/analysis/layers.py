@@ -38,8 +38,8 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
-from cnnlab.models import build
-from cnnlab.specs import Spec
+from cnnlab.arch.models import build
+from cnnlab.arch.specs import Spec
 
 aten = torch.ops.aten
 
@@ -264,7 +264,7 @@ def inspect_model(model: nn.Module, input_shape: tuple[int, ...]) -> LayerTable:
 @functools.lru_cache(maxsize=128)
 def inspect_spec(spec: Spec, batch_size: int = 1) -> LayerTable:
     """`inspect_model` for a spec's network at its own input size, built on meta; cached by the
-    (frozen, hashable) spec. Check the spec with `cnnlab.validation` first."""
+    (frozen, hashable) spec. Check the spec with `cnnlab.arch.checks` first."""
     with torch.device("meta"):
         model = build(spec)
     return inspect_model(model, (batch_size, spec.in_channels, spec.input_size, spec.input_size))

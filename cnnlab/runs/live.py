@@ -14,8 +14,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from cnnlab.runs import Run, RunStore, Status
-from cnnlab.validation import is_number
+from cnnlab.runs.store import Run, RunStore, Status
+from cnnlab.arch.checks import is_number
 
 Event = dict[str, Any]
 
@@ -39,7 +39,7 @@ class RunEvents:
 
         Pass the `Run` (read before this call) rather than its id where you have it: once a
         run has ended and been read, its events come from memory without asking the store.
-        Raises cnnlab.runs.StoreError when the store is unreadable.
+        Raises cnnlab.runs.store.StoreError when the store is unreadable.
         """
         run_id = run if isinstance(run, str) else run.id
         ended = not isinstance(run, str) and run.status.terminal

@@ -1,6 +1,6 @@
-"""One training run in a process of its own: `python -m cnnlab.worker --runs-dir DIR RUN_ID`.
+"""One training run in a process of its own: `python -m cnnlab.runs.worker --runs-dir DIR RUN_ID`.
 
-Started by `cnnlab.jobs.JobManager`. The worker claims its run itself (queued -> running with
+Started by `cnnlab.runs.jobs.JobManager`. The worker claims its run itself (queued -> running with
 its own pid, one atomic store transition), so the pid in the store is always the process that
 trains, and a run that was cancelled, or claimed by another server's worker, in the moment
 before this one started is left alone (exit 0). It reports only through the run store.
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from cnnlab.runs import RunStore, Status
+from cnnlab.runs.store import RunStore, Status
 
 
 class Terminated(BaseException):
@@ -32,7 +32,7 @@ class Terminated(BaseException):
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m cnnlab.worker",
+    parser = argparse.ArgumentParser(prog="python -m cnnlab.runs.worker",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("run_id", help="the queued run to execute")
     parser.add_argument("--runs-dir", type=Path, required=True, help="the run store's directory")
@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if args.threads:
             torch.set_num_threads(args.threads)
-        from cnnlab.train import run_recorded
+        from cnnlab.training.train import run_recorded
 
         status = run_recorded(store, args.run_id)
     except (Terminated, KeyboardInterrupt) as exc:

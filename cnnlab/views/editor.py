@@ -16,9 +16,9 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from cnnlab import specs
-from cnnlab.specs import PRESETS, Spec
-from cnnlab.validation import MAX_TEXT, Problem, SpecError, errors, parse_literal, validate
+from cnnlab.arch import specs
+from cnnlab.arch.specs import PRESETS, Spec
+from cnnlab.arch.checks import MAX_TEXT, Problem, SpecError, errors, parse_literal, validate
 
 # Names as the chapter writes them, in the chapter's order.
 FAMILY_TITLES = {

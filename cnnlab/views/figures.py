@@ -13,7 +13,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from cnnlab.inspect import LayerTable
+from cnnlab.analysis.layers import LayerTable
 
 # Bar colours by what a block is made of: the chapter's point is that the dense layers hold
 # most parameters while the convolutions do most of the arithmetic (d2l 7.2, exercise 1).
@@ -300,7 +300,7 @@ def batch_norm_chart(path: str, gamma: Any, beta: Any, running_mean: Any = None,
 def batch_norm_overview(layers: list[tuple[Any, ...]]) -> go.Figure:
     """Every BatchNorm layer at a glance: the spread of gamma and of beta over its channels,
     one box (with every channel as a point) per layer. `layers` holds (path, gamma, beta, ...)
-    tuples, as `cnnlab.inside.batch_norm_layers` returns. Two traces: gamma and beta."""
+    tuples, as `cnnlab.views.inside.batch_norm_layers` returns. Two traces: gamma and beta."""
     fig = go.Figure()
     for index, label, colour in ((1, "γ scale", "#1f77b4"), (2, "β shift", "#ff7f0e")):
         xs, ys = [], []

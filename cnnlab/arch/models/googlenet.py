@@ -7,9 +7,9 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from cnnlab.models import register
-from cnnlab.models.common import conv_relu
-from cnnlab.specs import GoogLeNetSpec, InceptionSplit
+from cnnlab.arch.models import register
+from cnnlab.arch.models.common import conv_relu
+from cnnlab.arch.specs import GoogLeNetSpec, InceptionSplit
 
 
 class Inception(nn.Module):

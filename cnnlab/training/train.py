@@ -24,12 +24,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnlab import specs
-from cnnlab.data import NUM_CLASSES, DataError, DeviceData, FashionMNIST, load_fashion_mnist
-from cnnlab.models import batch_norm_modules, build
-from cnnlab.runs import RunStore, Status, checkpoint_name
-from cnnlab.specs import Spec
-from cnnlab.validation import Problem, SpecError, check, is_int, is_number, spec_from_dict
+from cnnlab.arch import specs
+from cnnlab.training.data import NUM_CLASSES, DataError, DeviceData, FashionMNIST, load_fashion_mnist
+from cnnlab.arch.models import batch_norm_modules, build
+from cnnlab.runs.store import RunStore, Status, checkpoint_name
+from cnnlab.arch.specs import Spec
+from cnnlab.arch.checks import Problem, SpecError, check, is_int, is_number, spec_from_dict
 
 Event = dict[str, Any]
 
@@ -246,7 +246,7 @@ def resolve_device(name: str) -> torch.device:
 
 def load_data(config: TrainConfig) -> FashionMNIST:
     """Fashion-MNIST as `config.data` asks ("auto" falls back to the bundled sample), before any
-    subset. Raises cnnlab.data.DataError with the places it looked."""
+    subset. Raises cnnlab.training.data.DataError with the places it looked."""
     if config.data == "auto":
         return load_fashion_mnist(allow_sample=True)
     return load_fashion_mnist(source=config.data)

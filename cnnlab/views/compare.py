@@ -10,12 +10,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from cnnlab import specs
-from cnnlab.inspect import inspect_spec
-from cnnlab.runs import Run, RunStore, Status
-from cnnlab.specs import Spec
-from cnnlab.train import TEXTBOOK_RECIPES, TEXTBOOK_RESULTS
-from cnnlab.validation import SpecError, spec_from_dict
+from cnnlab.arch import specs
+from cnnlab.analysis.layers import inspect_spec
+from cnnlab.runs.store import Run, RunStore, Status
+from cnnlab.arch.specs import Spec
+from cnnlab.training.train import TEXTBOOK_RECIPES, TEXTBOOK_RESULTS
+from cnnlab.arch.checks import SpecError, spec_from_dict
 
 Row = dict[str, Any]
 

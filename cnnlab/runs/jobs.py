@@ -1,7 +1,7 @@
 """Background training runs: one queue shared by every browser session, a few runs at a time.
 
 The queue *is* the run store: `submit` records a run as queued, and a dispatcher thread starts
-one worker process per run (`python -m cnnlab.worker`) while a slot is free. Workers report
+one worker process per run (`python -m cnnlab.runs.worker`) while a slot is free. Workers report
 only through the store, so nothing belongs to a browser session: a reload, a closed tab or a
 second tab sees the same runs, and a run outlives even the server that started it.
 
@@ -34,12 +34,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cnnlab.runs import Run, RunStore, Status, pid_alive
-from cnnlab.specs import Spec
-from cnnlab.validation import Problem, spec_from_dict
+from cnnlab.runs.store import Run, RunStore, Status, pid_alive
+from cnnlab.arch.specs import Spec
+from cnnlab.arch.checks import Problem, spec_from_dict
 
 if TYPE_CHECKING:
-    from cnnlab.train import TrainConfig  # imported lazily at run time: it pulls in torch
+    from cnnlab.training.train import TrainConfig  # imported lazily at run time: it pulls in torch
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ KILL_WAIT_S = 5.0  # how long to wait for a SIGKILLed process to disappear
 CPU_WORKER_NICE = 5
 GPU_WORKER_THREADS = 2  # data lives on the GPU; the worker's CPU only launches kernels
 LOG_TAIL_CHARS = 600  # how much of a crashed worker's output goes into the run's message
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -305,11 +305,11 @@ class JobManager:
                 busy[device] += 1
 
     def _start_worker(self, run_id: str, device: str) -> None:
-        """Start `python -m cnnlab.worker` for the run; its output goes to <run dir>/worker.log."""
+        """Start `python -m cnnlab.runs.worker` for the run; its output goes to <run dir>/worker.log."""
         log_path = self.store.run_dir(run_id) / "worker.log"
         on_cpu = device == "cpu"
         command = [
-            sys.executable, "-m", "cnnlab.worker",
+            sys.executable, "-m", "cnnlab.runs.worker",
             "--runs-dir", str(self.store.runs_dir.resolve()),
             "--device", device,
             "--threads", str(self.cpu_threads if on_cpu else GPU_WORKER_THREADS),
@@ -342,7 +342,7 @@ def _config_dict(config: TrainConfig | dict[str, Any], num_gpus: int) -> dict[st
     """A TrainConfig (or its dict) as a complete dict. Raises ConfigError (a SpecError) for
     unknown fields, bad values, or device="cuda" on a server without a GPU: a student should
     hear that at submit, not after waiting in the queue."""
-    from cnnlab.train import ConfigError, TrainConfig, config_problems  # lazy: imports torch
+    from cnnlab.training.train import ConfigError, TrainConfig, config_problems  # lazy: imports torch
 
     if isinstance(config, dict):
         config = TrainConfig.from_dict(config)
@@ -378,7 +378,7 @@ def _visible_gpus() -> int:
 def worker_env(device: str, threads: int) -> dict[str, str]:
     """The server's environment, adjusted for a worker on `device` with `threads` CPU threads."""
     env = dict(os.environ)
-    # The worker runs `-m cnnlab.worker` from wherever the server was started.
+    # The worker runs `-m cnnlab.runs.worker` from wherever the server was started.
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
     # OpenMP reads these at start-up; torch.set_num_threads in the worker covers the rest.
     env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
@@ -433,5 +433,5 @@ def _is_worker_of(pid: int, run_id: str) -> bool:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return b"cnnlab.worker" in argv and run_id.encode() in argv
+    return b"cnnlab.runs.worker" in argv and run_id.encode() in argv
 

@@ -11,8 +11,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from cnnlab.models import register
-from cnnlab.specs import ResNetSpec
+from cnnlab.arch.models import register
+from cnnlab.arch.specs import ResNetSpec
 
 
 class Residual(nn.Module):

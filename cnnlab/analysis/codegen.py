@@ -2,7 +2,7 @@
 
 `to_python(spec)` writes the spec's numbers as a small dataclass, then copies the source of
 the family's builder and of every block it uses (`vgg_block`, `Inception`, `Residual`,
-`DenseBlock`, the book's `BatchNorm`, ...) out of `cnnlab.models`, found by following the
+`DenseBlock`, the book's `BatchNorm`, ...) out of `cnnlab.arch.models`, found by following the
 global names each function reads. Being the same code, the script builds the same modules
 under the same names: same parameter count, same output shape, and a cnnlab state dict loads.
 """
@@ -18,10 +18,10 @@ import textwrap
 import types
 from typing import Any
 
-from cnnlab.inspect import inspect_spec
-from cnnlab.models import BUILDERS
-from cnnlab.specs import Spec
-from cnnlab.validation import check
+from cnnlab.analysis.layers import inspect_spec
+from cnnlab.arch.models import BUILDERS
+from cnnlab.arch.specs import Spec
+from cnnlab.arch.checks import check
 
 # What the script imports; the copied code may use these names and builtins, nothing else.
 IMPORTS = """\

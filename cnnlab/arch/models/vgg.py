@@ -6,9 +6,9 @@ from collections import OrderedDict
 
 from torch import nn
 
-from cnnlab.models import register
-from cnnlab.models.common import conv_relu, dense_head, flat_features
-from cnnlab.specs import VGGSpec
+from cnnlab.arch.models import register
+from cnnlab.arch.models.common import conv_relu, dense_head, flat_features
+from cnnlab.arch.specs import VGGSpec
 
 
 def vgg_block(

@@ -14,7 +14,7 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from cnnlab.validation import is_number
+from cnnlab.arch.checks import is_number
 
 Event = dict[str, Any]
 

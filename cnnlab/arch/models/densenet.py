@@ -11,8 +11,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from cnnlab.models import register
-from cnnlab.specs import DenseNetSpec
+from cnnlab.arch.models import register
+from cnnlab.arch.specs import DenseNetSpec
 
 
 def conv_block(in_channels: int, num_channels: int, bottleneck: bool = False) -> nn.Sequential:

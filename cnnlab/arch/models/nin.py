@@ -6,9 +6,9 @@ from collections import OrderedDict
 
 from torch import nn
 
-from cnnlab.models import register
-from cnnlab.models.common import conv_relu
-from cnnlab.specs import NiNSpec
+from cnnlab.arch.models import register
+from cnnlab.arch.models.common import conv_relu
+from cnnlab.arch.specs import NiNSpec
 
 
 def nin_block(

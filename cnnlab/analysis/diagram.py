@@ -1,7 +1,7 @@
 """Spec or module -> Graphviz DOT: the chapter's architecture figures, drawn from the model.
 
 Blocks are labelled boxes and every edge carries the shape flowing along it (C x H x W, no
-batch), taken from `cnnlab.inspect`. GoogLeNet's `Inception`, ResNet's `Residual` and
+batch), taken from `cnnlab.analysis.layers`. GoogLeNet's `Inception`, ResNet's `Residual` and
 DenseNet's `DenseBlock` are opened up as in the figures of d2l 7.4, 7.6 and 7.7. Runs of
 identical blocks can be collapsed into one box labelled "x N". `to_svg` renders with `dot`.
 """
@@ -18,12 +18,12 @@ import graphviz
 import torch
 from torch import nn
 
-from cnnlab.inspect import inspect_model, inspect_spec
-from cnnlab.models import build
-from cnnlab.models.densenet import DenseBlock
-from cnnlab.models.googlenet import Inception
-from cnnlab.models.resnet import Residual
-from cnnlab.specs import Spec
+from cnnlab.analysis.layers import inspect_model, inspect_spec
+from cnnlab.arch.models import build
+from cnnlab.arch.models.densenet import DenseBlock
+from cnnlab.arch.models.googlenet import Inception
+from cnnlab.arch.models.resnet import Residual
+from cnnlab.arch.specs import Spec
 
 Shape = tuple[int, ...]
 
@@ -60,7 +60,7 @@ def to_dot(
 
     A spec is built on the meta device and fed (1, in_channels, input_size, input_size)
     unless `input_shape` says otherwise; a module needs `input_shape`, (N, C, H, W) or
-    (C, H, W). Shapes come from `cnnlab.inspect`, which raises InspectionError (a
+    (C, H, W). Shapes come from `cnnlab.analysis.layers`, which raises InspectionError (a
     ValueError naming the layer) when the input does not fit the model.
     `collapse` draws a run of identical consecutive blocks as one box labelled "x N".
     `direction` is Graphviz's rankdir: "TB" (top to bottom), "LR", "BT" or "RL".

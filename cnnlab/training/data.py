@@ -32,7 +32,7 @@ DATA_ENV = "CNNLAB_DATA"
 DEBIAN_PACKAGE = "dataset-fashion-mnist"
 # Module-level so tests can point them elsewhere; read at call time, never captured.
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
-SAMPLE_PATH = Path(__file__).resolve().parent.parent / "assets" / "fashion-mnist-sample.npz"
+SAMPLE_PATH = Path(__file__).resolve().parents[2] / "assets" / "fashion-mnist-sample.npz"
 
 # The four original files, in the order the loader reads them (plain or .gz).
 IDX_FILES: dict[str, str] = {

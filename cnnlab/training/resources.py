@@ -2,7 +2,7 @@
 
 `device_summary()` and `data_summary()` say what runs will use (a GPU or the CPU; the full
 Fashion-MNIST or the bundled sample) without loading anything. `fits_device(spec, config)`
-compares a training-memory estimate (`cnnlab.inspect`, on the meta device) with the memory
+compares a training-memory estimate (`cnnlab.analysis.layers`, on the meta device) with the memory
 the device has, so a run that cannot fit is refused with a fix instead of dying minutes later
 in the queue with an out-of-memory error. No Streamlit in here.
 """
@@ -16,19 +16,19 @@ from pathlib import Path
 
 import torch
 
-from cnnlab import data
-from cnnlab.inspect import Memory, human_bytes, inspect_spec
-from cnnlab.specs import Spec
-from cnnlab.train import EVAL_BATCH_CAP, EVAL_PIXELS, TrainConfig
-from cnnlab.validation import Problem
+from cnnlab.training import data
+from cnnlab.analysis.layers import Memory, human_bytes, inspect_spec
+from cnnlab.arch.specs import Spec
+from cnnlab.training.train import EVAL_BATCH_CAP, EVAL_PIXELS, TrainConfig
+from cnnlab.arch.checks import Problem
 
-# The estimate counts every layer's output once (cnnlab.inspect.LayerTable.memory); autograd
+# The estimate counts every layer's output once (cnnlab.analysis.layers.LayerTable.memory); autograd
 # also keeps dropout masks, pooling indices and more. Measured peak RSS growth over that
 # count on a CPU (3 steps, torch 2.14): VGG 1.02x, ResNet-18 and AlexNet 1.2x, GoogLeNet 1.3x,
 # DenseNet 1.7x (a DenseBlock's intermediate concatenations are not rows of the table).
 ACTIVATION_SLACK = 1.3
 FAMILY_SLACK = {"densenet": 1.8, "googlenet": 1.4}
-# Evaluation runs without gradients, in batches of EVAL_PIXELS (cnnlab.train). Measured peak
+# Evaluation runs without gradients, in batches of EVAL_PIXELS (cnnlab.training.train). Measured peak
 # over the widest pair of neighbouring activations (LayerTable.inference_memory): AlexNet
 # 0.9x, VGG 1.2x; branching networks keep more alive: GoogLeNet 2.0x, ResNet 2.4x, DenseNet 2.6x.
 EVAL_SLACK = 1.5
@@ -36,7 +36,7 @@ FAMILY_EVAL_SLACK = {"googlenet": 3.0, "resnet": 3.0, "densenet": 3.0}
 # Each batch exists as uint8 images, float32 images and the resized float32 input at once.
 INPUT_COPIES = 3
 # What a worker holds besides the model: the torch runtime in RAM (790 MiB RSS measured after
-# importing torch and cnnlab.train), or a CUDA context plus cuDNN workspaces on a GPU.
+# importing torch and cnnlab.training.train), or a CUDA context plus cuDNN workspaces on a GPU.
 RUNTIME_OVERHEAD = {"cpu": 800 * 2**20, "cuda": 1536 * 2**20}
 USABLE_SHARE = 0.9  # never plan to fill a device to the last byte
 CGROUP_V2 = Path("/sys/fs/cgroup")
@@ -205,7 +205,7 @@ def _optimizer_kind(config: TrainConfig) -> str:
 class Estimate:
     """Bytes a run needs on its device: a fixed part, and parts that grow with the batches."""
 
-    memory: Memory  # weights, gradients, optimizer state, activations (cnnlab.inspect)
+    memory: Memory  # weights, gradients, optimizer state, activations (cnnlab.analysis.layers)
     batch_size: int
     fixed: int  # weights, gradients, optimizer state, the data set and the runtime
     per_image: int  # training: activations (with slack) and input copies, per image
@@ -244,8 +244,8 @@ class Estimate:
 def estimate(spec: Spec, config: TrainConfig, device: str | None = None) -> Estimate:
     """Training memory of `spec` with `config` on "cpu" or "cuda" (default: where it would run).
 
-    Raises cnnlab.inspect.InspectionError when the spec's forward pass fails; check the spec
-    with `cnnlab.validation` first.
+    Raises cnnlab.analysis.layers.InspectionError when the spec's forward pass fails; check the spec
+    with `cnnlab.arch.checks` first.
     """
     kind = "cuda" if (device or training_device(config)).startswith("cuda") else "cpu"
     table = inspect_spec(spec)

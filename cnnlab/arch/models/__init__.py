@@ -10,7 +10,7 @@ from typing import Callable
 
 from torch import nn
 
-from cnnlab.specs import Spec
+from cnnlab.arch.specs import Spec
 
 Builder = Callable[[Spec], nn.Module]
 BUILDERS: dict[str, Builder] = {}
@@ -29,7 +29,7 @@ def register(family: str) -> Callable[[Builder], Builder]:
 def build(spec: Spec) -> nn.Module:
     """The model a spec describes, on the current default device (use `torch.device("meta")`
     as a context manager to build without allocating). Check the spec with
-    `cnnlab.validation.validate` first: a bad spec may raise anything torch raises."""
+    `cnnlab.arch.checks.validate` first: a bad spec may raise anything torch raises."""
     return BUILDERS[spec.family](spec)
 
 
@@ -42,4 +42,4 @@ def batch_norm_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 # Importing the family modules registers their builders.
-from cnnlab.models import alexnet, densenet, googlenet, lenet, nin, resnet, vgg  # noqa: E402,F401
+from cnnlab.arch.models import alexnet, densenet, googlenet, lenet, nin, resnet, vgg  # noqa: E402,F401

@@ -1,4 +1,4 @@
-"""Bench: the meta-device summary (cnnlab.inspect) against a real forward pass, per preset.
+"""Bench: the meta-device summary (cnnlab.analysis.layers) against a real forward pass, per preset.
 
 For every preset at its textbook input size, like for like with torchinfo (which builds the
 real model once and times its forward pass): the summary (inspect the meta model, format the
@@ -7,7 +7,7 @@ several runs after a warm-up. Building the meta model is timed on its own and re
 Targets: median of build + summary at most 50 ms; for VGG-11 at 224, the summary at least 20x
 faster than the real forward pass.
 
-Run from the repository root:  .venv/bin/python bench/inspect.py [--repeats N] [--threads N]
+Run from the repository root:  .venv/bin/python bench/layer_table.py [--repeats N] [--threads N]
 (On a shared machine the real forward pass suffers most from other processes: OpenMP threads
 wait on each other. `--threads 1` gives a steadier, more conservative ratio.)
 """
@@ -17,9 +17,8 @@ from __future__ import annotations
 import os
 import sys
 
-# This file is called inspect.py: drop its folder from the path before anything imports the
-# standard library's `inspect` (torch does), and put the repository root there instead.
-sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The checkout's root first on sys.path: cnnlab imports without being installed.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import argparse  # noqa: E402
 import gc  # noqa: E402
@@ -30,9 +29,9 @@ from collections.abc import Callable  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from cnnlab.inspect import inspect_model  # noqa: E402
-from cnnlab.models import build  # noqa: E402
-from cnnlab.specs import PRESETS, Spec  # noqa: E402
+from cnnlab.analysis.layers import inspect_model  # noqa: E402
+from cnnlab.arch.models import build  # noqa: E402
+from cnnlab.arch.specs import PRESETS, Spec  # noqa: E402
 
 SUMMARY_TARGET_MS = 50.0
 VGG11_SPEEDUP_TARGET = 20.0

@@ -13,8 +13,8 @@ from typing import Any, Callable
 
 import torch
 
-from cnnlab import specs
-from cnnlab.specs import Spec
+from cnnlab.arch import specs
+from cnnlab.arch.specs import Spec
 
 # Generous caps: far beyond the chapter's networks, small enough to stay on a laptop.
 MAX_INPUT_SIZE = 1024
@@ -283,7 +283,7 @@ FAMILY_CHECKS: dict[str, Callable[[_Checker, Any], None]] = {
 
 
 def _build_meta(spec: Spec) -> torch.nn.Module:
-    from cnnlab.models import build
+    from cnnlab.arch.models import build
 
     with torch.device("meta"):
         return build(spec).eval()
@@ -291,8 +291,8 @@ def _build_meta(spec: Spec) -> torch.nn.Module:
 
 def smallest_input(spec: Spec, upper: int = MAX_INPUT_SIZE) -> int | None:
     """The smallest square input size this spec's network accepts, or None up to `upper`."""
-    from cnnlab.inspect import smallest_input_size
-    from cnnlab.models import build
+    from cnnlab.analysis.layers import smallest_input_size
+    from cnnlab.arch.models import build
 
     # A factory rebuilds the dense head for each size, as the spec would at that size.
     return smallest_input_size(lambda size: build(spec.replace(input_size=size)),
@@ -301,8 +301,8 @@ def smallest_input(spec: Spec, upper: int = MAX_INPUT_SIZE) -> int | None:
 
 def _check_build(c: _Checker, spec: Spec) -> None:
     """Build on meta and push an input through: catches the spatial collapse and giant nets."""
-    from cnnlab.inspect import forward_failure
-    from cnnlab.models.common import SpatialCollapse
+    from cnnlab.analysis.layers import forward_failure
+    from cnnlab.arch.models.common import SpatialCollapse
 
     size = spec.input_size
     try:

@@ -1,0 +1,1 @@
+"""Where runs live and who runs them: the run store, the job manager, the worker process, live event reading."""
