@@ -44,7 +44,6 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 from cnnlab.training import data as cnndata  # noqa: E402
 from cnnlab.training import resources  # noqa: E402

@@ -18,7 +18,7 @@ import os
 import sys
 
 # The checkout's root first on sys.path: cnnlab imports without being installed.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import argparse  # noqa: E402
 import gc  # noqa: E402

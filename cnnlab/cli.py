@@ -15,7 +15,8 @@ from typing import Any, Sequence
 
 from cnnlab.arch import specs
 from cnnlab.arch.specs import Spec
-from cnnlab.arch.checks import Problem, SpecError, check, spec_from_dict
+from cnnlab.arch.checks import SpecError, check, spec_from_dict
+from cnnlab.errors import Problem
 
 EXIT_BAD_INPUT = 2
 

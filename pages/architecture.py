@@ -20,7 +20,8 @@ from cnnlab.analysis.diagram import GraphvizMissing, to_dot, to_svg
 from cnnlab.views.editor import FAMILY_TITLES, presets_for
 from cnnlab.analysis.layers import human_bytes, inspect_spec
 from cnnlab.arch.specs import PRESETS, Spec
-from cnnlab.arch.checks import Problem, validate, warnings
+from cnnlab.arch.checks import validate
+from cnnlab.errors import Problem, warnings
 from cnnlab.views.figures import params_flops_bars
 
 DEFAULT_PRESET = "alexnet"

@@ -24,7 +24,8 @@ from cnnlab.runs.store import Run, Status, StoreError
 from cnnlab.arch.specs import PRESETS, Spec
 from cnnlab.training.train import (OPTIMIZERS, SCHEDULES, TEXTBOOK_RECIPES, TEXTBOOK_RESULTS, ConfigError,
                           TrainConfig, default_config)
-from cnnlab.arch.checks import Problem, SpecError, errors, validate
+from cnnlab.arch.checks import SpecError, validate
+from cnnlab.errors import Problem, errors
 from pages._shared import job_manager, run_events, run_store
 
 FROM_ARCHITECTURE = "architecture"  # the model choice that means st.session_state["spec"]

@@ -11,7 +11,8 @@ import pytest
 from cnnlab.views import editor as editing
 from cnnlab.analysis.layers import inspect_spec
 from cnnlab.arch.specs import PRESETS, VGG_A, VGG_D, GoogLeNetSpec, VGGSpec
-from cnnlab.arch.checks import SpecError, errors, warnings
+from cnnlab.arch.checks import SpecError
+from cnnlab.errors import errors, warnings
 
 VGG11 = PRESETS["vgg11"]
 

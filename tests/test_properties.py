@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from cnnlab.arch import specs
 from cnnlab.arch.models import build
-from cnnlab.arch.checks import Problem, errors, validate
+from cnnlab.arch.checks import validate
+from cnnlab.errors import Problem, errors
 from tests.conftest import block_shapes
 
 BAD = st.sampled_from([0, -1, True, "3", 2.5, None, (), ((1, 2),), 10**9, float("nan")])

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from cnnlab.arch.specs import PRESETS, AlexNetSpec, GoogLeNetSpec, VGGSpec, from_json
-from cnnlab.arch.checks import (
-    SpecError, check, errors, parse_literal, smallest_input, spec_from_dict, validate, warnings)
+from cnnlab.arch.checks import SpecError, check, parse_literal, smallest_input, spec_from_dict, validate
+from cnnlab.errors import errors, warnings
 
 
 @pytest.mark.parametrize("name", list(PRESETS))

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from cnnlab.analysis.layers import inspect_model, inspect_spec
+from cnnlab.errors import CnnlabError
 from cnnlab.arch.models import build
 from cnnlab.arch.models.densenet import DenseBlock
 from cnnlab.arch.models.googlenet import Inception
@@ -45,7 +46,7 @@ FILL = {
 SKIP_COLOUR = "#c0392b"  # skip and concatenation edges, the idea each block adds
 
 
-class GraphvizMissing(RuntimeError):
+class GraphvizMissing(CnnlabError):
     """Graphviz's `dot` program is not installed, so DOT source cannot be rendered."""
 
 

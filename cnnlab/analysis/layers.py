@@ -39,6 +39,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
 from cnnlab.arch.models import build
+from cnnlab.errors import CnnlabError
 from cnnlab.arch.specs import Spec
 
 aten = torch.ops.aten
@@ -145,7 +146,7 @@ class Failure(NamedTuple):
     message: str
 
 
-class InspectionError(ValueError):
+class InspectionError(CnnlabError, ValueError):
     """The forward pass failed; `layer` names the module where it broke."""
 
     def __init__(self, failure: Failure, input_shape: tuple[int, ...]):

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import ast
 import math
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 
 from cnnlab.arch import specs
 from cnnlab.arch.specs import Spec
+from cnnlab.errors import CnnlabError, Problem, errors, warnings
 
 # Generous caps: far beyond the chapter's networks, small enough to stay on a laptop.
 MAX_INPUT_SIZE = 1024
@@ -26,31 +26,11 @@ MAX_PARAMS = 2_000_000_000
 MAX_TEXT = 2000  # characters of user text we are willing to parse
 
 
-@dataclass(frozen=True)
-class Problem:
-    field: str
-    message: str
-    fix: str
-    severity: str = "error"  # or "warning"
-
-    def __str__(self) -> str:
-        return f"{self.severity}: {self.field}: {self.message}. Fix: {self.fix}."
-
-
-class SpecError(ValueError):
+class SpecError(CnnlabError, ValueError):
     """A spec that cannot be built. `problems` lists every error found."""
 
     def __init__(self, problems: list[Problem]):
-        self.problems = problems
-        super().__init__("\n".join(str(p) for p in problems))
-
-
-def errors(problems: list[Problem]) -> list[Problem]:
-    return [p for p in problems if p.severity == "error"]
-
-
-def warnings(problems: list[Problem]) -> list[Problem]:
-    return [p for p in problems if p.severity == "warning"]
+        super().__init__(problems=problems)
 
 
 # --- parsing user text -------------------------------------------------------------------

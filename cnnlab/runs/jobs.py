@@ -36,7 +36,8 @@ from typing import TYPE_CHECKING, Any
 
 from cnnlab.runs.store import Run, RunStore, Status, pid_alive
 from cnnlab.arch.specs import Spec
-from cnnlab.arch.checks import Problem, spec_from_dict
+from cnnlab.arch.checks import spec_from_dict
+from cnnlab.errors import Problem
 
 if TYPE_CHECKING:
     from cnnlab.training.train import TrainConfig  # imported lazily at run time: it pulls in torch

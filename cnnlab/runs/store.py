@@ -20,6 +20,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from cnnlab.errors import CnnlabError
+
 DB_NAME = "runs.sqlite"
 BUSY_TIMEOUT_S = 10.0
 SCHEMA_VERSION = 1
@@ -190,7 +192,7 @@ def _check_name(kind: str, value: str) -> str:
     return value
 
 
-class StoreError(RuntimeError):
+class StoreError(CnnlabError):
     """The run store could not be read or written (a locked, full or damaged database)."""
 
 

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cnnlab.errors import CnnlabError
+
 CLASSES: tuple[str, ...] = (
     "t-shirt", "trouser", "pullover", "dress", "coat",
     "sandal", "shirt", "sneaker", "bag", "ankle boot",
@@ -50,7 +52,7 @@ class Source(enum.StrEnum):
     SAMPLE = "sample"
 
 
-class DataError(Exception):
+class DataError(CnnlabError):
     """Base class for data problems the user has to fix."""
 
 

@@ -20,7 +20,7 @@ from cnnlab.training import data
 from cnnlab.analysis.layers import Memory, human_bytes, inspect_spec
 from cnnlab.arch.specs import Spec
 from cnnlab.training.train import EVAL_BATCH_CAP, EVAL_PIXELS, TrainConfig
-from cnnlab.arch.checks import Problem
+from cnnlab.errors import Problem
 
 # The estimate counts every layer's output once (cnnlab.analysis.layers.LayerTable.memory); autograd
 # also keeps dropout masks, pooling indices and more. Measured peak RSS growth over that

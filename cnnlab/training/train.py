@@ -29,7 +29,8 @@ from cnnlab.training.data import NUM_CLASSES, DataError, DeviceData, FashionMNIS
 from cnnlab.arch.models import batch_norm_modules, build
 from cnnlab.runs.store import RunStore, Status, checkpoint_name
 from cnnlab.arch.specs import Spec
-from cnnlab.arch.checks import Problem, SpecError, check, is_int, is_number, spec_from_dict
+from cnnlab.arch.checks import SpecError, check, is_int, is_number, spec_from_dict
+from cnnlab.errors import Problem
 
 Event = dict[str, Any]
 

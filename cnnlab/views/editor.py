@@ -18,7 +18,8 @@ from typing import Any
 
 from cnnlab.arch import specs
 from cnnlab.arch.specs import PRESETS, Spec
-from cnnlab.arch.checks import MAX_TEXT, Problem, SpecError, errors, parse_literal, validate
+from cnnlab.arch.checks import MAX_TEXT, SpecError, parse_literal, validate
+from cnnlab.errors import Problem, errors
 
 # Names as the chapter writes them, in the chapter's order.
 FAMILY_TITLES = {

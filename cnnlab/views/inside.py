@@ -15,6 +15,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from cnnlab.errors import CnnlabError
 from cnnlab.training.data import NUM_CLASSES, to_input
 from cnnlab.arch.models import batch_norm_modules, build
 from cnnlab.runs.store import Run, RunStore
@@ -36,7 +37,7 @@ EVAL_FLOPS_BUDGET = 1.5e11
 EVAL_SIZES = (50, 100, 200, 500, 1000)
 
 
-class InsideError(Exception):
+class InsideError(CnnlabError):
     """A model cannot be looked at: no checkpoint yet, a bad spec, weights that do not fit."""
 
 
