@@ -275,7 +275,8 @@ def run_table(models: list[str], mode: Mode, device: torch.device, runs_dir: Pat
     runs = {name: store.get(run_id) for name, run_id in ids.items()}
     return {"wall_s": round(max(r.finished_at or start for r in runs.values()) - start, 1),
             "slots": slots, "overlap": max_overlap(list(runs.values())),
-            "rows": [table_row(name, runs[name]) for name in models]}
+            "rows": [table_row(name, runs[name], store.metrics(runs[name].id, kind="epoch"))
+                     for name in models]}
 
 
 def _progress(store: RunStore, run_id: str) -> str:
@@ -297,7 +298,9 @@ def max_overlap(runs: list) -> int:
     return most
 
 
-def table_row(name: str, run) -> dict[str, Any]:
+def table_row(name: str, run, epochs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One run's line of the table, with its test accuracy after every epoch (the store lives
+    on the GPU machine, which keeps nothing: the curve must travel in the report)."""
     book = TEXTBOOK_RESULTS[name]
     result = run.result
     test_acc = (result.get("metrics") or {}).get("test_acc")
@@ -312,6 +315,7 @@ def table_row(name: str, run) -> dict[str, Any]:
         "book_test_acc": book.test_acc, "book_examples_per_s": book.examples_per_s,
         "speed_ratio": round(rate / book.examples_per_s, 2) if rate else None,
         "acc_at_least_book": test_acc is not None and test_acc >= book.test_acc,
+        "test_acc_by_epoch": [round(e["test_acc"], 4) for e in epochs if "test_acc" in e],
     }
 
 

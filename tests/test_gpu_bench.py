@@ -39,5 +39,6 @@ def test_smoke_mode_runs_every_phase_and_writes_its_report(tmp_path):
         assert row["status"] == "done" and row["device"] == "cpu"
         assert 0.0 <= row["test_acc"] <= 1.0 and row["examples_per_s"] > 0
         assert row["book_test_acc"] > 0.8  # the book's row sits beside ours
+        assert row["test_acc_by_epoch"] == [row["test_acc"]]  # one (partial) epoch
     assert table["overlap"] == 2  # two slots: both runs trained at once
     assert "whole table" in done.stdout
