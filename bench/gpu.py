@@ -160,8 +160,8 @@ def environment(device: torch.device) -> dict[str, Any]:
                     multiprocessors=props.multi_processor_count,
                     capability=f"{props.major}.{props.minor}")
     torch.backends.cudnn.benchmark = True
-    info["matmul_tflops"] = round(matmul_tflops(device), 1)
-    info["conv_tflops"] = round(conv_tflops(device), 1)
+    info["matmul_tflops"] = float(f"{matmul_tflops(device):.4g}")  # a loaded CPU: ~0.01
+    info["conv_tflops"] = float(f"{conv_tflops(device):.4g}")
     return info
 
 
