@@ -1,4 +1,5 @@
-"""Tests for cnnlab.runs.jobs and cnnlab.runs.worker: the shared queue, worker processes, cancel, crashes.
+"""Tests for cnnlab.runs.jobs, .slots, .processes and .worker: the shared queue, slot routing,
+worker processes, cancel, crashes.
 
 Real worker processes train BN-LeNet on the bundled sample for a few dozen steps; each run
 costs a few seconds (mostly importing torch in the new process), so those tests are slow.
@@ -18,8 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from cnnlab.runs.jobs import JobManager, choose_device, worker_env
-from cnnlab.runs.store import RunStore, Status, pid_alive
+from cnnlab.runs.jobs import JobManager
+from cnnlab.runs.processes import pid_alive, worker_env
+from cnnlab.runs.slots import choose_device
+from cnnlab.runs.store import RunStore, Status
 from cnnlab.arch.specs import PRESETS
 from cnnlab.training.train import ConfigError, TrainConfig
 from cnnlab.arch.checks import SpecError

@@ -1,4 +1,5 @@
-"""Tests for cnnlab.runs.store: the SQLite run store, its queue, metrics and checkpoints."""
+"""Tests for cnnlab.runs.store and what it fronts: the SQLite run store, its queue, metrics
+(cnnlab.runs.metrics) and checkpoints (cnnlab.runs.checkpoints)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from cnnlab.runs.store import RunStore, Status, pid_alive
+from cnnlab.runs import store as store_module
+from cnnlab.runs.processes import pid_alive
+from cnnlab.runs.store import RunStore, Status
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = {"family": "vgg", "arch": [[1, 64], [1, 128]], "fc": [4096, 4096], "dropout": 0.5}
@@ -203,6 +206,66 @@ def test_delete_removes_rows_metrics_and_checkpoint_folder(store: RunStore) -> N
     with pytest.raises(KeyError):
         store.get(run_id)
     assert store.metrics(run_id) == [] and not store.run_dir(run_id).exists()
+
+
+# Each entry point that changes a status, with the move it makes: (from, to, call).
+STATUS_WRITERS = {
+    "claim_next": (Status.QUEUED, Status.RUNNING, lambda store, run_id: store.claim_next(pid=1)),
+    "mark_running": (Status.QUEUED, Status.RUNNING,
+                     lambda store, run_id: store.mark_running(run_id, pid=1)),
+    "request_cancel": (Status.QUEUED, Status.CANCELLED,
+                       lambda store, run_id: store.request_cancel(run_id)),
+    "mark_interrupted": (Status.RUNNING, Status.INTERRUPTED,
+                         lambda store, run_id: store.mark_interrupted(alive=lambda pid: False)),
+    "finish": (Status.RUNNING, Status.DONE, lambda store, run_id: store.finish(run_id, "done")),
+    "finish_unless_final": (Status.RUNNING, Status.FAILED,
+                            lambda store, run_id: store.finish_unless_final(run_id, "failed")),
+}
+
+
+@pytest.mark.parametrize("entry", STATUS_WRITERS)
+def test_every_status_change_is_refused_when_the_transition_table_does_not_allow_it(
+        store: RunStore, monkeypatch, entry: str) -> None:
+    current, new, call = STATUS_WRITERS[entry]
+    run_id = store.create("m", {}, {}).id if current is Status.QUEUED else make_running(store)
+    before = store.get(run_id)
+    allowed = store_module.TRANSITIONS[current] - {new}
+    monkeypatch.setitem(store_module.TRANSITIONS, current, allowed)
+    with pytest.raises(ValueError, match=f"{current} to {new}"):
+        call(store, run_id)
+    assert store.get(run_id) == before  # refused as a whole: no other column changed either
+
+
+def test_finish_unless_final_finishes_a_running_or_queued_run(store: RunStore) -> None:
+    running, queued = make_running(store), store.create("m", {}, {}).id
+    assert store.finish_unless_final(running, Status.FAILED, "crashed", {"code": 1})
+    run = store.get(running)
+    assert (run.status, run.message, run.result) == (Status.FAILED, "crashed", {"code": 1})
+    assert run.finished_at is not None
+    assert store.finish_unless_final(queued, Status.FAILED, "no worker")  # died before claiming
+    assert store.get(queued).status is Status.FAILED
+
+
+def test_finish_unless_final_keeps_the_first_final_status(store: RunStore) -> None:
+    run_id = make_running(store)
+    store.finish(run_id, Status.DONE, "trained")
+    assert not store.finish_unless_final(run_id, Status.FAILED, "late")
+    run = store.get(run_id)
+    assert (run.status, run.message) == (Status.DONE, "trained")
+
+
+def test_finish_unless_final_leaves_gone_runs_and_other_workers_runs_alone(store: RunStore) -> None:
+    assert not store.finish_unless_final("20990101-000000-000000", Status.FAILED, "gone")
+    run_id = make_running(store, pid=111)
+    assert not store.finish_unless_final(run_id, Status.INTERRUPTED, "not mine", pid=222)
+    assert store.get(run_id).status is Status.RUNNING
+    assert store.finish_unless_final(run_id, Status.INTERRUPTED, "mine", pid=111)
+    assert store.get(run_id).status is Status.INTERRUPTED
+
+
+def test_finish_unless_final_only_accepts_terminal_statuses(store: RunStore) -> None:
+    with pytest.raises(ValueError, match="terminal"):
+        store.finish_unless_final(make_running(store), Status.RUNNING)
 
 
 # -- metrics ---------------------------------------------------------------------------

@@ -5,10 +5,13 @@ one worker process per run (`python -m cnnlab.runs.worker`) while a slot is free
 only through the store, so nothing belongs to a browser session: a reload, a closed tab or a
 second tab sees the same runs, and a run outlives even the server that started it.
 
-Why a process per run and not a thread: STREAMLIT.md measured training in a thread of the
-server slowing its steps from 25 to 65 ms and health checks to a 216 ms p95 on 2 cores (one
-GIL for both); a process can also be killed when it ignores a cancel, and a crash in it (a
+Why a process per run and not a thread: measured on 2 cores, training in a thread of the
+server slowed its steps from 25 to 65 ms and its health checks to a 216 ms p95 (one GIL for
+both); a process can also be killed when it ignores a cancel, and a crash in it (a
 segfault, the OOM killer) leaves the server standing and the run marked with the reason.
+
+Which device a run gets is `cnnlab.runs.slots`; starting and killing the worker processes is
+`cnnlab.runs.processes`. This module keeps the queue and the dispatcher that joins them.
 
 Several servers on one runs dir: each manager counts every running run in the store against
 its slots, its own workers and the others', so servers with the same settings together keep
@@ -23,10 +26,7 @@ a runs dir on a network share between machines would see every other machine's r
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -34,7 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cnnlab.runs.store import Run, RunStore, Status, pid_alive
+from cnnlab.runs import processes
+from cnnlab.runs.processes import pid_alive
+from cnnlab.runs.slots import choose_device, cpu_threads_per_slot, visible_gpus
+from cnnlab.runs.store import Run, RunStore, Status
 from cnnlab.arch.specs import Spec
 from cnnlab.arch.checks import spec_from_dict
 from cnnlab.errors import Problem
@@ -45,18 +48,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CANCEL_GRACE_S = 5.0  # the worker polls the cancel flag every ~0.5 s; 5 s covers a slow step
-KILL_WAIT_S = 5.0  # how long to wait for a SIGKILLed process to disappear
-# CPU workers run at lower priority, so the scheduler serves the server's short bursts (a page
-# rerun, a health check) first and training gets every cycle the server does not want; and
-# with all cores but one as torch threads. Measured on 2 shared cores, BN-LeNet at 28 px: one
-# thread trained at a steady 10-13k examples/s; two threads reached 19k on an idle machine but
-# fell to 2-3k whenever anything else wanted a core (OpenMP threads wait for each other at
-# every op, so one preempted thread stalls them all). The spare core keeps the server and the
-# training both steady.
-CPU_WORKER_NICE = 5
-GPU_WORKER_THREADS = 2  # data lives on the GPU; the worker's CPU only launches kernels
-LOG_TAIL_CHARS = 600  # how much of a crashed worker's output goes into the run's message
-PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -92,14 +83,13 @@ class JobManager:
             raise ValueError("slot counts cannot be negative")
         self.store = store if store is not None else RunStore()
         self.cpu_slots = cpu_slots
-        self.num_gpus = _visible_gpus()
+        self.num_gpus = visible_gpus()
         self.gpu_slots = self.num_gpus if gpu_slots is None else gpu_slots
         if self.num_gpus == 0:
             self.gpu_slots = 0  # nothing to put them on
         self.poll_interval = poll_interval
         self.cancel_grace = cancel_grace
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        self.cpu_threads = cpu_threads or max(1, ((cores or 1) - 1) // max(1, cpu_slots))
+        self.cpu_threads = cpu_threads or cpu_threads_per_slot(cpu_slots)
 
         self._lock = threading.Lock()  # guards _workers and _cancel_deadlines
         self._workers: dict[str, _Worker] = {}
@@ -231,13 +221,13 @@ class JobManager:
         # bad interpreter). Fail the run rather than start the same doomed worker forever.
         if not ours and run.status is not Status.QUEUED:
             return  # finished normally, or another manager's worker took it
-        reason = _exit_reason(worker.proc.returncode)
-        tail = _log_tail(worker.log_path)
+        reason = processes.exit_reason(worker.proc.returncode)
+        tail = processes.log_tail(worker.log_path)
         message = f"worker process {worker.proc.pid} {reason}" + (
             " without finishing the run; metrics up to that point are kept" if ours
             else " before it could start the run")
         message += f". Last output: {tail}" if tail else ""
-        _finish_quietly(self.store, run.id, Status.FAILED, message)
+        self.store.finish_unless_final(run.id, Status.FAILED, message)
 
     def _enforce_cancels(self) -> None:
         """Kill workers that ignored a cancel for longer than the grace period."""
@@ -251,9 +241,9 @@ class JobManager:
                 run = None
             if run is not None and run.status is Status.RUNNING:
                 if self._kill(run):
-                    _finish_quietly(self.store, run_id, Status.CANCELLED,
-                                    f"stopped by force: the worker did not stop within"
-                                    f" {self.cancel_grace:g} s of the cancel")
+                    self.store.finish_unless_final(
+                        run_id, Status.CANCELLED, f"stopped by force: the worker did not stop"
+                        f" within {self.cancel_grace:g} s of the cancel")
                 else:  # still flagged: the worker finishes it as cancelled if it ever wakes up
                     log.warning("could not kill worker %s of run %s", run.worker_pid, run_id)
             with self._lock:
@@ -264,21 +254,9 @@ class JobManager:
         with self._lock:
             worker = self._workers.get(run.id)
         if worker is not None:
-            _killpg(worker.proc.pid)
-            try:
-                worker.proc.wait(KILL_WAIT_S)
-            except subprocess.TimeoutExpired:
-                return False
-            return True
-        # Another manager's worker (or one that outlived a previous server): kill it by pid,
-        # but only when /proc confirms the pid is still that run's worker, not a reused pid.
-        pid = run.worker_pid
-        if pid is not None and _is_worker_of(pid, run.id):
-            _killpg(pid)
-            deadline = time.monotonic() + KILL_WAIT_S
-            while pid_alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
-        return not pid_alive(pid)
+            return processes.kill_child(worker.proc)
+        # Another manager's worker, or one that outlived a previous server.
+        return processes.kill_worker(run.worker_pid, run.id)
 
     def _interrupt_stale(self, running: list[Run]) -> None:
         """Mark runs interrupted whose worker died outside this manager's sight."""
@@ -306,30 +284,14 @@ class JobManager:
                 busy[device] += 1
 
     def _start_worker(self, run_id: str, device: str) -> None:
-        """Start `python -m cnnlab.runs.worker` for the run; its output goes to <run dir>/worker.log."""
+        """Start a worker process for the run; its output goes to <run dir>/worker.log."""
         log_path = self.store.run_dir(run_id) / "worker.log"
-        on_cpu = device == "cpu"
-        command = [
-            sys.executable, "-m", "cnnlab.runs.worker",
-            "--runs-dir", str(self.store.runs_dir.resolve()),
-            "--device", device,
-            "--threads", str(self.cpu_threads if on_cpu else GPU_WORKER_THREADS),
-            "--nice", str(CPU_WORKER_NICE if on_cpu else 0),
-            run_id,
-        ]
         try:
-            log_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(log_path, "ab") as out:
-                # A session of its own: Ctrl-C in the server's terminal does not reach the
-                # worker, and killpg takes the worker and anything it started. (No preexec_fn:
-                # it is not safe in a threaded server; the worker lowers its own priority.)
-                proc = subprocess.Popen(
-                    command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                    env=worker_env(device, self.cpu_threads if on_cpu else GPU_WORKER_THREADS),
-                    start_new_session=True, close_fds=True,
-                )
+            proc = processes.launch_worker(self.store.runs_dir, run_id, device, self.cpu_threads,
+                                           log_path)
         except OSError as exc:  # too many processes, a full disk: fail it, do not retry forever
-            _finish_quietly(self.store, run_id, Status.FAILED, f"could not start a worker: {exc}")
+            self.store.finish_unless_final(run_id, Status.FAILED,
+                                           f"could not start a worker: {exc}")
             return
         with self._lock:
             self._workers[run_id] = _Worker(run_id, proc, device, log_path)
@@ -355,84 +317,3 @@ def _config_dict(config: TrainConfig | dict[str, Any], num_gpus: int) -> dict[st
     if problems:
         raise ConfigError(problems)
     return config.to_dict()
-
-
-def choose_device(wanted: str, busy: Counter[str], cpu_slots: int, gpu_slots: int,
-                  num_gpus: int) -> str | None:
-    """Where a run that asks for device `wanted` starts now ("cpu" or "cuda:N"), or None if its
-    kind of slot is full. `busy` counts the runs on each device. "auto" and "cuda" go to the
-    GPUs when there are GPU slots (the least busy GPU), everything else to the CPU."""
-    if wanted in ("auto", "cuda") and gpu_slots > 0 and num_gpus > 0:
-        on_gpus = sum(n for device, n in busy.items() if device.startswith("cuda"))
-        if on_gpus >= gpu_slots:
-            return None
-        return min((f"cuda:{i}" for i in range(num_gpus)), key=lambda device: busy[device])
-    return "cpu" if busy["cpu"] < cpu_slots else None
-
-
-def _visible_gpus() -> int:
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
-def worker_env(device: str, threads: int) -> dict[str, str]:
-    """The server's environment, adjusted for a worker on `device` with `threads` CPU threads."""
-    env = dict(os.environ)
-    # The worker runs `-m cnnlab.runs.worker` from wherever the server was started.
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
-    # OpenMP reads these at start-up; torch.set_num_threads in the worker covers the rest.
-    env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
-    env["PYTHONUNBUFFERED"] = "1"  # a crash's last words reach worker.log
-    if device == "cpu":
-        env["CUDA_VISIBLE_DEVICES"] = ""  # "auto" must mean the CPU in a CPU slot
-    else:
-        index = int(device.split(":")[1])
-        # Index into the server's own visible set, so CUDA_VISIBLE_DEVICES=2,3 is honoured.
-        visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
-        env["CUDA_VISIBLE_DEVICES"] = visible[index] if index < len(visible) else str(index)
-    return env
-
-
-def _exit_reason(returncode: int) -> str:
-    if returncode < 0:
-        try:
-            return f"was killed by {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"was killed by signal {-returncode}"
-    return f"exited with code {returncode}"
-
-
-def _log_tail(path: Path) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - LOG_TAIL_CHARS))
-            return f.read().decode("utf-8", "replace").strip()
-    except OSError:
-        return ""
-
-
-def _finish_quietly(store: RunStore, run_id: str, status: Status, message: str) -> None:
-    """finish(), tolerating a run that reached a terminal status meanwhile (or was deleted)."""
-    try:
-        store.finish(run_id, status, message)
-    except (KeyError, ValueError):
-        pass
-
-
-def _killpg(pid: int) -> None:
-    # The worker leads its own session, so its pid is also its process group id.
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-def _is_worker_of(pid: int, run_id: str) -> bool:
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return b"cnnlab.runs.worker" in argv and run_id.encode() in argv
-

@@ -14,10 +14,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from cnnlab.runs.metrics import Event
 from cnnlab.runs.store import Run, RunStore, Status
 from cnnlab.arch.checks import is_number
-
-Event = dict[str, Any]
 
 
 class RunEvents:

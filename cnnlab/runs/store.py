@@ -1,4 +1,9 @@
-"""Run store: training runs, their metrics and checkpoints in one SQLite file.
+"""Run store: training runs, their metrics and checkpoints under one runs directory.
+
+This module keeps the runs themselves (one SQLite file, `runs.sqlite`) and their lifecycle:
+create, queue, status transitions, cancel, delete. `RunStore` also fronts the metric log
+(`cnnlab.runs.metrics`, a table in the same file) and the checkpoint files
+(`cnnlab.runs.checkpoints`), so callers hold one object per runs directory.
 
 Safe for many threads and processes: each operation opens its own connection, writes use BEGIN IMMEDIATE.
 """
@@ -7,11 +12,9 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import shutil
 import sqlite3
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -21,17 +24,20 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab.errors import CnnlabError
+from cnnlab.runs import metrics as metric_log
+from cnnlab.runs.checkpoints import Checkpoints
+from cnnlab.runs.encoding import dumps
+from cnnlab.runs.metrics import Event
+from cnnlab.runs.processes import pid_alive
 
 DB_NAME = "runs.sqlite"
 BUSY_TIMEOUT_S = 10.0
 SCHEMA_VERSION = 1
 
-# runs:    one row per training run. spec/config/result are JSON text so the schema
-#          does not change whenever a model family or hyperparameter is added.
-#          Queue order is (created_at, rowid); rowid breaks ties between equal timestamps.
-# metrics: an append-only event log per run. seq counts 1, 2, 3, ... within a run and is
-#          assigned inside the write transaction, so pages can poll "everything after seq N".
-SCHEMA = """
+# One row per training run. spec/config/result are JSON text so the schema does not change
+# whenever a model family or hyperparameter is added. Queue order is (created_at, rowid);
+# rowid breaks ties between equal timestamps.
+RUNS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id               TEXT PRIMARY KEY,
     created_at       REAL NOT NULL,
@@ -50,22 +56,7 @@ CREATE TABLE IF NOT EXISTS runs (
     result_json      TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS runs_status_created ON runs (status, created_at);
-CREATE TABLE IF NOT EXISTS metrics (
-    run_id      TEXT NOT NULL,
-    seq         INTEGER NOT NULL,
-    kind        TEXT NOT NULL CHECK (kind IN ('step', 'epoch')),
-    epoch       REAL,
-    step        INTEGER,
-    time        REAL NOT NULL,
-    values_json TEXT NOT NULL,
-    PRIMARY KEY (run_id, seq)
-);
 """
-
-# Keys of a metric event that are stored in columns; everything else goes to values_json.
-EVENT_COLUMNS = ("kind", "epoch", "step", "time")
-RESERVED_EVENT_KEYS = ("seq", "run_id")
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 class Status(StrEnum):
@@ -144,52 +135,9 @@ def new_run_id(now: float | None = None) -> str:
     return f"{stamp}-{secrets.token_hex(3)}"
 
 
+# Here rather than in checkpoints.py only until training's recorder imports it from there.
 def checkpoint_name(epoch: int) -> str:
     return f"epoch-{epoch:03d}"
-
-
-def pid_alive(pid: int | None) -> bool:
-    # pid 0 / negative would signal a whole process group, never a single worker.
-    if pid is None or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by another user
-    return not _is_zombie(pid)
-
-
-def _is_zombie(pid: int) -> bool:
-    # A killed child that its parent has not reaped yet still answers os.kill(pid, 0).
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False  # no procfs (macOS) or it vanished: trust os.kill
-    return stat.rpartition(")")[2].split()[:1] == ["Z"]
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, default=_json_default)
-
-
-def _json_default(value: Any) -> Any:
-    # Metrics often arrive as numpy / torch scalars; configs may hold paths.
-    if hasattr(value, "item"):
-        return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def _check_name(kind: str, value: str) -> str:
-    # Run ids and checkpoint names become path parts; refuse anything that could escape runs_dir.
-    if not SAFE_NAME.match(value):
-        raise ValueError(f"invalid {kind}: {value!r}")
-    return value
 
 
 class StoreError(CnnlabError):
@@ -203,6 +151,7 @@ class RunStore:
         self.runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self.db_path = self.runs_dir / DB_NAME
+        self._checkpoints = Checkpoints(self.runs_dir)
         self._init_db()
 
     # -- connections -------------------------------------------------------------------
@@ -243,7 +192,7 @@ class RunStore:
             # WAL is a property of the file, so setting it once here covers every later connection.
             conn.execute("PRAGMA journal_mode = WAL")
         with self._write() as conn:
-            for statement in SCHEMA.split(";"):
+            for statement in (RUNS_SCHEMA + metric_log.SCHEMA).split(";"):
                 if statement.strip():
                     conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -255,15 +204,49 @@ class RunStore:
             raise KeyError(f"unknown run id: {run_id!r}")
         return row
 
-    def _transition(self, run_id: str, new: Status, **columns: Any) -> Run:
-        with self._write() as conn:
-            current = Status(self._fetch(conn, run_id)["status"])
-            if new not in TRANSITIONS.get(current, ()):
-                raise ValueError(f"run {run_id}: cannot go from {current} to {new}")
-            columns["status"] = new.value
-            assignments = ", ".join(f"{column} = ?" for column in columns)
-            conn.execute(f"UPDATE runs SET {assignments} WHERE id = ?", (*columns.values(), run_id))
-            return Run.from_row(self._fetch(conn, run_id))
+    # -- status transitions ----------------------------------------------------------------
+
+    def _transition(self, conn: sqlite3.Connection, run_id: str, new: Status,
+                    **columns: Any) -> Run:
+        """The one place a run's status is written: refuses any move TRANSITIONS does not list.
+
+        Runs inside the caller's write transaction, so the check and the write see the same row.
+        A final status also records when the run finished."""
+        current = Status(self._fetch(conn, run_id)["status"])
+        if new not in TRANSITIONS.get(current, ()):
+            raise ValueError(f"run {run_id}: cannot go from {current} to {new}")
+        if new.terminal:
+            columns["finished_at"] = time.time()
+        columns["status"] = new.value
+        assignments = ", ".join(f"{column} = ?" for column in columns)
+        conn.execute(f"UPDATE runs SET {assignments} WHERE id = ?", (*columns.values(), run_id))
+        return Run.from_row(self._fetch(conn, run_id))
+
+    @staticmethod
+    def _start_columns(pid: int, device: str | None, data_source: str | None = None
+                       ) -> dict[str, Any]:
+        # A device or data source not given keeps what the run already has.
+        columns: dict[str, Any] = {"started_at": time.time(), "worker_pid": pid}
+        if device is not None:
+            columns["device"] = device
+        if data_source is not None:
+            columns["data_source"] = data_source
+        return columns
+
+    def _finish_in(self, conn: sqlite3.Connection, run_id: str, status: Status,
+                   message: str | None, result: dict[str, Any] | None) -> Run:
+        stored = json.loads(self._fetch(conn, run_id)["result_json"])
+        columns: dict[str, Any] = {"result_json": dumps({**stored, **(result or {})})}
+        if message is not None:  # no new message keeps the one the run has
+            columns["message"] = message
+        return self._transition(conn, run_id, status, **columns)
+
+    @staticmethod
+    def _final_status(status: Status | str) -> Status:
+        status = Status(status)
+        if not status.terminal:
+            raise ValueError(f"finish needs a terminal status, got {status}")
+        return status
 
     # -- runs ----------------------------------------------------------------------------
 
@@ -275,7 +258,7 @@ class RunStore:
         name: str | None = None,
         data_source: str | None = None,
     ) -> Run:
-        spec_json, config_json = _dumps(spec), _dumps(config)
+        spec_json, config_json = dumps(spec), dumps(config)
         for _ in range(5):  # a random suffix can collide within one second; just draw again
             now = time.time()
             run_id = new_run_id(now)
@@ -338,12 +321,9 @@ class RunStore:
     def mark_running(
         self, run_id: str, pid: int, device: str | None = None, data_source: str | None = None
     ) -> Run:
-        columns: dict[str, Any] = {"started_at": time.time(), "worker_pid": pid}
-        if device is not None:
-            columns["device"] = device
-        if data_source is not None:
-            columns["data_source"] = data_source
-        return self._transition(run_id, Status.RUNNING, **columns)
+        with self._write() as conn:
+            return self._transition(conn, run_id, Status.RUNNING,
+                                    **self._start_columns(pid, device, data_source))
 
     def claim_next(self, pid: int, device: str | None = None) -> Run | None:
         """Atomically take the oldest queued run and mark it running; None if the queue is empty."""
@@ -355,12 +335,8 @@ class RunStore:
             ).fetchone()
             if row is None:
                 return None
-            conn.execute(
-                "UPDATE runs SET status = ?, started_at = ?, worker_pid = ?,"
-                " device = COALESCE(?, device) WHERE id = ?",
-                (Status.RUNNING.value, time.time(), pid, device, row["id"]),
-            )
-            return Run.from_row(self._fetch(conn, row["id"]))
+            return self._transition(conn, row["id"], Status.RUNNING,
+                                    **self._start_columns(pid, device))
 
     def finish(
         self,
@@ -370,28 +346,41 @@ class RunStore:
         result: dict[str, Any] | None = None,
     ) -> Run:
         """Move a run to a terminal status; `result` is merged into the stored result."""
-        status = Status(status)
-        if not status.terminal:
-            raise ValueError(f"finish needs a terminal status, got {status}")
+        status = self._final_status(status)
         with self._write() as conn:
-            row = self._fetch(conn, run_id)
-            current = Status(row["status"])
-            if status not in TRANSITIONS.get(current, ()):
-                raise ValueError(f"run {run_id}: cannot go from {current} to {status}")
-            merged = {**json.loads(row["result_json"]), **(result or {})}
-            conn.execute(
-                "UPDATE runs SET status = ?, finished_at = ?, message = COALESCE(?, message),"
-                " result_json = ? WHERE id = ?",
-                (status.value, time.time(), message, _dumps(merged), run_id),
-            )
-            return Run.from_row(self._fetch(conn, run_id))
+            return self._finish_in(conn, run_id, status, message, result)
+
+    def finish_unless_final(
+        self,
+        run_id: str,
+        status: Status | str,
+        message: str | None = None,
+        result: dict[str, Any] | None = None,
+        pid: int | None = None,
+    ) -> bool:
+        """finish(), unless the run already has a final status, is gone, or (given `pid`) is
+        not that worker process's run; True if this call finished it.
+
+        For whoever ends a run from outside the happy path (a crashed worker, a forced cancel)
+        while another party may have finished it a moment earlier: the first final status stays.
+        """
+        status = self._final_status(status)
+        with self._write() as conn:
+            row = conn.execute("SELECT status, worker_pid FROM runs WHERE id = ?",
+                               (run_id,)).fetchone()
+            if row is None or Status(row["status"]).terminal:
+                return False
+            if pid is not None and row["worker_pid"] != pid:
+                return False
+            self._finish_in(conn, run_id, status, message, result)
+        return True
 
     def update_result(self, run_id: str, result: dict[str, Any]) -> Run:
         """Merge fields into a run's result (e.g. params and FLOPs, known before training ends)."""
         with self._write() as conn:
             row = self._fetch(conn, run_id)
             merged = {**json.loads(row["result_json"]), **result}
-            conn.execute("UPDATE runs SET result_json = ? WHERE id = ?", (_dumps(merged), run_id))
+            conn.execute("UPDATE runs SET result_json = ? WHERE id = ?", (dumps(merged), run_id))
             return Run.from_row(self._fetch(conn, run_id))
 
     def request_cancel(self, run_id: str) -> Status:
@@ -399,11 +388,8 @@ class RunStore:
         with self._write() as conn:
             current = Status(self._fetch(conn, run_id)["status"])
             if current is Status.QUEUED:
-                conn.execute(
-                    "UPDATE runs SET status = ?, finished_at = ?, message = ? WHERE id = ?",
-                    (Status.CANCELLED.value, time.time(), "cancelled before it started", run_id),
-                )
-                return Status.CANCELLED
+                return self._transition(conn, run_id, Status.CANCELLED,
+                                        message="cancelled before it started").status
             if current is Status.RUNNING:
                 # The worker polls cancel_requested between steps and finishes the run itself.
                 conn.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?", (run_id,))
@@ -423,11 +409,8 @@ class RunStore:
                 pid = row["worker_pid"]
                 if pid is not None and alive(pid):
                     continue
-                conn.execute(
-                    "UPDATE runs SET status = ?, finished_at = ?, message = ? WHERE id = ?",
-                    (Status.INTERRUPTED.value, time.time(),
-                     f"worker process {pid} is gone; metrics up to that point are kept", row["id"]),
-                )
+                self._transition(conn, row["id"], Status.INTERRUPTED, message=(
+                    f"worker process {pid} is gone; metrics up to that point are kept"))
                 interrupted.append(row["id"])
         return interrupted
 
@@ -437,106 +420,45 @@ class RunStore:
             status = Status(self._fetch(conn, run_id)["status"])
             if status is Status.RUNNING and not force:
                 raise ValueError(f"run {run_id} is running; cancel it first (or pass force=True)")
-            conn.execute("DELETE FROM metrics WHERE run_id = ?", (run_id,))
+            metric_log.delete(conn, run_id)
             conn.execute("DELETE FROM runs WHERE id = ?", (run_id,))
         shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
 
-    # -- metrics -------------------------------------------------------------------------
+    # -- metrics (cnnlab.runs.metrics) ---------------------------------------------------
 
-    def add_metrics(self, run_id: str, events: list[dict[str, Any]]) -> int:
+    def add_metrics(self, run_id: str, events: list[Event]) -> int:
         """Append events (kind, epoch, step, time + any values); returns the last seq written."""
-        rows = [self._event_row(event) for event in events]
+        rows = metric_log.event_rows(events)
         with self._write() as conn:
-            self._fetch(conn, run_id)
-            (last,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM metrics WHERE run_id = ?",
-                                   (run_id,)).fetchone()
-            conn.executemany(
-                "INSERT INTO metrics (run_id, seq, kind, epoch, step, time, values_json)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(run_id, last + i, *row) for i, row in enumerate(rows, start=1)],
-            )
-        return last + len(rows)
+            self._fetch(conn, run_id)  # KeyError for an unknown run, and nothing written
+            return metric_log.append(conn, run_id, rows)
 
-    @staticmethod
-    def _event_row(event: dict[str, Any]) -> tuple[Any, ...]:
-        kind = event.get("kind")
-        if kind not in ("step", "epoch"):
-            raise ValueError(f"metric kind must be 'step' or 'epoch', got {kind!r}")
-        clash = [key for key in RESERVED_EVENT_KEYS if key in event]
-        if clash:
-            raise ValueError(f"metric event may not set {clash}; the store assigns them")
-        values = {key: value for key, value in event.items() if key not in EVENT_COLUMNS}
-        epoch, step = event.get("epoch"), event.get("step")
-        return (
-            kind,
-            None if epoch is None else float(epoch),
-            None if step is None else int(step),
-            float(event.get("time", time.time())),
-            _dumps(values),
-        )
-
-    def metrics(
-        self, run_id: str, kind: str | None = None, after_seq: int = 0
-    ) -> list[dict[str, Any]]:
+    def metrics(self, run_id: str, kind: str | None = None, after_seq: int = 0) -> list[Event]:
         """Events with seq > after_seq, in seq order, flattened to {seq, kind, epoch, step, time, **values}.
 
         Pages poll with after_seq = the last seq they have, so each refresh fetches only new points.
         """
-        sql = ("SELECT seq, kind, epoch, step, time, values_json FROM metrics"
-               " WHERE run_id = ? AND seq > ?")
-        params: list[Any] = [run_id, after_seq]
-        if kind is not None:
-            sql += " AND kind = ?"
-            params.append(kind)
         with self._connect() as conn:
-            rows = conn.execute(sql + " ORDER BY seq", params).fetchall()
-        return [
-            {"seq": r["seq"], "kind": r["kind"], "epoch": r["epoch"], "step": r["step"],
-             "time": r["time"], **json.loads(r["values_json"])}
-            for r in rows
-        ]
+            return metric_log.select(conn, run_id, kind, after_seq)
 
-    # -- checkpoints ---------------------------------------------------------------------
+    # -- checkpoints (cnnlab.runs.checkpoints) -------------------------------------------
 
     def run_dir(self, run_id: str) -> Path:
-        return self.runs_dir / _check_name("run id", run_id)
+        return self._checkpoints.run_dir(run_id)
 
     def checkpoint_path(self, run_id: str, name: str) -> Path:
         """<runs_dir>/<run_id>/<name>.pt, e.g. name 'epoch-003' or 'final'."""
-        name = name.removesuffix(".pt")
-        return self.run_dir(run_id) / f"{_check_name('checkpoint name', name)}.pt"
+        return self._checkpoints.path(run_id, name)
 
     def save_checkpoint(
         self, run_id: str, name: str, state_dict: dict[str, Any], meta: dict[str, Any]
     ) -> Path:
-        import torch  # lazy: the UI can list runs without paying for a torch import
-
-        path = self.checkpoint_path(run_id, name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # JSON round trip: meta must hold only plain types, or weights_only loading would refuse it.
-        payload = {"state_dict": state_dict, "meta": json.loads(_dumps(meta))}
-        # Write beside the target then rename: a reader never sees a half-written checkpoint.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(payload, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return self._checkpoints.save(run_id, name, state_dict, meta)
 
     def load_checkpoint(self, run_id: str, name: str) -> dict[str, Any]:
         """Returns {"state_dict": ..., "meta": ...}; weights_only refuses arbitrary pickled objects."""
-        import torch
-
-        return torch.load(self.checkpoint_path(run_id, name), weights_only=True, map_location="cpu")
+        return self._checkpoints.load(run_id, name)
 
     def checkpoints(self, run_id: str) -> list[str]:
         """Checkpoint names of a run, sorted (epoch-001, epoch-002, ..., final)."""
-        folder = self.run_dir(run_id)
-        if not folder.is_dir():
-            return []
-        return sorted(p.stem for p in folder.glob("*.pt") if not p.name.startswith("."))
+        return self._checkpoints.names(run_id)

@@ -60,9 +60,7 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> None:
 def _mark_unfinished(store: RunStore, run_id: str, status: Status, message: str) -> None:
     """Give the run a final status unless training already did (or it is not ours)."""
     try:
-        run = store.get(run_id)
-        if run.status is Status.RUNNING and run.worker_pid == os.getpid():
-            store.finish(run_id, status, message)
+        store.finish_unless_final(run_id, status, message, pid=os.getpid())
     except Exception:  # the store itself may be the problem; the log keeps the original error
         traceback.print_exc()
 
