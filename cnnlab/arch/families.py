@@ -2,7 +2,8 @@
 
 Each family's module (`cnnlab/arch/models/<family>.py`) holds its builder and its checks and
 makes exactly one `register(Family(...))` call with every piece. Adding a family means writing
-that module, its spec class (`cnnlab.arch.specs`), its presets, and one import line below.
+that module, its spec class (`cnnlab.arch.specs`), its presets (`cnnlab.arch.presets`), one
+import line below, and its form on the Architecture page (`pages/architecture.py`).
 """
 
 from __future__ import annotations
