@@ -24,6 +24,8 @@ def test_the_families_are_the_chapters_in_its_order():
 @pytest.mark.parametrize("family", list(FAMILIES.values()), ids=list(FAMILIES))
 def test_a_family_has_every_piece(family):
     assert family.title and family.spec.family == family.name
+    module = f"cnnlab.arch.models.{family.name}"  # all of it registered from one place
+    assert family.build.__module__ == family.check.__module__ == module
     spec = family.spec()
     assert family.recipe(spec) in TEXTBOOK_RECIPES
     assert meta_model(spec) is not None  # the defaults build
