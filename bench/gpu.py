@@ -49,7 +49,8 @@ from cnnlab.training import data as cnndata  # noqa: E402
 from cnnlab.training import resources  # noqa: E402
 from cnnlab.runs.jobs import JobManager  # noqa: E402
 from cnnlab.runs.store import RunStore, Status  # noqa: E402
-from cnnlab.arch.specs import PRESETS, Spec  # noqa: E402
+from cnnlab.arch.presets import PRESETS  # noqa: E402
+from cnnlab.arch.specs import Spec  # noqa: E402
 from cnnlab.training.train import (  # noqa: E402
     TEXTBOOK_RESULTS, TrainConfig, resolve_device, textbook_config, train)
 

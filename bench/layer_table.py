@@ -31,7 +31,8 @@ from torch import nn  # noqa: E402
 
 from cnnlab.analysis.layers import inspect_model  # noqa: E402
 from cnnlab.arch.models import build  # noqa: E402
-from cnnlab.arch.specs import PRESETS, Spec  # noqa: E402
+from cnnlab.arch.presets import PRESETS  # noqa: E402
+from cnnlab.arch.specs import Spec  # noqa: E402
 
 SUMMARY_TARGET_MS = 50.0
 VGG11_SPEEDUP_TARGET = 20.0

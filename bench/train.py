@@ -35,7 +35,7 @@ from torch import nn  # noqa: E402
 
 from cnnlab.training import data as cnndata  # noqa: E402
 from cnnlab.analysis.layers import inspect_spec  # noqa: E402
-from cnnlab.arch.specs import PRESETS  # noqa: E402
+from cnnlab.arch.presets import PRESETS  # noqa: E402
 from cnnlab.training.train import TEXTBOOK_RESULTS, make_model, textbook_config, train  # noqa: E402
 
 # Measured steps (after warm-up) per input size: enough to average, few enough that the

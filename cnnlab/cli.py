@@ -13,9 +13,10 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from cnnlab.arch import specs
+from cnnlab.arch import presets
 from cnnlab.arch.specs import Spec
-from cnnlab.arch.checks import SpecError, check, spec_from_dict
+from cnnlab.arch.checks import SpecError, check
+from cnnlab.arch.parse import spec_from_data, spec_from_json
 from cnnlab.errors import Problem
 
 EXIT_BAD_INPUT = 2
@@ -35,25 +36,24 @@ def load_spec(args: argparse.Namespace) -> Spec:
     if (args.preset is None) == (args.spec is None):
         raise SpecError([Problem("preset", "give a preset name or --spec FILE, not both",
                                   "run `python -m cnnlab presets` for the names")])
+    overrides = {k: getattr(args, k) for k in ("input_size", "in_channels", "num_classes", "width")}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
     if args.spec is not None:
         try:
-            data = json.loads(args.spec.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            text = args.spec.read_bytes()
+        except OSError as exc:
             raise SpecError([Problem("--spec", f"cannot read {args.spec}: {exc}",
                                       "pass a JSON file written by `cnnlab summary --spec`"
                                       " or the app's export")]) from None
-    else:
-        if args.preset not in specs.PRESETS:
-            raise SpecError([Problem("preset", f"unknown preset {args.preset!r}",
-                                      f"choose one of: {', '.join(specs.PRESETS)}")])
-        data = specs.PRESETS[args.preset].to_dict()
-    overrides = {k: getattr(args, k) for k in ("input_size", "in_channels", "num_classes", "width")}
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    return spec_from_dict(data)
+        return spec_from_json(text, source="--spec", overrides=overrides)
+    if args.preset not in presets.PRESETS:
+        raise SpecError([Problem("preset", f"unknown preset {args.preset!r}",
+                                  f"choose one of: {', '.join(presets.PRESETS)}")])
+    return spec_from_data(presets.PRESETS[args.preset].to_dict(), overrides=overrides)
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
-    for name, spec in specs.PRESETS.items():
+    for name, spec in presets.PRESETS.items():
         print(f"{name:18s} {spec.family:10s} input {spec.input_size}")
     return 0
 
@@ -254,7 +254,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     store, finished = RunStore(), []
     try:
         for model in models:
-            finished.append(_record_and_train(store, model, specs.PRESETS[model], configs[model],
+            finished.append(_record_and_train(store, model, presets.PRESETS[model], configs[model],
                                               data, name=f"reproduce {model}"))
     except KeyboardInterrupt:
         print("interrupted: the current run is recorded as cancelled", file=sys.stderr)

@@ -15,12 +15,13 @@ import streamlit as st
 
 from cnnlab.analysis import codegen
 from cnnlab.views import editor as editing
-from cnnlab.arch import specs
 from cnnlab.analysis.diagram import GraphvizMissing, to_dot, to_svg
 from cnnlab.views.editor import FAMILY_TITLES, presets_for
 from cnnlab.analysis.layers import human_bytes, inspect_spec
-from cnnlab.arch.specs import PRESETS, Spec
+from cnnlab.arch.presets import PRESETS
+from cnnlab.arch.specs import Spec
 from cnnlab.arch.checks import validate
+from cnnlab.arch.parse import spec_from_json
 from cnnlab.errors import Problem, warnings
 from cnnlab.views.figures import params_flops_bars
 
@@ -33,17 +34,17 @@ OPTIMIZERS = {"sgd": "SGD", "momentum": "SGD with momentum", "adam": "Adam"}
 
 @st.cache_data(max_entries=256)
 def spec_warnings(spec_json: str) -> list[Problem]:
-    return warnings(validate(specs.from_json(spec_json)))
+    return warnings(validate(spec_from_json(spec_json)))
 
 
 @st.cache_data(max_entries=64)
 def diagram(spec_json: str, collapse: bool) -> str:
-    return to_dot(specs.from_json(spec_json), collapse=collapse)
+    return to_dot(spec_from_json(spec_json), collapse=collapse)
 
 
 @st.cache_data(max_entries=64)
 def python_code(spec_json: str, name: str) -> str:
-    return codegen.to_python(specs.from_json(spec_json), name=name)
+    return codegen.to_python(spec_from_json(spec_json), name=name)
 
 
 @st.cache_resource

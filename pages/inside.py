@@ -14,11 +14,12 @@ import threading
 import streamlit as st
 
 from cnnlab.views import inside
-from cnnlab.arch import specs
+from cnnlab.arch import presets, specs
 from cnnlab.training.data import CLASSES, DataError, load_fashion_mnist
 from cnnlab.analysis.layers import inspect_spec
 from cnnlab.runs.store import Run, Status
-from cnnlab.arch.checks import SpecError, spec_from_dict
+from cnnlab.arch.checks import SpecError
+from cnnlab.arch.parse import spec_from_data, spec_from_json
 from cnnlab.views.figures import (
     batch_norm_chart,
     batch_norm_overview,
@@ -52,13 +53,13 @@ def model_lock() -> threading.Lock:
 def model_for(kind: str, ident: str, detail: str):
     if kind == "run":
         return inside.load_run_model(run_store(), ident, detail)
-    return inside.untrained_model(specs.from_json(ident), int(detail))
+    return inside.untrained_model(spec_from_json(ident), int(detail))
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def filters(kind: str, ident: str, detail: str):
     if kind == "spec":  # a fresh copy: "before training" need not keep a whole model cached
-        return inside.first_layer_filters(inside.untrained_model(specs.from_json(ident),
+        return inside.first_layer_filters(inside.untrained_model(spec_from_json(ident),
                                                                  int(detail)))
     with model_lock():
         return inside.first_layer_filters(model_for(kind, ident, detail))
@@ -141,7 +142,7 @@ def choose_run(runs: list[Run]) -> tuple[Run, str] | None:
 def choose_spec() -> tuple[specs.Spec, int]:
     """An untrained model's spec and the seed of its initialisation."""
     edited = st.session_state.get("spec")
-    options = ([ARCHITECTURE_SPEC] if isinstance(edited, specs.Spec) else []) + list(specs.PRESETS)
+    options = ([ARCHITECTURE_SPEC] if isinstance(edited, specs.Spec) else []) + list(presets.PRESETS)
     left, right = st.columns([3, 1], vertical_alignment="bottom")
     name = left.selectbox(
         "Network", options, key="inside.preset",
@@ -150,7 +151,7 @@ def choose_spec() -> tuple[specs.Spec, int]:
                                if o == ARCHITECTURE_SPEC else o))
     seed = right.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1,
                               key="inside.seed")
-    spec = edited if name == ARCHITECTURE_SPEC else specs.PRESETS[name]
+    spec = edited if name == ARCHITECTURE_SPEC else presets.PRESETS[name]
     return spec, int(seed)
 
 
@@ -191,7 +192,7 @@ try:
         name = st.session_state["inside.preset"]
         st.caption(subject_caption("Architecture page" if name == ARCHITECTURE_SPEC else name,
                                    spec, f"untrained: Xavier-uniform initialisation, seed {seed}"))
-    spec_from_dict(spec.to_dict())  # an edited spec must still be valid before we build it
+    spec_from_data(spec.to_dict())  # an edited spec must still be valid before we build it
     model_for(*subject)
 except (inside.InsideError, SpecError, KeyError, OSError, ValueError, RuntimeError) as exc:
     st.error(f"Cannot load this network: {exc}", icon=":material/error:")

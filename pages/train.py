@@ -14,14 +14,14 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from cnnlab.views import editor as editing
 from cnnlab.training import resources
 from cnnlab.views.curves import training_curves
 from cnnlab.training.data import DataError
 from cnnlab.analysis.layers import InspectionError, human_bytes, inspect_spec
 from cnnlab.runs.live import duration, progress
 from cnnlab.runs.store import Run, Status, StoreError
-from cnnlab.arch.specs import PRESETS, Spec
+from cnnlab.arch.presets import PRESETS, preset_name
+from cnnlab.arch.specs import Spec
 from cnnlab.training.train import (OPTIMIZERS, SCHEDULES, TEXTBOOK_RECIPES, TEXTBOOK_RESULTS, ConfigError,
                           TrainConfig, default_config)
 from cnnlab.arch.checks import SpecError, validate
@@ -78,7 +78,7 @@ def show_problem(problem: Problem, where: Any) -> None:
 
 def model_name(spec: Spec) -> str:
     """A preset's name, or the family's with '-custom' for an edited spec."""
-    return editing.matching_preset(spec) or f"{spec.family}-custom"
+    return preset_name(spec) or f"{spec.family}-custom"
 
 
 def nan_if_none(value: float | None) -> float:

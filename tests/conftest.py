@@ -7,7 +7,8 @@ import torch
 
 from cnnlab.arch.models import build
 from cnnlab.runs.store import RunStore, Status
-from cnnlab.arch.specs import PRESETS, Spec
+from cnnlab.arch.presets import PRESETS
+from cnnlab.arch.specs import Spec
 from cnnlab.training.train import TrainConfig, run_recorded
 
 # One epoch (12 steps) of the 3,000-image sample at the textbook's BN-LeNet settings.

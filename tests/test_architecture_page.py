@@ -17,7 +17,7 @@ from streamlit.testing.v1 import AppTest
 
 from cnnlab.views.editor import FAMILY_TITLES, presets_for
 from cnnlab.analysis.layers import inspect_spec
-from cnnlab.arch.specs import PRESETS, VGG_D
+from cnnlab.arch.presets import PRESETS, VGG_D
 from cnnlab.views.figures import params_flops_bars
 
 APP = Path(__file__).parent.parent / "app.py"

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from cnnlab.cli import main
-from cnnlab.arch.specs import PRESETS
+from cnnlab.arch.presets import PRESETS
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:

@@ -11,7 +11,7 @@ from torch import nn
 
 from cnnlab.analysis import diagram
 from cnnlab.analysis.diagram import GraphvizMissing, to_dot, to_svg, write_svg
-from cnnlab.arch.specs import PRESETS
+from cnnlab.arch.presets import PRESETS
 
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is missing")
 

@@ -10,7 +10,8 @@ import pytest
 
 from cnnlab.views import editor as editing
 from cnnlab.analysis.layers import inspect_spec
-from cnnlab.arch.specs import PRESETS, VGG_A, VGG_D, GoogLeNetSpec, VGGSpec
+from cnnlab.arch.presets import PRESETS, VGG_A, VGG_D, preset_name
+from cnnlab.arch.specs import GoogLeNetSpec, VGGSpec
 from cnnlab.arch.checks import SpecError
 from cnnlab.errors import errors, warnings
 
@@ -158,7 +159,7 @@ def test_nin_blocks_and_resnet_stages_round_trip():
 
 
 def test_typing_vgg16s_conv_arch_gives_vgg16():
-    spec, problems = editing.apply_edit(VGG11, "conv_arch", repr(VGG_D))
+    spec, problems = editing.apply_edits(VGG11, {"conv_arch": repr(VGG_D)})
     assert errors(problems) == [] and spec == PRESETS["vgg16"]
     assert inspect_spec(spec).total_params == 134_300_362
 
@@ -166,17 +167,17 @@ def test_typing_vgg16s_conv_arch_gives_vgg16():
 def test_a_table_edit_gives_the_same_spec_as_the_text():
     rows = editing.rows_of(VGG11, "conv_arch")
     rows[4] = {"num_convs": 3, "channels": 512}
-    spec, _ = editing.apply_edit(VGG11, "conv_arch", rows)
+    spec, _ = editing.apply_edits(VGG11, {"conv_arch": rows})
     assert spec.conv_arch == VGG_A[:4] + ((3, 512),)
 
 
 def test_a_malformed_tuple_gives_no_spec_and_a_problem_naming_the_field():
-    spec, problems = editing.apply_edit(VGG11, "conv_arch", "((1, 64), (1, 128)")
+    spec, problems = editing.apply_edits(VGG11, {"conv_arch": "((1, 64), (1, 128)"})
     assert spec is None and _fields(problems) == ["conv_arch"]
 
 
 def test_a_collapsing_edit_is_refused_with_the_smallest_size():
-    spec, problems = editing.apply_edit(VGG11, "input_size", 16)
+    spec, problems = editing.apply_edits(VGG11, {"input_size": 16})
     assert spec is None
     assert _fields(errors(problems)) == ["input_size"]
     assert "at least 32" in problems[0].fix
@@ -184,8 +185,8 @@ def test_a_collapsing_edit_is_refused_with_the_smallest_size():
 
 def test_a_suspicious_edit_applies_with_a_warning():
     # The slip in seed 003: (32, 512) for (3, 512) builds a 42-conv network.
-    spec, problems = editing.apply_edit(VGG11, "conv_arch", "((2, 64), (2, 128), (3, 256), "
-                                        "(3, 512), (32, 512))")
+    spec, problems = editing.apply_edits(VGG11, {"conv_arch": "((2, 64), (2, 128), (3, 256), "
+                                                  "(3, 512), (32, 512))"})
     assert spec is not None and errors(problems) == []
     assert _fields(warnings(problems)) == ["conv_arch[4] num_convs"]
     assert "(3, 512)" in warnings(problems)[0].fix
@@ -205,12 +206,12 @@ def test_every_problem_of_every_field_is_reported_at_once():
 
 
 def test_an_unknown_field_is_a_problem():
-    spec, problems = editing.apply_edit(VGG11, "growth_rate", 32)
+    spec, problems = editing.apply_edits(VGG11, {"growth_rate": 32})
     assert spec is None and _fields(problems) == ["growth_rate"]
 
 
 def test_edited_values_are_tuples_so_specs_stay_hashable():
-    spec, _ = editing.apply_edit(VGG11, "hidden", [512, 512])
+    spec, _ = editing.apply_edits(VGG11, {"hidden": [512, 512]})
     assert spec.hidden == (512, 512)
     hash(spec)
 
@@ -230,8 +231,8 @@ def test_presets_are_listed_by_family():
 
 
 def test_an_edited_spec_is_matched_to_its_preset_and_its_changes_named():
-    assert editing.matching_preset(VGGSpec(conv_arch=VGG_D)) == "vgg16"
-    assert editing.matching_preset(VGG11.replace(input_size=96)) is None
+    assert preset_name(VGGSpec(conv_arch=VGG_D)) == "vgg16"
+    assert preset_name(VGG11.replace(input_size=96)) is None
     assert editing.changed_fields(VGG11, VGG11.replace(input_size=96, dropout=0.2)) == [
         "input_size", "dropout"]
 

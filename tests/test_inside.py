@@ -11,7 +11,7 @@ from cnnlab.training.data import load_fashion_mnist
 from cnnlab.analysis.layers import inspect_spec
 from cnnlab.arch.models.lenet import BatchNorm
 from cnnlab.runs.store import RunStore
-from cnnlab.arch.specs import PRESETS
+from cnnlab.arch.presets import PRESETS
 from cnnlab.training.train import make_model
 from tests.conftest import ONE_EPOCH, record_tiny_run
 

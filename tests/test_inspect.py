@@ -19,7 +19,7 @@ from cnnlab.analysis.layers import (
     smallest_input_size,
 )
 from cnnlab.arch.models import build
-from cnnlab.arch.specs import PRESETS
+from cnnlab.arch.presets import PRESETS
 from tests.conftest import meta_model
 
 

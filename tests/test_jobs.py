@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from cnnlab.arch.presets import PRESETS
 from cnnlab.runs.jobs import JobManager
 from cnnlab.runs.processes import pid_alive, worker_env
 from cnnlab.runs.slots import choose_device
 from cnnlab.runs.store import RunStore, Status
-from cnnlab.arch.specs import PRESETS
 from cnnlab.training.train import ConfigError, TrainConfig
 from cnnlab.arch.checks import SpecError
 

@@ -8,7 +8,8 @@ import torchvision
 
 from cnnlab.arch.models import build
 from cnnlab.arch.models.lenet import BatchNorm
-from cnnlab.arch.specs import PRESETS, VGG_B, VGG_D, VGG_E, VGGSpec
+from cnnlab.arch.presets import PRESETS, VGG_B, VGG_D, VGG_E
+from cnnlab.arch.specs import VGGSpec
 from tests.conftest import block_shapes, meta_model
 
 

@@ -9,7 +9,7 @@ import pytest
 from cnnlab.training import data
 from cnnlab.training import resources
 from cnnlab.training.resources import DeviceMemory, estimate, fits_device
-from cnnlab.arch.specs import PRESETS
+from cnnlab.arch.presets import PRESETS
 from cnnlab.training.train import TrainConfig
 
 GiB = 2**30

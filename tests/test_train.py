@@ -17,7 +17,7 @@ from cnnlab.training.data import FashionMNIST, load_fashion_mnist
 from cnnlab.arch.models import build
 from cnnlab.arch.models.lenet import BatchNorm
 from cnnlab.runs.store import RunStore, Status
-from cnnlab.arch.specs import PRESETS
+from cnnlab.arch.presets import PRESETS
 from cnnlab.training.train import (
     TEXTBOOK_RESULTS,
     ConfigError,

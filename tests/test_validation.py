@@ -6,8 +6,10 @@ import json
 
 import pytest
 
-from cnnlab.arch.specs import PRESETS, AlexNetSpec, GoogLeNetSpec, VGGSpec, from_json
-from cnnlab.arch.checks import SpecError, check, parse_literal, smallest_input, spec_from_dict, validate
+from cnnlab.arch.presets import PRESETS
+from cnnlab.arch.specs import AlexNetSpec, GoogLeNetSpec, VGGSpec
+from cnnlab.arch.checks import SpecError, check, parse_literal, smallest_input, validate
+from cnnlab.arch.parse import spec_from_data, spec_from_json
 from cnnlab.errors import errors, warnings
 
 
@@ -18,7 +20,7 @@ def test_every_preset_is_valid(name):
 
 def test_every_preset_round_trips_through_json():
     for spec in PRESETS.values():
-        assert from_json(spec.to_json()) == spec
+        assert spec_from_json(spec.to_json()) == spec
 
 
 def test_all_problems_are_reported_at_once():
@@ -111,16 +113,16 @@ def test_parse_literal_refuses_code_and_garbage_with_a_spec_error(text):
     assert info.value.problems[0].field == "conv_arch"
 
 
-def test_spec_from_dict_names_unknown_fields():
+def test_spec_from_data_names_unknown_fields():
     data = {**PRESETS["vgg11"].to_dict(), "conv_arc": [[1, 64]]}
     with pytest.raises(SpecError) as info:
-        spec_from_dict(data)
+        spec_from_data(data)
     assert "conv_arc" in str(info.value)
 
 
-def test_spec_from_dict_checks_json_types():
+def test_spec_from_data_checks_json_types():
     data = json.loads(PRESETS["resnet18"].to_json())
     data["stages"] = [[2, 64], [2, "128"]]
     with pytest.raises(SpecError) as info:
-        spec_from_dict(data)
+        spec_from_data(data)
     assert [p.field for p in info.value.problems] == ["stages[1] channels"]

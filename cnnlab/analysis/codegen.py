@@ -19,7 +19,7 @@ import types
 from typing import Any
 
 from cnnlab.analysis.layers import inspect_spec
-from cnnlab.arch.models import BUILDERS
+from cnnlab.arch.families import FAMILIES
 from cnnlab.arch.specs import Spec
 from cnnlab.arch.checks import check
 
@@ -47,7 +47,7 @@ def to_python(spec: Spec, *, name: str | None = None) -> str:
     `validation.SpecError` when the spec has errors.
     """
     check(spec)
-    builder = BUILDERS[spec.family]
+    builder = FAMILIES[spec.family].build
     parts = [_docstring(spec, name), IMPORTS, _spec_class(spec)]
     parts += [_source(obj) for obj in _dependencies(builder)]
     parts += [_source(builder), _FOOTER.format(builder=builder.__name__)]
@@ -104,12 +104,11 @@ if __name__ == "__main__":
 
 
 def _source(obj: Any) -> str:
-    """The source of a function or class, without cnnlab's registry decorator."""
+    """The source of a function or class. A decorated one is refused: the script would need
+    the decorator too."""
     lines = textwrap.dedent(inspect.getsource(obj)).splitlines()
-    while lines and lines[0].startswith("@"):
-        if not lines[0].startswith("@register("):
-            raise ValueError(f"cannot export {obj.__qualname__}: decorator {lines[0]}")
-        lines.pop(0)
+    if lines and lines[0].startswith("@"):
+        raise ValueError(f"cannot export {obj.__qualname__}: decorator {lines[0]}")
     return "\n".join(lines)
 
 

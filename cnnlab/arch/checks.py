@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import ast
 import math
-from typing import Any, Callable
+import reprlib
+from typing import Any
 
 import torch
 
-from cnnlab.arch import specs
 from cnnlab.arch.specs import Spec
 from cnnlab.errors import CnnlabError, Problem, errors, warnings
 
@@ -24,6 +24,7 @@ MAX_CONVS_PER_BLOCK = 64
 MAX_BLOCKS = 64
 MAX_PARAMS = 2_000_000_000
 MAX_TEXT = 2000  # characters of user text we are willing to parse
+MAX_ECHO = 60  # characters of a user's value quoted back in a message
 
 
 class SpecError(CnnlabError, ValueError):
@@ -49,20 +50,8 @@ def parse_literal(text: str, field: str) -> Any:
         return ast.literal_eval(text.strip())
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as exc:
         raise SpecError([Problem(
-            field, f"could not read {text.strip()[:60]!r} ({type(exc).__name__})",
+            field, f"could not read {echo(text.strip())} ({type(exc).__name__})",
             "write numbers in nested tuples, like ((1, 64), (1, 128), (2, 256))")]) from None
-
-
-def spec_from_dict(data: Any) -> Spec:
-    """`specs.from_dict` that raises SpecError (with all field problems) instead of ValueError."""
-    try:
-        spec = specs.from_dict(data)
-    except (ValueError, TypeError) as exc:
-        raise SpecError([Problem("spec", str(exc), "start from a preset's JSON")]) from None
-    found = errors(validate(spec))
-    if found:
-        raise SpecError(found)
-    return spec
 
 
 # --- field checks --------------------------------------------------------------------------
@@ -74,11 +63,30 @@ def is_int(v: Any) -> bool:
 
 
 def is_number(v: Any) -> bool:
-    """A finite int or float (JSON and literal_eval accept 1e309, which is inf)."""
-    return type(v) in (int, float) and math.isfinite(v)
+    """A finite int or float (JSON and literal_eval accept 1e309, which is inf). Ints are
+    always finite; asking `math.isfinite` about a 5,000-digit one raises OverflowError."""
+    return type(v) is int or (type(v) is float and math.isfinite(v))
 
 
-class _Checker:
+# Cuts nested values short by level and length, so quoting never walks a 5,000-deep tuple.
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 3, MAX_ECHO, MAX_ECHO, MAX_ECHO
+_REPR.maxtuple = _REPR.maxlist = _REPR.maxdict = _REPR.maxset = 8
+
+
+def echo(value: Any) -> str:
+    """`value` quoted for a message, at most MAX_ECHO characters: user input may be a 50 MB
+    string, a 5,000-digit number (whose repr raises ValueError) or nested 5,000 deep."""
+    if type(value) is int and value.bit_length() > 200:
+        return f"a {value.bit_length()}-bit whole number"
+    try:
+        text = _REPR.repr(value)
+    except (ValueError, RecursionError):  # a huge int nested inside a tuple, say
+        text = f"a {type(value).__name__}"
+    return text if len(text) <= MAX_ECHO else text[:MAX_ECHO - 3] + "..."
+
+
+class Checker:
     """Collects problems for one spec. Each method checks one field and never raises."""
 
     def __init__(self) -> None:
@@ -92,10 +100,12 @@ class _Checker:
 
     def int_in(self, field: str, v: Any, low: int, high: int, what: str = "a whole number") -> bool:
         if not is_int(v):
-            self.error(field, f"{v!r} is not {what}", f"use a whole number from {low} to {high}")
+            self.error(field, f"{echo(v)} is not {what}",
+                       f"use a whole number from {low} to {high}")
             return False
         if not low <= v <= high:
-            self.error(field, f"{v} is out of range", f"use a whole number from {low} to {high}")
+            self.error(field, f"{echo(v)} is out of range",
+                       f"use a whole number from {low} to {high}")
             return False
         return True
 
@@ -105,35 +115,36 @@ class _Checker:
         ok = ok and (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
         if not ok:
             lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
-            self.error(field, f"{v!r} is not a number in {lo}{low}, {high}{hi}",
+            self.error(field, f"{echo(v)} is not a number in {lo}{low}, {high}{hi}",
                        f"use a number in {lo}{low}, {high}{hi}")
         return ok
 
     def choice(self, field: str, v: Any, options: tuple[str, ...]) -> bool:
         if v not in options:
-            self.error(field, f"{v!r} is not one of {', '.join(options)}",
+            self.error(field, f"{echo(v)} is not one of {', '.join(options)}",
                        f"choose one of {', '.join(options)}")
             return False
         return True
 
     def flag(self, field: str, v: Any) -> None:
         if type(v) is not bool:
-            self.error(field, f"{v!r} is not true or false", "use true or false")
+            self.error(field, f"{echo(v)} is not true or false", "use true or false")
 
     def tuple_of(self, field: str, v: Any, length: int | None, example: str,
                  max_items: int = MAX_BLOCKS, min_items: int = 1) -> bool:
-        """`v` is a tuple (or list) of `min_items` to `max_items` items, each of `length`."""
+        """`v` is a tuple of `min_items` to `max_items` items, each a tuple of `length`.
+        Lists are refused: a spec keys caches, so everything in it must be hashable."""
         fix = f"write it like {example}"
-        if not isinstance(v, (tuple, list)):
-            self.error(field, f"{_short(v)} is not a tuple", fix)
+        if not isinstance(v, tuple):
+            self.error(field, f"{echo(v)} is not a tuple", fix)
             return False
         if not min_items <= len(v) <= max_items:
             self.error(field, f"has {len(v)} entries", f"use {min_items} to {max_items} entries")
             return False
         if length is not None:
             for i, item in enumerate(v):
-                if not isinstance(item, (tuple, list)) or len(item) != length:
-                    self.error(f"{field}[{i}]", f"{_short(item)} is not a tuple of {length}", fix)
+                if not isinstance(item, tuple) or len(item) != length:
+                    self.error(f"{field}[{i}]", f"{echo(item)} is not a tuple of {length}", fix)
                     return False
         return True
 
@@ -143,120 +154,13 @@ class _Checker:
                 self.int_in(f"{field}[{i}]", v, 1, high)
 
 
-def _short(v: Any) -> str:
-    text = repr(v)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _check_common(c: _Checker, spec: Spec) -> None:
+def _check_common(c: Checker, spec: Spec) -> None:
     c.int_in("input_size", spec.input_size, 1, MAX_INPUT_SIZE)
     c.int_in("in_channels", spec.in_channels, 1, 64)
     c.int_in("num_classes", spec.num_classes, 1, 100_000)
     if c.number_in("width", spec.width, 0, 16, low_open=True) and spec.width < 0.01:
         c.warn("width", f"{spec.width} shrinks most layers to a single channel",
                "use a width of 0.05 or more")
-
-
-def _check_alexnet(c: _Checker, s: specs.AlexNetSpec) -> None:
-    if c.tuple_of("convs", s.convs, 4, "((96, 11, 4, 0), (256, 5, 1, 2))"):
-        for i, (ch, k, st, p) in enumerate(s.convs):
-            f = f"convs[{i}]"
-            c.int_in(f + " channels", ch, 1, MAX_CHANNELS)
-            c.int_in(f + " kernel", k, 1, 31)
-            c.int_in(f + " stride", st, 1, 16)
-            c.int_in(f + " padding", p, 0, 15)
-        if c.tuple_of("pool_after", s.pool_after, None, "(0, 1, 4)", min_items=0):
-            for i, v in enumerate(s.pool_after):
-                c.int_in(f"pool_after[{i}]", v, 0, len(s.convs) - 1, "a conv index")
-    c.units("hidden", s.hidden)
-    c.number_in("dropout", s.dropout, 0, 1, high_open=True)
-
-
-def _check_vgg(c: _Checker, s: specs.VGGSpec) -> None:
-    if c.tuple_of("conv_arch", s.conv_arch, 2, "((1, 64), (1, 128), (2, 256))"):
-        for i, (n, ch) in enumerate(s.conv_arch):
-            f = f"conv_arch[{i}]"
-            if c.int_in(f + " num_convs", n, 1, MAX_CONVS_PER_BLOCK) and n > 8:
-                c.warn(f + " num_convs", f"a vgg_block of {n} convolutions is unusually deep "
-                       "(VGG-19 has at most 4 per block)", f"did you mean ({n // 10}, {ch})?"
-                       if n >= 10 else "check the first number of the pair")
-            c.int_in(f + " channels", ch, 1, MAX_CHANNELS)
-    c.units("hidden", s.hidden)
-    c.number_in("dropout", s.dropout, 0, 1, high_open=True)
-    c.flag("batch_norm", s.batch_norm)
-
-
-def _check_nin(c: _Checker, s: specs.NiNSpec) -> None:
-    if c.tuple_of("blocks", s.blocks, 6, "((96, 11, 4, 0, 3, 2), (256, 5, 1, 2, 3, 2))"):
-        names = ("channels", "kernel", "stride", "padding", "pool_kernel", "pool_stride")
-        highs = (MAX_CHANNELS, 31, 16, 15, 15, 15)
-        for i, block in enumerate(s.blocks):
-            for name, v, high in zip(names, block, highs):
-                c.int_in(f"blocks[{i}] {name}", v, 0 if name == "padding" else 1, high)
-    c.int_in("one_by_one", s.one_by_one, 0, 8)
-    c.number_in("dropout", s.dropout, 0, 1, high_open=True)
-
-
-def _check_googlenet(c: _Checker, s: specs.GoogLeNetSpec) -> None:
-    example = "(64, (96, 128), (16, 32), 32)"
-    if c.tuple_of("inception", s.inception, 4, f"({example}, ...)"):
-        for i, (c1, c2, c3, c4) in enumerate(s.inception):
-            f = f"inception[{i}]"
-            c.int_in(f + " c1", c1, 1, MAX_CHANNELS)
-            for name, pair in (("c2", c2), ("c3", c3)):
-                if c.tuple_of(f + " " + name, pair, None, example, max_items=2, min_items=2):
-                    for j, v in enumerate(pair):
-                        c.int_in(f"{f} {name}[{j}]", v, 1, MAX_CHANNELS)
-            c.int_in(f + " c4", c4, 1, MAX_CHANNELS)
-    if c.tuple_of("stages", s.stages, None, "(2, 5, 2)", max_items=8):
-        counted = [c.int_in(f"stages[{i}]", v, 1, 32) for i, v in enumerate(s.stages)]
-        if all(counted) and isinstance(s.inception, (tuple, list)) \
-                and sum(s.stages) != len(s.inception):
-            c.error("stages", f"the stages hold {sum(s.stages)} Inception blocks but "
-                    f"`inception` lists {len(s.inception)}",
-                    "make the stage sizes add up to the number of Inception blocks")
-    c.flag("batch_norm", s.batch_norm)
-
-
-def _check_lenet(c: _Checker, s: specs.LeNetSpec) -> None:
-    if c.tuple_of("conv_channels", s.conv_channels, None, "(6, 16)", max_items=2, min_items=2):
-        for i, v in enumerate(s.conv_channels):
-            c.int_in(f"conv_channels[{i}]", v, 1, MAX_CHANNELS)
-    c.units("hidden", s.hidden)
-    c.int_in("first_padding", s.first_padding, 0, 4)
-    c.choice("pool", s.pool, ("avg", "max"))
-    c.choice("activation", s.activation, ("sigmoid", "relu"))
-    c.choice("batch_norm", s.batch_norm, ("none", "scratch", "torch"))
-
-
-def _check_resnet(c: _Checker, s: specs.ResNetSpec) -> None:
-    c.int_in("stem_channels", s.stem_channels, 1, MAX_CHANNELS)
-    if c.tuple_of("stages", s.stages, 2, "((2, 64), (2, 128), (2, 256), (2, 512))"):
-        for i, (n, ch) in enumerate(s.stages):
-            c.int_in(f"stages[{i}] num_residuals", n, 1, MAX_CONVS_PER_BLOCK)
-            c.int_in(f"stages[{i}] channels", ch, 1, MAX_CHANNELS)
-            if s.block == "bottleneck" and is_int(ch) and ch % 4:
-                c.warn(f"stages[{i}] channels", f"{ch} is not a multiple of 4, so the "
-                       "bottleneck width is rounded down", "use a multiple of 4")
-    c.choice("block", s.block, ("basic", "bottleneck"))
-    c.flag("preact", s.preact)
-
-
-def _check_densenet(c: _Checker, s: specs.DenseNetSpec) -> None:
-    c.int_in("stem_channels", s.stem_channels, 1, MAX_CHANNELS)
-    c.int_in("growth_rate", s.growth_rate, 1, 1024)
-    if c.tuple_of("block_sizes", s.block_sizes, None, "(4, 4, 4, 4)", max_items=16):
-        for i, v in enumerate(s.block_sizes):
-            c.int_in(f"block_sizes[{i}]", v, 1, 128)
-    c.number_in("compression", s.compression, 0, 1, low_open=True)
-    c.flag("bottleneck", s.bottleneck)
-
-
-FAMILY_CHECKS: dict[str, Callable[[_Checker, Any], None]] = {
-    "alexnet": _check_alexnet, "vgg": _check_vgg, "nin": _check_nin,
-    "googlenet": _check_googlenet, "lenet": _check_lenet, "resnet": _check_resnet,
-    "densenet": _check_densenet,
-}
 
 
 # --- building checks ---------------------------------------------------------------------
@@ -279,7 +183,7 @@ def smallest_input(spec: Spec, upper: int = MAX_INPUT_SIZE) -> int | None:
                                spec.in_channels, upper)
 
 
-def _check_build(c: _Checker, spec: Spec) -> None:
+def _check_build(c: Checker, spec: Spec) -> None:
     """Build on meta and push an input through: catches the spatial collapse and giant nets."""
     from cnnlab.analysis.layers import forward_failure
     from cnnlab.arch.models.common import SpatialCollapse
@@ -307,9 +211,12 @@ def _check_build(c: _Checker, spec: Spec) -> None:
 
 def validate(spec: Spec) -> list[Problem]:
     """Every problem with `spec`, errors and warnings, in field order. Never raises."""
-    c = _Checker()
+    # Imported here: the family modules import this one for `Checker`.
+    from cnnlab.arch.families import FAMILIES
+
+    c = Checker()
     _check_common(c, spec)
-    FAMILY_CHECKS[spec.family](c, spec)
+    FAMILIES[spec.family].check(c, spec)
     if not errors(c.problems):
         _check_build(c, spec)
     return c.problems

@@ -1,8 +1,9 @@
 """Architecture specs: one frozen dataclass per family, holding numbers only.
 
 A spec is data. The app edits it, JSON stores it, `cnnlab.arch.models.build` turns it into an
-`nn.Module`. Defaults are the textbook's (Dive into Deep Learning, chapter 7); the presets
-at the bottom name where each number comes from. Checking a spec is `cnnlab.arch.checks`'s job.
+`nn.Module`. Defaults are the textbook's (Dive into Deep Learning, chapter 7). The named
+instances are `cnnlab.arch.presets`; checking a spec is `cnnlab.arch.checks`'s job, reading
+one from JSON `cnnlab.arch.parse`'s.
 """
 
 from __future__ import annotations
@@ -145,92 +146,3 @@ class DenseNetSpec(Spec):
     block_sizes: tuple[int, ...] = (4, 4, 4, 4)  # convs per dense block
     compression: float = 0.5  # transition blocks keep this share of the channels
     bottleneck: bool = False  # DenseNet-BC: a 1x1 conv to 4 * growth_rate before each 3x3
-
-
-FAMILIES: dict[str, type[Spec]] = {
-    cls.family: cls
-    for cls in (AlexNetSpec, VGGSpec, NiNSpec, GoogLeNetSpec, LeNetSpec, ResNetSpec, DenseNetSpec)
-}
-
-# The VGG paper (Simonyan & Zisserman 2014), Table 1.
-VGG_A = ((1, 64), (1, 128), (2, 256), (2, 512), (2, 512))
-VGG_B = ((2, 64), (2, 128), (2, 256), (2, 512), (2, 512))
-VGG_D = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))
-VGG_E = ((2, 64), (2, 128), (4, 256), (4, 512), (4, 512))
-
-PRESETS: dict[str, Spec] = {
-    "alexnet": AlexNetSpec(),
-    # Exercise 7.1.2: AlexNet for 28x28 input: small kernels, no stride, a smaller head.
-    "alexnet-small": AlexNetSpec(
-        input_size=28,
-        convs=((64, 3, 1, 1), (128, 3, 1, 1), (256, 3, 1, 1), (256, 3, 1, 1), (128, 3, 1, 1)),
-        pool_after=(0, 1, 4),
-        hidden=(1024, 1024),
-    ),
-    "vgg11": VGGSpec(conv_arch=VGG_A),
-    "vgg13": VGGSpec(conv_arch=VGG_B),
-    "vgg16": VGGSpec(conv_arch=VGG_D),
-    "vgg19": VGGSpec(conv_arch=VGG_E),
-    "vgg11-small": VGGSpec(conv_arch=VGG_A, width=0.25),  # d2l 7.2.3: ratio = 4
-    "nin": NiNSpec(),
-    # The 28x28 NiN from the lecture notes (seed 004).
-    "nin-small": NiNSpec(
-        input_size=28,
-        blocks=((24, 3, 1, 0, 2, 1), (64, 3, 2, 2, 2, 1), (96, 4, 2, 1, 3, 2)),
-    ),
-    "googlenet": GoogLeNetSpec(),
-    "lenet": LeNetSpec(),
-    "bn-lenet": LeNetSpec(first_padding=0, pool="max", batch_norm="torch"),
-    "bn-lenet-scratch": LeNetSpec(first_padding=0, pool="max", batch_norm="scratch"),
-    "resnet18": ResNetSpec(),
-    "resnet34": ResNetSpec(stages=((3, 64), (4, 128), (6, 256), (3, 512))),
-    "resnet50": ResNetSpec(
-        stages=((3, 256), (4, 512), (6, 1024), (3, 2048)), block="bottleneck"
-    ),
-    "densenet": DenseNetSpec(),
-    "densenet121": DenseNetSpec(block_sizes=(6, 12, 24, 16), bottleneck=True),
-}
-
-
-def preset(name: str) -> Spec:
-    """The preset spec called `name`; KeyError lists the known names."""
-    try:
-        return PRESETS[name]
-    except KeyError:
-        raise KeyError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
-
-
-def _as_tuples(value: Any) -> Any:
-    """JSON has lists only; specs hold tuples (hashable, so a spec can key a cache)."""
-    if isinstance(value, list):
-        return tuple(_as_tuples(v) for v in value)
-    return value
-
-
-def from_dict(data: dict[str, Any]) -> Spec:
-    """A spec from its dict form. Raises ValueError naming unknown families or fields.
-
-    Types are not checked here: `cnnlab.arch.checks.validate` reports every problem at once.
-    """
-    if not isinstance(data, dict):
-        raise ValueError("a spec must be a JSON object with a 'family' field")
-    family = data.get("family")
-    if family not in FAMILIES:
-        raise ValueError(f"family: unknown {family!r}; choose one of: {', '.join(FAMILIES)}")
-    cls = FAMILIES[family]
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known - {"family"})
-    if unknown:
-        raise ValueError(
-            f"unknown field(s) for {family}: {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-        )
-    return cls(**{k: _as_tuples(v) for k, v in data.items() if k != "family"})
-
-
-def from_json(text: str) -> Spec:
-    """A spec from JSON text. Raises ValueError (with the JSON error's position) on bad input."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"not valid JSON: {exc}") from None
-    return from_dict(data)

@@ -39,7 +39,7 @@ from cnnlab.runs.processes import pid_alive
 from cnnlab.runs.slots import choose_device, cpu_threads_per_slot, visible_gpus
 from cnnlab.runs.store import Run, RunStore, Status
 from cnnlab.arch.specs import Spec
-from cnnlab.arch.checks import spec_from_dict
+from cnnlab.arch.parse import spec_from_data
 from cnnlab.errors import Problem
 
 if TYPE_CHECKING:
@@ -121,7 +121,7 @@ class JobManager:
         """
         if self._stop.is_set():
             raise RuntimeError("this job manager is shut down")
-        checked = spec_from_dict(spec.to_dict() if isinstance(spec, Spec) else spec)
+        checked = spec_from_data(spec.to_dict() if isinstance(spec, Spec) else spec)
         config_dict = _config_dict(config, self.num_gpus)
         run = self.store.create(model, checked.to_dict(), config_dict, name=name)
         self._wake.set()  # start it now if a slot is free, not at the next poll

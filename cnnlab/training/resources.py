@@ -18,6 +18,7 @@ import torch
 
 from cnnlab.training import data
 from cnnlab.analysis.layers import Memory, human_bytes, inspect_spec
+from cnnlab.arch.families import FAMILIES
 from cnnlab.arch.specs import Spec
 from cnnlab.training.train import EVAL_BATCH_CAP, EVAL_PIXELS, TrainConfig
 from cnnlab.errors import Problem
@@ -26,13 +27,13 @@ from cnnlab.errors import Problem
 # also keeps dropout masks, pooling indices and more. Measured peak RSS growth over that
 # count on a CPU (3 steps, torch 2.14): VGG 1.02x, ResNet-18 and AlexNet 1.2x, GoogLeNet 1.3x,
 # DenseNet 1.7x (a DenseBlock's intermediate concatenations are not rows of the table).
+# Those two families' figures are their `Family.activation_slack` (cnnlab.arch.families).
 ACTIVATION_SLACK = 1.3
-FAMILY_SLACK = {"densenet": 1.8, "googlenet": 1.4}
 # Evaluation runs without gradients, in batches of EVAL_PIXELS (cnnlab.training.train). Measured peak
 # over the widest pair of neighbouring activations (LayerTable.inference_memory): AlexNet
 # 0.9x, VGG 1.2x; branching networks keep more alive: GoogLeNet 2.0x, ResNet 2.4x, DenseNet 2.6x.
+# The last three are their `Family.eval_slack`.
 EVAL_SLACK = 1.5
-FAMILY_EVAL_SLACK = {"googlenet": 3.0, "resnet": 3.0, "densenet": 3.0}
 # Each batch exists as uint8 images, float32 images and the resized float32 input at once.
 INPUT_COPIES = 3
 # What a worker holds besides the model: the torch runtime in RAM (790 MiB RSS measured after
@@ -250,11 +251,12 @@ def estimate(spec: Spec, config: TrainConfig, device: str | None = None) -> Esti
     kind = "cuda" if (device or training_device(config)).startswith("cuda") else "cpu"
     table = inspect_spec(spec)
     memory = table.memory(config.batch_size, _optimizer_kind(config))
-    slack = FAMILY_SLACK.get(spec.family, ACTIVATION_SLACK)
+    family = FAMILIES[spec.family]
+    slack = family.activation_slack or ACTIVATION_SLACK
     input_bytes = INPUT_COPIES * spec.in_channels * spec.input_size ** 2 * 4
     per_image = math.ceil(memory.activations / config.batch_size * slack) + input_bytes
     widest = table.inference_memory(1) - memory.weights  # two neighbouring activations
-    eval_slack = FAMILY_EVAL_SLACK.get(spec.family, EVAL_SLACK)
+    eval_slack = family.eval_slack or EVAL_SLACK
     eval_per_image = math.ceil(widest * eval_slack) + input_bytes
     eval_images = min(EVAL_BATCH_CAP[kind], EVAL_PIXELS // spec.input_size ** 2)
     images = sum(data.FULL_SIZES if train_size(config.data) == data.FULL_SIZES[0]

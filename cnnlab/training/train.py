@@ -24,12 +24,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnlab.arch import specs
+from cnnlab.arch import presets
 from cnnlab.training.data import NUM_CLASSES, DataError, DeviceData, FashionMNIST, load_fashion_mnist
 from cnnlab.arch.models import batch_norm_modules, build
 from cnnlab.runs.store import RunStore, Status, checkpoint_name
 from cnnlab.arch.specs import Spec
-from cnnlab.arch.checks import SpecError, check, is_int, is_number, spec_from_dict
+from cnnlab.arch.checks import SpecError, check, is_int, is_number
+from cnnlab.arch.parse import spec_from_data
 from cnnlab.errors import Problem
 
 Event = dict[str, Any]
@@ -217,13 +218,13 @@ def _recipe_name(spec: Spec) -> str:
 def textbook_config(preset: str) -> TrainConfig:
     """The book's lr, batch size and epochs for a preset (its family's for presets the book
     does not train). Raises KeyError listing the presets for an unknown name."""
-    recipe = TEXTBOOK_RECIPES.get(preset) or TEXTBOOK_RECIPES[_recipe_name(specs.preset(preset))]
+    recipe = TEXTBOOK_RECIPES.get(preset) or TEXTBOOK_RECIPES[_recipe_name(presets.preset(preset))]
     return TrainConfig(lr=recipe.lr, batch_size=recipe.batch_size, epochs=recipe.epochs)
 
 
 def default_config(spec: Spec) -> TrainConfig:
     """The textbook config for any spec: its preset's if it is one, else its family's."""
-    for name, preset in specs.PRESETS.items():
+    for name, preset in presets.PRESETS.items():
         if preset == spec.replace(input_size=preset.input_size) and name in TEXTBOOK_RECIPES:
             return textbook_config(name)
     return textbook_config(_recipe_name(spec))
@@ -822,7 +823,7 @@ def run_recorded(store: RunStore, run_id: str, *, progress: bool = False) -> Sta
     recorder = _Recorder(store, run_id, {"run_id": run_id, "model": run.model, "spec": run.spec,
                                          "config": run.config}, progress)
     try:
-        spec = spec_from_dict(run.spec)
+        spec = spec_from_data(run.spec)
         config = TrainConfig.from_dict(run.config)
         device = resolve_device(config.device)
         data = load_data(config)

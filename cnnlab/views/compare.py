@@ -10,12 +10,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from cnnlab.arch import specs
+from cnnlab.arch import presets
 from cnnlab.analysis.layers import inspect_spec
 from cnnlab.runs.store import Run, RunStore, Status
 from cnnlab.arch.specs import Spec
 from cnnlab.training.train import TEXTBOOK_RECIPES, TEXTBOOK_RESULTS
-from cnnlab.arch.checks import SpecError, spec_from_dict
+from cnnlab.arch.checks import SpecError
+from cnnlab.arch.parse import spec_from_data
 
 Row = dict[str, Any]
 
@@ -48,7 +49,7 @@ METRICS: dict[str, str] = {
 
 def _spec(run: Run) -> Spec | None:
     try:
-        return spec_from_dict(run.spec)
+        return spec_from_data(run.spec)
     except SpecError:
         return None
 
@@ -59,7 +60,7 @@ def textbook_key(run: Run) -> str | None:
     spec = _spec(run)
     if spec is not None:
         for name in TEXTBOOK_RESULTS:
-            preset = specs.PRESETS.get(name)
+            preset = presets.PRESETS.get(name)
             if preset is not None and spec.replace(input_size=preset.input_size) == preset:
                 return name
     return run.model if run.model in TEXTBOOK_RESULTS else None
@@ -118,7 +119,7 @@ def run_row(store: RunStore, run: Run) -> Row:
 def textbook_row(name: str) -> Row:
     """The book's row for TEXTBOOK_RESULTS[name]: 10 epochs on the full data on its GPU."""
     book = TEXTBOOK_RESULTS[name]
-    preset = specs.PRESETS.get(name)
+    preset = presets.PRESETS.get(name)
     params, flops = _cost(preset)
     recipe = TEXTBOOK_RECIPES.get(name)
     return {

@@ -9,7 +9,6 @@ parsed and validated, and comes back only when it has no errors. User text is pa
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import numbers
 import re
@@ -17,8 +16,10 @@ from collections.abc import Callable
 from typing import Any
 
 from cnnlab.arch import specs
-from cnnlab.arch.specs import PRESETS, Spec
+from cnnlab.arch.presets import PRESETS, preset_name
+from cnnlab.arch.specs import Spec
 from cnnlab.arch.checks import MAX_TEXT, SpecError, parse_literal, validate
+from cnnlab.arch.parse import spec_from_json
 from cnnlab.errors import Problem, errors
 
 # Names as the chapter writes them, in the chapter's order.
@@ -26,8 +27,6 @@ FAMILY_TITLES = {
     "alexnet": "AlexNet", "vgg": "VGG", "nin": "NiN", "googlenet": "GoogLeNet",
     "lenet": "LeNet", "resnet": "ResNet", "densenet": "DenseNet",
 }
-
-MAX_UPLOAD_BYTES = 100_000  # a spec is a few hundred bytes; anything huge is not one
 
 Row = dict[str, Any]
 
@@ -40,11 +39,6 @@ def presets_for(family: str) -> list[str]:
     return [name for name, spec in PRESETS.items() if spec.family == family]
 
 
-def matching_preset(spec: Spec) -> str | None:
-    """The name of the preset equal to `spec`, if there is one."""
-    return next((name for name, preset in PRESETS.items() if preset == spec), None)
-
-
 def preset_to_show(spec: Spec, current: str | None) -> str:
     """The preset a picker should show for `spec`: `current` if it still describes it, else
     the preset equal to it, else `current` if it is of the spec's family (the spec is an
@@ -52,7 +46,7 @@ def preset_to_show(spec: Spec, current: str | None) -> str:
     if current in PRESETS and PRESETS[current] == spec:
         return current
     family = presets_for(spec.family)
-    return matching_preset(spec) or (current if current in family else family[0])
+    return preset_name(spec) or (current if current in family else family[0])
 
 
 def changed_fields(base: Spec, spec: Spec) -> list[str]:
@@ -393,31 +387,13 @@ def apply_edits(spec: Spec, edits: dict[str, Any]) -> tuple[Spec | None, list[Pr
     return (None if errors(problems) else candidate), problems
 
 
-def apply_edit(spec: Spec, field: str, value: Any) -> tuple[Spec | None, list[Problem]]:
-    """`apply_edits` for one widget: (new spec or None, problems)."""
-    return apply_edits(spec, {field: value})
-
-
 # --- importing -------------------------------------------------------------------------------
 
 
 def spec_from_json_bytes(data: bytes) -> tuple[Spec | None, list[Problem]]:
-    """A spec from an uploaded JSON file, and its problems; None when there are errors."""
-    fix = "upload a file saved with the Architecture page's 'Spec as JSON' button"
-    if len(data) > MAX_UPLOAD_BYTES:
-        return None, [Problem("file", f"is {len(data):,} bytes; a spec is a few hundred",
-                              fix)]
+    """A spec from an uploaded JSON file, or None and the problems that stop it (warnings
+    are the current spec's to show, through `validate`)."""
     try:
-        parsed = json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError:
-        return None, [Problem("file", "is not UTF-8 text", fix)]
-    except json.JSONDecodeError as exc:
-        return None, [Problem("file", f"is not valid JSON ({exc})", fix)]
-    except RecursionError:
-        return None, [Problem("file", "is nested too deeply", fix)]
-    try:
-        spec = specs.from_dict(parsed)
-    except (ValueError, TypeError) as exc:
-        return None, [Problem("spec", str(exc), fix)]
-    problems = validate(spec)
-    return (None if errors(problems) else spec), problems
+        return spec_from_json(data), []
+    except SpecError as exc:
+        return None, exc.problems

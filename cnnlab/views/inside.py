@@ -21,7 +21,8 @@ from cnnlab.arch.models import batch_norm_modules, build
 from cnnlab.runs.store import Run, RunStore
 from cnnlab.arch.specs import Spec
 from cnnlab.training.train import make_model
-from cnnlab.arch.checks import SpecError, spec_from_dict
+from cnnlab.arch.checks import SpecError
+from cnnlab.arch.parse import spec_from_data
 
 PREDICT_BATCH = 256
 # The first BN layer's gamma and beta after 10 epochs of the from-scratch BN-LeNet, as d2l 7.5.4
@@ -85,7 +86,7 @@ class Evaluation:
 def run_spec(run: Run) -> Spec:
     """The run's spec as a Spec. Raises InsideError when the stored spec is no longer valid."""
     try:
-        return spec_from_dict(run.spec)
+        return spec_from_data(run.spec)
     except SpecError as exc:
         problems = "; ".join(str(p) for p in exc.problems)
         raise InsideError(f"run {run.id}: its spec is not valid: {problems}") from None

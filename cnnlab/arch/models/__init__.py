@@ -1,4 +1,5 @@
-"""Builders: a spec in, an `nn.Module` out. One file per family, looked up in one registry.
+"""Builders: a spec in, an `nn.Module` out. One file per family, registered in
+`cnnlab.arch.families` with its checks and facts.
 
 Every builder passes in-channels explicitly (no lazy modules), so any model can be built on
 the `meta` device: `with torch.device("meta"): model = build(spec)` allocates nothing.
@@ -6,40 +7,27 @@ the `meta` device: `with torch.device("meta"): model = build(spec)` allocates no
 
 from __future__ import annotations
 
-from typing import Callable
-
 from torch import nn
 
+from cnnlab.arch.families import FAMILIES
 from cnnlab.arch.specs import Spec
-
-Builder = Callable[[Spec], nn.Module]
-BUILDERS: dict[str, Builder] = {}
-
-
-def register(family: str) -> Callable[[Builder], Builder]:
-    """Decorator: make `builder` the one that `build` uses for specs of `family`."""
-
-    def decorate(builder: Builder) -> Builder:
-        BUILDERS[family] = builder
-        return builder
-
-    return decorate
 
 
 def build(spec: Spec) -> nn.Module:
     """The model a spec describes, on the current default device (use `torch.device("meta")`
     as a context manager to build without allocating). Check the spec with
     `cnnlab.arch.checks.validate` first: a bad spec may raise anything torch raises."""
-    return BUILDERS[spec.family](spec)
+    return FAMILIES[spec.family].build(spec)
 
 
 def batch_norm_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """Every BatchNorm layer with its path, in module order: torch's BatchNorm1d/2d and the
     book's from-scratch `BatchNorm` (models/lenet.py). Both update their running statistics as
     `(1 - momentum) * running + momentum * batch`."""
-    kinds = (nn.modules.batchnorm._BatchNorm, lenet.BatchNorm)
+    # Imported here, not at the top: from there lenet would register before the families
+    # the chapter puts first (`families` imports this package while it loads them).
+    from cnnlab.arch.models.lenet import BatchNorm
+
+    kinds = (nn.modules.batchnorm._BatchNorm, BatchNorm)
     return [(path, m) for path, m in model.named_modules() if isinstance(m, kinds)]
 
-
-# Importing the family modules registers their builders.
-from cnnlab.arch.models import alexnet, densenet, googlenet, lenet, nin, resnet, vgg  # noqa: E402,F401

@@ -11,7 +11,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from cnnlab.arch.models import register
+from cnnlab.arch.checks import Checker, MAX_CHANNELS
+from cnnlab.arch.families import Family, register
 from cnnlab.arch.specs import DenseNetSpec
 
 
@@ -52,7 +53,6 @@ def transition_block(in_channels: int, num_channels: int) -> nn.Sequential:
                          nn.AvgPool2d(kernel_size=2, stride=2))
 
 
-@register("densenet")
 def densenet(spec: DenseNetSpec) -> nn.Sequential:
     channels, growth_rate = spec.channels(spec.stem_channels), spec.channels(spec.growth_rate)
     layers: list[tuple[str, nn.Module]] = [("stem", nn.Sequential(
@@ -71,3 +71,21 @@ def densenet(spec: DenseNetSpec) -> nn.Sequential:
                ("global_avg_pool", nn.AdaptiveAvgPool2d(1)), ("flatten", nn.Flatten()),
                ("output", nn.Linear(channels, spec.num_classes))]
     return nn.Sequential(OrderedDict(layers))
+
+
+def _check(c: Checker, s: DenseNetSpec) -> None:
+    c.int_in("stem_channels", s.stem_channels, 1, MAX_CHANNELS)
+    c.int_in("growth_rate", s.growth_rate, 1, 1024)
+    if c.tuple_of("block_sizes", s.block_sizes, None, "(4, 4, 4, 4)", max_items=16):
+        for i, v in enumerate(s.block_sizes):
+            c.int_in(f"block_sizes[{i}]", v, 1, 128)
+    c.number_in("compression", s.compression, 0, 1, low_open=True)
+    c.flag("bottleneck", s.bottleneck)
+
+
+register(Family(
+    name="densenet", title="DenseNet", spec=DenseNetSpec, build=densenet, check=_check,
+    recipe=lambda spec: "densenet",
+    # A DenseBlock's concatenations are not rows of the layer table (cnnlab.training.resources).
+    activation_slack=1.8, eval_slack=3.0,
+))

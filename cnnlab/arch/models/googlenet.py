@@ -7,7 +7,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from cnnlab.arch.models import register
+from cnnlab.arch.checks import Checker, MAX_CHANNELS
+from cnnlab.arch.families import Family, register
 from cnnlab.arch.models.common import conv_relu
 from cnnlab.arch.specs import GoogLeNetSpec, InceptionSplit
 
@@ -42,7 +43,6 @@ def _scaled(split: InceptionSplit, spec: GoogLeNetSpec) -> InceptionSplit:
     return ch(c1), (ch(c2a), ch(c2b)), (ch(c3a), ch(c3b)), ch(c4)
 
 
-@register("googlenet")
 def googlenet(spec: GoogLeNetSpec) -> nn.Sequential:
     ch, bn = spec.channels, spec.batch_norm
     b1 = nn.Sequential(conv_relu(spec.in_channels, ch(64), 7, stride=2, padding=3, batch_norm=bn),
@@ -63,3 +63,32 @@ def googlenet(spec: GoogLeNetSpec) -> nn.Sequential:
         stages.append((f"b{s + 3}", nn.Sequential(*blocks)))
     stages.append(("output", nn.Linear(channels, spec.num_classes)))
     return nn.Sequential(OrderedDict(stages))
+
+
+def _check(c: Checker, s: GoogLeNetSpec) -> None:
+    example = "(64, (96, 128), (16, 32), 32)"
+    if c.tuple_of("inception", s.inception, 4, f"({example}, ...)"):
+        for i, (c1, c2, c3, c4) in enumerate(s.inception):
+            f = f"inception[{i}]"
+            c.int_in(f + " c1", c1, 1, MAX_CHANNELS)
+            for name, pair in (("c2", c2), ("c3", c3)):
+                if c.tuple_of(f + " " + name, pair, None, example, max_items=2, min_items=2):
+                    for j, v in enumerate(pair):
+                        c.int_in(f"{f} {name}[{j}]", v, 1, MAX_CHANNELS)
+            c.int_in(f + " c4", c4, 1, MAX_CHANNELS)
+    if c.tuple_of("stages", s.stages, None, "(2, 5, 2)", max_items=8):
+        counted = [c.int_in(f"stages[{i}]", v, 1, 32) for i, v in enumerate(s.stages)]
+        if all(counted) and isinstance(s.inception, (tuple, list)) \
+                and sum(s.stages) != len(s.inception):
+            c.error("stages", f"the stages hold {sum(s.stages)} Inception blocks but "
+                    f"`inception` lists {len(s.inception)}",
+                    "make the stage sizes add up to the number of Inception blocks")
+    c.flag("batch_norm", s.batch_norm)
+
+
+register(Family(
+    name="googlenet", title="GoogLeNet", spec=GoogLeNetSpec, build=googlenet, check=_check,
+    recipe=lambda spec: "googlenet",
+    # Four parallel paths keep more activations alive (measured: cnnlab.training.resources).
+    activation_slack=1.4, eval_slack=3.0,
+))

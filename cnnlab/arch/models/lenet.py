@@ -7,7 +7,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from cnnlab.arch.models import register
+from cnnlab.arch.checks import Checker, MAX_CHANNELS
+from cnnlab.arch.families import Family, register
 from cnnlab.arch.models.common import flat_features
 from cnnlab.arch.specs import LeNetSpec
 
@@ -64,7 +65,6 @@ def _norm(kind: str, features: int, num_dims: int) -> list[nn.Module]:
     return []
 
 
-@register("lenet")
 def lenet(spec: LeNetSpec) -> nn.Sequential:
     act = nn.Sigmoid if spec.activation == "sigmoid" else nn.ReLU
     pool = nn.AvgPool2d if spec.pool == "avg" else nn.MaxPool2d
@@ -82,3 +82,25 @@ def lenet(spec: LeNetSpec) -> nn.Sequential:
         features = units
     dense.append(("output", nn.Linear(features, spec.num_classes)))
     return nn.Sequential(OrderedDict(convs + dense))
+
+
+def _check(c: Checker, s: LeNetSpec) -> None:
+    if c.tuple_of("conv_channels", s.conv_channels, None, "(6, 16)", max_items=2, min_items=2):
+        for i, v in enumerate(s.conv_channels):
+            c.int_in(f"conv_channels[{i}]", v, 1, MAX_CHANNELS)
+    c.units("hidden", s.hidden)
+    c.int_in("first_padding", s.first_padding, 0, 4)
+    c.choice("pool", s.pool, ("avg", "max"))
+    c.choice("activation", s.activation, ("sigmoid", "relu"))
+    c.choice("batch_norm", s.batch_norm, ("none", "scratch", "torch"))
+
+
+def _recipe(spec: LeNetSpec) -> str:
+    """LeNet trains as in 6.6; with batch norm, as BN-LeNet in 7.5."""
+    return "lenet" if spec.batch_norm == "none" else "bn-lenet"
+
+
+register(Family(
+    name="lenet", title="LeNet", spec=LeNetSpec, build=lenet, check=_check,
+    recipe=_recipe,
+))

@@ -6,7 +6,8 @@ from collections import OrderedDict
 
 from torch import nn
 
-from cnnlab.arch.models import register
+from cnnlab.arch.checks import Checker, MAX_CHANNELS
+from cnnlab.arch.families import Family, register
 from cnnlab.arch.models.common import conv_relu
 from cnnlab.arch.specs import NiNSpec
 
@@ -21,7 +22,6 @@ def nin_block(
     return nn.Sequential(*layers)
 
 
-@register("nin")
 def nin(spec: NiNSpec) -> nn.Sequential:
     layers: list[tuple[str, nn.Module]] = []
     channels = spec.in_channels
@@ -38,3 +38,20 @@ def nin(spec: NiNSpec) -> nn.Sequential:
         ("flatten", nn.Flatten()),
     ]
     return nn.Sequential(OrderedDict(layers))
+
+
+def _check(c: Checker, s: NiNSpec) -> None:
+    if c.tuple_of("blocks", s.blocks, 6, "((96, 11, 4, 0, 3, 2), (256, 5, 1, 2, 3, 2))"):
+        names = ("channels", "kernel", "stride", "padding", "pool_kernel", "pool_stride")
+        highs = (MAX_CHANNELS, 31, 16, 15, 15, 15)
+        for i, block in enumerate(s.blocks):
+            for name, v, high in zip(names, block, highs):
+                c.int_in(f"blocks[{i}] {name}", v, 0 if name == "padding" else 1, high)
+    c.int_in("one_by_one", s.one_by_one, 0, 8)
+    c.number_in("dropout", s.dropout, 0, 1, high_open=True)
+
+
+register(Family(
+    name="nin", title="NiN", spec=NiNSpec, build=nin, check=_check,
+    recipe=lambda spec: "nin",
+))

@@ -11,7 +11,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from cnnlab.arch.models import register
+from cnnlab.arch.checks import Checker, MAX_CHANNELS, MAX_CONVS_PER_BLOCK, is_int
+from cnnlab.arch.families import Family, register
 from cnnlab.arch.specs import ResNetSpec
 
 
@@ -73,7 +74,6 @@ def resnet_block(in_channels: int, num_channels: int, num_residuals: int,
     return nn.Sequential(*blocks)
 
 
-@register("resnet")
 def resnet(spec: ResNetSpec) -> nn.Sequential:
     stem_channels = spec.channels(spec.stem_channels)
     layers: list[tuple[str, nn.Module]] = [("stem", nn.Sequential(
@@ -92,3 +92,24 @@ def resnet(spec: ResNetSpec) -> nn.Sequential:
     layers += [("global_avg_pool", nn.AdaptiveAvgPool2d(1)), ("flatten", nn.Flatten()),
                ("output", nn.Linear(channels, spec.num_classes))]
     return nn.Sequential(OrderedDict(layers))
+
+
+def _check(c: Checker, s: ResNetSpec) -> None:
+    c.int_in("stem_channels", s.stem_channels, 1, MAX_CHANNELS)
+    if c.tuple_of("stages", s.stages, 2, "((2, 64), (2, 128), (2, 256), (2, 512))"):
+        for i, (n, ch) in enumerate(s.stages):
+            c.int_in(f"stages[{i}] num_residuals", n, 1, MAX_CONVS_PER_BLOCK)
+            c.int_in(f"stages[{i}] channels", ch, 1, MAX_CHANNELS)
+            if s.block == "bottleneck" and is_int(ch) and ch % 4:
+                c.warn(f"stages[{i}] channels", f"{ch} is not a multiple of 4, so the "
+                       "bottleneck width is rounded down", "use a multiple of 4")
+    c.choice("block", s.block, ("basic", "bottleneck"))
+    c.flag("preact", s.preact)
+
+
+register(Family(
+    name="resnet", title="ResNet", spec=ResNetSpec, build=resnet, check=_check,
+    recipe=lambda spec: "resnet18",
+    # Shortcuts keep the block input alive while evaluating (cnnlab.training.resources).
+    eval_slack=3.0,
+))

@@ -6,7 +6,8 @@ from collections import OrderedDict
 
 from torch import nn
 
-from cnnlab.arch.models import register
+from cnnlab.arch.checks import Checker, MAX_CHANNELS, MAX_CONVS_PER_BLOCK
+from cnnlab.arch.families import Family, register
 from cnnlab.arch.models.common import conv_relu, dense_head, flat_features
 from cnnlab.arch.specs import VGGSpec
 
@@ -23,7 +24,6 @@ def vgg_block(
     return nn.Sequential(*layers)
 
 
-@register("vgg")
 def vgg(spec: VGGSpec) -> nn.Sequential:
     blocks: list[tuple[str, nn.Module]] = []
     channels = spec.in_channels
@@ -34,3 +34,23 @@ def vgg(spec: VGGSpec) -> nn.Sequential:
     flat = flat_features(nn.Sequential(OrderedDict(blocks)), channels, spec.input_size)
     head = dense_head(flat, spec.hidden, spec.num_classes, spec.dropout)
     return nn.Sequential(OrderedDict(blocks + head))
+
+
+def _check(c: Checker, s: VGGSpec) -> None:
+    if c.tuple_of("conv_arch", s.conv_arch, 2, "((1, 64), (1, 128), (2, 256))"):
+        for i, (n, ch) in enumerate(s.conv_arch):
+            f = f"conv_arch[{i}]"
+            if c.int_in(f + " num_convs", n, 1, MAX_CONVS_PER_BLOCK) and n > 8:
+                c.warn(f + " num_convs", f"a vgg_block of {n} convolutions is unusually deep "
+                       "(VGG-19 has at most 4 per block)", f"did you mean ({n // 10}, {ch})?"
+                       if n >= 10 else "check the first number of the pair")
+            c.int_in(f + " channels", ch, 1, MAX_CHANNELS)
+    c.units("hidden", s.hidden)
+    c.number_in("dropout", s.dropout, 0, 1, high_open=True)
+    c.flag("batch_norm", s.batch_norm)
+
+
+register(Family(
+    name="vgg", title="VGG", spec=VGGSpec, build=vgg, check=_check,
+    recipe=lambda spec: "vgg11-small",
+))
