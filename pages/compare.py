@@ -1,7 +1,7 @@
 """Compare: pick runs, see their curves overlaid and a table of what each cost (parameters,
 FLOPs), how fast it trained and how accurate it ended, each model beside the textbook's row.
 
-`cnnlab.views.compare` builds the table and gathers the curves; `cnnlab.views.figures` draws them.
+`cnnlab.views.compare` builds the table and gathers the curves; `cnnlab.views.curves` draws them.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import streamlit as st
 
 from cnnlab.views.compare import COLUMNS, compare_table, curves_for, textbook_references
 from cnnlab.runs.store import Run, Status
-from cnnlab.views.figures import overlaid_curves
+from cnnlab.views.curves import overlaid_curves
 from pages._shared import run_store
 
 REFRESH_S = 2.0  # while a chosen run trains, curves and table redraw this often
