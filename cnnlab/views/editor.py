@@ -421,3 +421,45 @@ def spec_from_json_bytes(data: bytes) -> tuple[Spec | None, list[Problem]]:
         return None, [Problem("spec", str(exc), fix)]
     problems = validate(spec)
     return (None if errors(problems) else spec), problems
+
+
+# --- resolving a form's edits ------------------------------------------------------------------
+
+Edit = tuple[str, Any]  # (widget key, the value it holds)
+
+
+@dataclasses.dataclass(frozen=True)
+class Resolution:
+    """What a form's edits come to: the spec to show next (None when no attempt worked), the
+    problems to show, and the edit each problem belongs to (field -> (widget key, value))."""
+
+    applied: Spec | None
+    problems: list[Problem]
+    used: dict[str, Edit]
+
+
+def attempts(edits: dict[str, list[Edit]], last_edited: str | None) -> list[dict[str, Edit]]:
+    """Edits to try, field -> (widget key, value). A field edited in two widgets at once
+    (VGG's conv_arch as text and as a table) is tried from the widget touched last first, then
+    from the other one."""
+    ordered = {f: sorted(s, key=lambda item: item[0] != last_edited) for f, s in edits.items()}
+    tries = [{f: s[0] for f, s in ordered.items()}]
+    if any(len(s) > 1 for s in ordered.values()):
+        tries.append({f: s[-1] for f, s in ordered.items()})
+    return tries
+
+
+def resolve_edits(spec: Spec, edits: dict[str, list[Edit]],
+                  last_edited: str | None = None) -> Resolution:
+    """Try the edits on a copy of `spec`: the first attempt without errors is applied. When
+    none works, the spec stays and the first attempt's problems are shown. `edits` maps a
+    field to the widgets whose values differ from the spec, [(widget key, value)]."""
+    applied, problems, used = None, [], {}
+    for attempt in attempts(edits, last_edited) if edits else []:
+        candidate, found = apply_edits(spec, {f: v for f, (_, v) in attempt.items()})
+        if not used:
+            problems, used = found, attempt
+        if candidate is not None:
+            applied = candidate
+            break
+    return Resolution(applied, problems, used)
