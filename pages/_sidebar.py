@@ -52,6 +52,7 @@ def show_sidebar() -> None:
     """Device, data and the queue, under the page links."""
     with st.sidebar:
         st.markdown("**This server**")
-        st.caption(f":material/memory: Trains on: {device()}")
-        st.caption(f":material/dataset: {data()}")
+        # Paths and device names are text from the system: an underscore must not italicise.
+        st.caption(f":material/memory: Trains on: {markdown_text(device())}")
+        st.caption(f":material/dataset: {markdown_text(data())}")
         queue()

@@ -15,8 +15,44 @@ from cnnlab.arch.specs import Spec
 from cnnlab.views import editor as editing
 
 
+WIDGETS = "form.widgets"  # session key: widget key -> (field, kind) of the form last drawn
+
+
+def shown_value(spec: Spec, field: str, kind: str) -> Any:
+    """What a widget of `kind` shows for the spec's `field`."""
+    if kind == "text":
+        return editing.text_of(spec, field)
+    if kind == "table":
+        return editing.rows_of(spec, field)
+    value = getattr(spec, field)
+    return float(value) if kind == "float" else value
+
+
+def widget_value(spec: Spec, key: str, field: str, kind: str) -> Any:
+    """What widget `key` holds now; a data editor holds its changes to the rows it showed."""
+    value = st.session_state[key]
+    if kind == "text":
+        return str(value).strip()
+    if kind == "table":
+        return editing.apply_table_delta(editing.rows_of(spec, field), value)
+    return value
+
+
 def on_edit(key: str) -> None:
+    """Apply the form's edits before the script runs, so one run draws the new spec everywhere
+    (the tables and the preset picker above the edited widget included) without a second run."""
     st.session_state["last_edited"] = key  # decides between conv_arch's text and table
+    spec = st.session_state["spec"]
+    edits: dict[str, list[tuple[str, Any]]] = {}
+    mine = f"edit.{spec.family}."  # a run cut short by a family change leaves others' widgets
+    for widget, (field, kind) in st.session_state.get(WIDGETS, {}).items():
+        if widget.startswith(mine) and widget in st.session_state:
+            value = widget_value(spec, widget, field, kind)
+            if value != shown_value(spec, field, kind):
+                edits.setdefault(field, []).append((widget, value))
+    result = editing.resolve_edits(spec, edits, key)
+    if result.applied is not None:
+        st.session_state["spec"] = result.applied
 
 
 class Form:
@@ -30,6 +66,8 @@ class Form:
         self.edits: dict[str, list[tuple[str, Any]]] = {}  # field -> [(widget key, value)]
         self.slots: dict[str, Any] = {}  # widget key -> container under it
         self.keys: dict[str, list[str]] = {}  # field -> its widgets' keys
+        self.kinds: dict[str, tuple[str, str]] = {}  # widget key -> (field, kind), for on_edit
+        st.session_state[WIDGETS] = self.kinds
 
     def show(self, key: str, value: Any) -> None:
         """Point widget `key` at `value` when the spec changed or the widget is new."""
@@ -39,7 +77,8 @@ class Form:
     def key(self, field: str, kind: str = "") -> str:
         return ".".join(["edit", self.spec.family, field] + ([kind] if kind else []))
 
-    def record(self, field: str, key: str, value: Any, shown: Any) -> None:
+    def record(self, field: str, kind: str, key: str, value: Any, shown: Any) -> None:
+        self.kinds[key] = (field, kind)
         self.slots[key] = st.container()
         self.keys.setdefault(field, []).append(key)
         if value != shown:
@@ -47,25 +86,25 @@ class Form:
 
     def number(self, field: str, label: str, *, low: int | None = None,
                high: int | None = None, step: float = 1, help: str | None = None) -> None:
-        shown = getattr(self.spec, field)
-        shown = float(shown) if isinstance(step, float) else shown
+        kind = "float" if isinstance(step, float) else "int"
+        shown = shown_value(self.spec, field, kind)
         key = self.key(field)
         self.show(key, shown)
         value = st.number_input(label, min_value=low, max_value=high, step=step, key=key,
                                 help=help, format="%.2f" if isinstance(step, float) else "%d",
                                 on_change=on_edit, args=(key,))
-        self.record(field, key, value, shown)
+        self.record(field, kind, key, value, shown)
 
     def text(self, field: str, label: str, help: str | None = None) -> None:
-        shown = editing.text_of(self.spec, field)
+        shown = shown_value(self.spec, field, "text")
         key = self.key(field, "text")
         self.show(key, shown)
         value = st.text_input(label, key=key, help=help, on_change=on_edit, args=(key,))
-        self.record(field, key, value.strip(), shown)
+        self.record(field, "text", key, value.strip(), shown)
 
     def table(self, field: str, label: str) -> None:
         layout = editing.TABLE_FIELDS[self.spec.family, field]
-        rows = editing.rows_of(self.spec, field)
+        rows = shown_value(self.spec, field, "table")
         config: dict[str, Any] = {  # only a padding may be 0
             c: st.column_config.NumberColumn(c, min_value=0 if c == "padding" else 1, step=1,
                                              format="%d", required=True)
@@ -77,22 +116,22 @@ class Form:
         edited = st.data_editor(pd.DataFrame(rows), key=key, num_rows="dynamic",
                                 hide_index=False, column_config=config, on_change=on_edit,
                                 args=(key,))
-        self.record(field, key, edited.to_dict("records"), rows)
+        self.record(field, "table", key, edited.to_dict("records"), rows)
 
     def choice(self, field: str, label: str, options: list[str], help: str | None = None) -> None:
-        shown = getattr(self.spec, field)
+        shown = shown_value(self.spec, field, "value")
         key = self.key(field)
         self.show(key, shown)
         value = st.segmented_control(label, options, key=key, required=True, help=help,
                                      on_change=on_edit, args=(key,))
-        self.record(field, key, value, shown)
+        self.record(field, "value", key, value, shown)
 
     def toggle(self, field: str, label: str, help: str | None = None) -> None:
-        shown = getattr(self.spec, field)
+        shown = shown_value(self.spec, field, "value")
         key = self.key(field)
         self.show(key, shown)
         value = st.toggle(label, key=key, help=help, on_change=on_edit, args=(key,))
-        self.record(field, key, value, shown)
+        self.record(field, "value", key, value, shown)
 
     def slot_for(self, problem_field: str, used: dict[str, tuple[str, Any]], fallback: Any) -> Any:
         """The container under the widget a problem belongs to: the one whose edit was tried,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 
 import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 
 from cnnlab.analysis import codegen
@@ -50,6 +51,13 @@ def diagram(spec_json: str, collapse: bool) -> str:
 @st.cache_data(max_entries=64)
 def python_code(spec_json: str, name: str) -> str:
     return codegen.to_python(specs.from_json(spec_json), name=name)
+
+
+@st.cache_resource(max_entries=64, show_spinner=False)
+def bars(spec_json: str, level: str) -> go.Figure:
+    """The parameter and FLOP bars, built once per spec and shared (Streamlit only reads the
+    figure): make_subplots alone takes tens of milliseconds, on every edit."""
+    return params_flops_bars(inspect_spec(specs.from_json(spec_json)), level)
 
 
 @st.cache_resource
@@ -147,11 +155,7 @@ def edit(spec: Spec, form: Form) -> bool:
     return failed
 
 
-def totals(table: LayerTable, edit_failed: bool) -> None:
-    st.subheader("Totals")
-    if edit_failed:
-        st.info("Showing the last valid model: fix the problem marked above to update it.",
-                icon=":material/info:")
+def totals(table: LayerTable) -> None:
     metrics = st.columns(4)
     metrics[0].metric("Parameters", f"{table.total_params:,}")
     metrics[1].metric("FLOPs per image", short(table.total_flops),
@@ -184,10 +188,10 @@ def split_and_memory(table: LayerTable) -> None:
                    ": the weights and the two largest neighbouring activations.")
 
 
-def layers(table: LayerTable) -> None:
+def layers(spec: Spec, table: LayerTable) -> None:
     st.subheader("Layers: where the parameters and the FLOPs are")
     every_layer = st.toggle("Every layer instead of every block", key="every_layer")
-    st.plotly_chart(params_flops_bars(table, "layer" if every_layer else "block"))
+    st.plotly_chart(bars(spec.to_json(), "layer" if every_layer else "block"))
     columns = cost_tables.layer_rows(table) if every_layer else cost_tables.block_rows(table)
     frame = pd.DataFrame(columns)
     st.dataframe(frame, hide_index=True, height=min(36 * (len(frame) + 1) + 2, 600),
@@ -237,15 +241,31 @@ def diagram_and_code(spec: Spec, name: str) -> None:
 
 # --- the page --------------------------------------------------------------------------------
 
+@st.fragment
+def workbench() -> None:
+    """Everything below the title. A fragment: an edit reruns this, not the app around it (the
+    page list, the sidebar's queue)."""
+    spec: Spec = st.session_state.setdefault("spec", PRESETS[DEFAULT_PRESET])
+    form = Form(spec)
+    preset, changed = choose(spec, form)
+    editing_area, totals_area = st.container(), st.container()
+    # The totals are drawn before the form below which they stand: the parameter count is what
+    # an edit is for, and it reaches the browser before the form's widgets are sent again.
+    table = inspect_spec(spec)
+    with totals_area:
+        st.subheader("Totals")
+        last_valid = st.empty()
+        totals(table)
+    with editing_area:
+        if edit(spec, form):
+            last_valid.info("Showing the last valid model: fix the problem marked above to "
+                            "update it.", icon=":material/info:")
+    split_and_memory(table)
+    layers(spec, table)
+    diagram_and_code(spec, cost_tables.export_name(preset, bool(changed)))
+
+
 st.title("Architecture")
 st.caption("The networks of *Dive into Deep Learning*, chapter 7, shaped on PyTorch's meta "
            "device: nothing is allocated, so every edit updates the tables at once.")
-spec: Spec = st.session_state.setdefault("spec", PRESETS[DEFAULT_PRESET])
-form = Form(spec)
-preset, changed = choose(spec, form)
-edit_failed = edit(spec, form)
-table = inspect_spec(spec)
-totals(table, edit_failed)
-split_and_memory(table)
-layers(table)
-diagram_and_code(spec, cost_tables.export_name(preset, bool(changed)))
+workbench()

@@ -129,7 +129,7 @@ def choose_run(runs: list[Run]) -> Subject | None:
         key=f"inside.checkpoint.{run_id}",
         format_func=lambda n: f"latest ({latest})" if n == LATEST and latest else n)
     if run.status is Status.RUNNING:
-        note = f"showing its checkpoint {latest}" if latest else "no checkpoint yet"
+        note = f"showing its checkpoint {markdown_text(latest)}" if latest else "no checkpoint yet"
         st.info(f"This run is still training ({note}; one is saved after every epoch).",
                 icon=":material/hourglass_top:")
         st.button("Load the newest checkpoint", icon=":material/refresh:")

@@ -312,3 +312,14 @@ def test_the_widget_touched_last_wins_and_the_other_is_tried_next():
 
 def test_no_edits_resolve_to_nothing():
     assert editing.resolve_edits(PRESETS["lenet"], {}) == editing.Resolution(None, [], {})
+
+
+def test_a_data_editors_changes_apply_to_the_rows_it_showed():
+    rows = editing.rows_of(PRESETS["vgg11"], "conv_arch")
+    delta = {"edited_rows": {"1": {"channels": 256}}, "added_rows": [{"num_convs": 1,
+                                                                      "channels": 64}],
+             "deleted_rows": [0]}
+    changed = editing.apply_table_delta(rows, delta)
+    assert [(r["num_convs"], r["channels"]) for r in changed] == \
+        [(1, 256), (2, 256), (2, 512), (2, 512), (1, 64)]
+    assert editing.apply_table_delta(rows, {}) == rows

@@ -352,6 +352,19 @@ def rows_of(spec: Spec, field: str) -> list[Row]:
     return TABLE_FIELDS[spec.family, field].rows(spec)
 
 
+def apply_table_delta(rows: list[Row], delta: dict[str, Any]) -> list[Row]:
+    """A table's rows after a data editor's edits, as Streamlit keeps them in session state:
+    {"edited_rows": {"1": {"channels": 256}}, "added_rows": [{...}], "deleted_rows": [0]}.
+    Edits and deletions name rows by their index before the change; added rows go last."""
+    rows = [dict(row) for row in rows]
+    for index, changes in (delta.get("edited_rows") or {}).items():
+        if 0 <= int(index) < len(rows):
+            rows[int(index)].update(changes)
+    rows += [dict(row) for row in delta.get("added_rows") or []]
+    deleted = {int(i) for i in delta.get("deleted_rows") or []}
+    return [row for i, row in enumerate(rows) if i not in deleted]
+
+
 def widget_field(family: str, problem_field: str) -> str:
     """The widget a problem belongs next to: "conv_arch[2] channels" -> "conv_arch"."""
     base = re.split(r"[\[ ]", problem_field, maxsplit=1)[0]
