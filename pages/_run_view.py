@@ -145,7 +145,8 @@ def queue_place(run: Run) -> None:
 def run_state(run: Run, now: Progress) -> None:
     """A progress bar while it trains, how it ended once it has, and its numbers."""
     if run.status is Status.RUNNING:
-        st.progress(now.fraction or 0.0, text=f"**{now.fraction or 0:.0%}** · {progress_text(now)}")
+        st.progress(now.fraction or 0.0,
+                    text=f"**{now.fraction or 0:.0%}** · {progress_text(now)}")
     else:
         text, kind = run_display.ending(run)
         icons = {"success": ":material/check_circle:", "error": ":material/error:",

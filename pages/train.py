@@ -170,7 +170,8 @@ def data_and_device(form: Form) -> None:
             st.caption(f"No GPU on this server: runs train on its CPU ({resources.cpu_cores()} "
                        "cores). 28 px models take a minute an epoch; 224 px ones, hours.")
     with row[3]:
-        form(st.number_input, "seed", "Seed", step=1, help="Same seed, same weights and batch order")
+        form(st.number_input, "seed", "Seed", step=1,
+             help="Same seed, same weights and batch order")
     with st.expander("More options"):
         row = st.columns(3)
         with row[0]:

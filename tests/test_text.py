@@ -57,7 +57,8 @@ def test_inline_code_survives_backticks():
 
 def test_a_problem_reads_as_field_message_and_fix_with_the_users_text_escaped():
     problem = Problem("name", "**bold** is not allowed", "rename it")
-    assert problem_markdown(problem) == "`name`: \\*\\*bold\\*\\* is not allowed. **Fix:** rename it."
+    assert problem_markdown(problem) == \
+        "`name`: \\*\\*bold\\*\\* is not allowed. **Fix:** rename it."
     assert sentence("Done!") == "Done!"
 
 

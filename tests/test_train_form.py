@@ -70,7 +70,8 @@ def test_the_launch_check_splits_the_memory_it_needs():
     config = TrainConfig(data="sample", device="cpu", batch_size=256)
     check = train_form.launch_check(PRESETS["bn-lenet"], config)
     assert check.fits and "needs about" in check.message
-    assert check.breakdown.startswith("Estimate: weights ") and "data and PyTorch" in check.breakdown
+    assert check.breakdown.startswith("Estimate: weights ")
+    assert "data and PyTorch" in check.breakdown
 
 
 def run(**fields) -> Run:

@@ -41,12 +41,14 @@ def heading(run: Run) -> str:
 
 def caption(run: Run) -> str:
     """Markdown: 'run `id` · cpu · sample data · batch 256 · lr 1 · sgd'."""
-    config = run.config
-    lr = config.get("lr")
-    lr_text = f"{lr:g}" if isinstance(lr, (int, float)) else markdown_text(str(lr))
+    def shown(name: str) -> str:
+        return markdown_text(str(run.config.get(name)))
+
+    lr = run.config.get("lr")
+    lr_text = f"{lr:g}" if isinstance(lr, (int, float)) else shown("lr")
     return (f"run `{run.id}` · {markdown_text(run_device(run))} · "
-            f"{markdown_text(run_data(run))} data · batch {markdown_text(str(config.get('batch_size')))}"
-            f" · lr {lr_text} · {markdown_text(str(config.get('optimizer')))}")
+            f"{markdown_text(run_data(run))} data · batch {shown('batch_size')} · "
+            f"lr {lr_text} · {shown('optimizer')}")
 
 
 def ending(run: Run) -> tuple[str, str]:
