@@ -186,7 +186,8 @@ def watched_run() -> str | None:
     st.session_state["selected_run"] = selected
     ids = list(by_id)
     picker = picker_key("watch", selected)
-    st.selectbox("Watching", ids, key=picker, format_func=lambda i: run_option(by_id[i]),
+    st.selectbox("Watching", ids, key=picker,
+                 format_func=lambda i: run_option(by_id[i], status=False),
                  index=None if selected is None else ids.index(selected),
                  placeholder="Start a run above, or pick one here or in the table below",
                  on_change=on_watch_change, args=(picker,))

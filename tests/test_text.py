@@ -85,6 +85,7 @@ def run(**fields) -> Run:
 
 def test_a_run_in_a_picker_shows_its_name_status_and_accuracy():
     assert run_option(run()) == "bn-lenet r1 · done"
+    assert run_option(run(), status=False) == "bn-lenet r1"  # for a picker that goes stale
     named = run(name="mine", result={"metrics": {"test_acc": 0.8123}})
     assert run_option(named, test_acc=True) == "mine · done · test acc 0.812"
 
