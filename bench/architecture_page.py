@@ -27,13 +27,16 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from cnnlab.analysis.layers import inspect_spec
+from cnnlab.arch.specs import PRESETS
+from cnnlab.views.editor import FAMILY_TITLES, presets_for
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import Page, sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--headless"]
-FAMILIES = ("AlexNet", "VGG", "NiN", "GoogLeNet", "LeNet", "ResNet", "DenseNet")
+FAMILIES = tuple(FAMILY_TITLES.values())  # AlexNet ... DenseNet, as the page's buttons say
 WIDTHS = ("0.5", "0.75", "1.25", "1")  # each changes every family's parameter count
 ALEXNET_PARAMS = "46,764,746"
 ARTIFACTS = ROOT / "test-artifacts"
@@ -48,6 +51,7 @@ PARAMS_JS = """() => {
 }"""
 # Before an edit: remember the count, note the time of the Enter key that commits the edit,
 # and keep a promise of the time the count changes.
+EDIT_TIMEOUT_S = 20
 ARM_JS = """(params) => {
     const read = eval(params);
     const before = read();
@@ -56,16 +60,19 @@ ARM_JS = """(params) => {
         if (e.key === 'Enter' && window.__enter === null) window.__enter = performance.now();
     }, {capture: true, once: true});
     window.__changed = new Promise(resolve => {
-        const observer = new MutationObserver(() => {
+        // Held by window: an observer nothing refers to may be collected before it fires.
+        window.__observer = new MutationObserver(() => {
             const now = read();
             if (now !== null && now !== before) {
-                observer.disconnect();
+                window.__observer.disconnect();
                 resolve(performance.now() - window.__enter);
             }
         });
-        observer.observe(document.body, {subtree: true, childList: true, characterData: true});
+        window.__observer.observe(document.body,
+                                  {subtree: true, childList: true, characterData: true});
+        setTimeout(() => resolve(null), TIMEOUT_MS);  // never shown: counted as a failure
     });
-}"""
+}""".replace("TIMEOUT_MS", str(EDIT_TIMEOUT_S * 1000))
 
 
 def free_port() -> int:
@@ -107,9 +114,27 @@ def stop(server: subprocess.Popen) -> None:
 
 
 def wait_idle(page: Page) -> None:
-    """Until the script run ends (the 'running' indicator disappears)."""
-    page.wait_for_timeout(150)
+    """Until the script run ends: the 'running' indicator gone and one width input on screen
+    (a fragment's rerun shows no indicator, and keeps the old family's form until it ends)."""
+    page.wait_for_timeout(300)
     page.locator('[data-testid="stStatusWidget"]').wait_for(state="detached", timeout=60_000)
+    try:
+        page.wait_for_function("() => document.querySelectorAll("
+                               "'input[aria-label=\"Width multiplier\"]').length === 1",
+                               timeout=60_000)
+    except PlaywrightError:
+        failed(page, "(waiting for the run to end)", "-")
+        raise
+
+
+def switch_family(page: Page, family: str) -> None:
+    """Pick a family and wait until its first preset's parameter count is on screen."""
+    name = next(key for key, title in FAMILY_TITLES.items() if title == family)
+    expected = f"{inspect_spec(PRESETS[presets_for(name)[0]]).total_params:,}"
+    page.get_by_role("radio", name=family, exact=True).click()
+    page.wait_for_function(f"() => ({PARAMS_JS})() === '{expected}'", timeout=60_000,
+                           polling=20)
+    wait_idle(page)
 
 
 def first_load(page: Page, url: str) -> float:
@@ -121,8 +146,9 @@ def first_load(page: Page, url: str) -> float:
     return time.perf_counter() - start
 
 
-def edit_latency(page: Page, value: str) -> float:
-    """Milliseconds from committing a width edit to the new parameter count on screen."""
+def edit_latency(page: Page, value: str) -> float | None:
+    """Milliseconds from committing a width edit to the new parameter count on screen; None
+    when it did not show within EDIT_TIMEOUT_S."""
     box = page.get_by_role("spinbutton", name="Width multiplier")
     box.fill(value)
     page.evaluate(ARM_JS, f"({PARAMS_JS})")
@@ -140,7 +166,7 @@ def failed(page: Page, family: str, width: str) -> None:
           f"{ARTIFACTS / 'architecture-bench-failure.png'}", file=sys.stderr)
 
 
-def measure(rounds: int) -> tuple[float, dict[str, list[float]]]:
+def measure(rounds: int) -> tuple[float, dict[str, list[float]], list[str]]:
     with tempfile.TemporaryDirectory() as tmp:
         server, url = start_server(Path(tmp) / "runs", Path(tmp) / "streamlit.log")
         try:
@@ -151,21 +177,26 @@ def measure(rounds: int) -> tuple[float, dict[str, list[float]]]:
                     load = first_load(page, url)
                     wait_idle(page)
                     latencies: dict[str, list[float]] = {f: [] for f in FAMILIES}
+                    failures: list[str] = []
                     for _ in range(rounds):
                         for family in FAMILIES:
-                            page.get_by_role("radio", name=family, exact=True).click()
-                            wait_idle(page)
+                            switch_family(page, family)
                             for width in WIDTHS:
                                 try:
-                                    latencies[family].append(edit_latency(page, width))
+                                    latency = edit_latency(page, width)
                                 except PlaywrightError:
                                     failed(page, family, width)
                                     raise
+                                if latency is None:
+                                    failed(page, family, width)
+                                    failures.append(f"{family} width {width}")
+                                else:
+                                    latencies[family].append(latency)
                 finally:
                     browser.close()
         finally:
             stop(server)
-    return load, latencies
+    return load, latencies, failures
 
 
 def p95(values: list[float]) -> float:
@@ -179,11 +210,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1, help="fresh servers, one after another")
     args = parser.parse_args()
     for run in range(1, args.runs + 1):
-        load, latencies = measure(args.rounds)
+        load, latencies, failures = measure(args.rounds)
         every = [ms for values in latencies.values() for ms in values]
         print(f"run {run}: first load {load:.2f} s; {len(every)} edits: median "
               f"{statistics.median(every):.0f} ms, p95 {p95(every):.0f} ms, "
-              f"worst {max(every):.0f} ms")
+              f"worst {max(every):.0f} ms; {len(failures)} not shown within "
+              f"{EDIT_TIMEOUT_S} s{': ' + ', '.join(failures) if failures else ''}")
         for family, values in latencies.items():
             print(f"  {family:10s} median {statistics.median(values):4.0f} ms  "
                   f"p95 {p95(values):4.0f} ms")
