@@ -31,6 +31,7 @@ from cnnlab.analysis.layers import inspect_spec
 from cnnlab.arch.specs import PRESETS
 from cnnlab.views.editor import FAMILY_TITLES, presets_for
 from playwright.sync_api import Error as PlaywrightError
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from playwright.sync_api import Page, sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,7 +51,11 @@ PARAMS_JS = """() => {
     return null;
 }"""
 # Before an edit: remember the count, note the time of the Enter key that commits the edit,
-# and keep a promise of the time the count changes.
+# and set window.__latency (ms) when the count on screen changes.
+# The width inputs a user can see: after some family switches the DOM held two width inputs
+# for a minute while the screenshot showed one; only visible ones count.
+WIDTH_INPUTS_JS = ("Array.from(document.querySelectorAll('input[aria-label=\"Width multiplier\"]'))"
+                   ".filter(e => e.offsetParent !== null)")
 EDIT_TIMEOUT_S = 20
 ARM_JS = """(params) => {
     const read = eval(params);
@@ -59,20 +64,17 @@ ARM_JS = """(params) => {
     document.addEventListener('keydown', e => {
         if (e.key === 'Enter' && window.__enter === null) window.__enter = performance.now();
     }, {capture: true, once: true});
-    window.__changed = new Promise(resolve => {
-        // Held by window: an observer nothing refers to may be collected before it fires.
-        window.__observer = new MutationObserver(() => {
-            const now = read();
-            if (now !== null && now !== before) {
-                window.__observer.disconnect();
-                resolve(performance.now() - window.__enter);
-            }
-        });
-        window.__observer.observe(document.body,
-                                  {subtree: true, childList: true, characterData: true});
-        setTimeout(() => resolve(null), TIMEOUT_MS);  // never shown: counted as a failure
+    window.__latency = undefined;
+    window.__observer = new MutationObserver(() => {
+        const now = read();
+        if (now !== null && now !== before && window.__latency === undefined) {
+            window.__observer.disconnect();
+            window.__latency = performance.now() - window.__enter;
+        }
     });
-}""".replace("TIMEOUT_MS", str(EDIT_TIMEOUT_S * 1000))
+    window.__observer.observe(document.body,
+                              {subtree: true, childList: true, characterData: true});
+}"""
 
 
 def free_port() -> int:
@@ -115,13 +117,11 @@ def stop(server: subprocess.Popen) -> None:
 
 def wait_idle(page: Page) -> None:
     """Until the script run ends: the 'running' indicator gone and one width input on screen
-    (a fragment's rerun shows no indicator, and keeps the old family's form until it ends)."""
+    (a fragment's rerun shows no indicator, and shows the old family's form until it ends)."""
     page.wait_for_timeout(300)
     page.locator('[data-testid="stStatusWidget"]').wait_for(state="detached", timeout=60_000)
     try:
-        page.wait_for_function("() => document.querySelectorAll("
-                               "'input[aria-label=\"Width multiplier\"]').length === 1",
-                               timeout=60_000)
+        page.wait_for_function(f"() => {WIDTH_INPUTS_JS}.length === 1", timeout=60_000)
     except PlaywrightError:
         failed(page, "(waiting for the run to end)", "-")
         raise
@@ -149,11 +149,17 @@ def first_load(page: Page, url: str) -> float:
 def edit_latency(page: Page, value: str) -> float | None:
     """Milliseconds from committing a width edit to the new parameter count on screen; None
     when it did not show within EDIT_TIMEOUT_S."""
-    box = page.get_by_role("spinbutton", name="Width multiplier")
+    box = page.locator('input[aria-label="Width multiplier"]:visible')
     box.fill(value)
     page.evaluate(ARM_JS, f"({PARAMS_JS})")
     box.press("Enter")
-    latency = page.evaluate("() => window.__changed")
+    # The latency is taken inside the page when the count changes; Python only collects it.
+    try:
+        page.wait_for_function("() => window.__latency !== undefined",
+                               timeout=EDIT_TIMEOUT_S * 1000, polling=50)
+    except PlaywrightTimeoutError:
+        return None
+    latency = page.evaluate("() => window.__latency")
     wait_idle(page)
     return latency
 
@@ -162,6 +168,10 @@ def failed(page: Page, family: str, width: str) -> None:
     """Keep what the page showed when an edit never reached the screen."""
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "architecture-bench-failure.png"))
+    inputs = page.evaluate("() => Array.from(document.querySelectorAll("
+                           "'input[aria-label=\"Width multiplier\"]'))"
+                           ".map(e => [e.value, e.offsetParent !== null])")
+    print(f"width inputs (value, visible): {inputs}", file=sys.stderr)
     print(f"no new parameter count after {family} width {width}: see "
           f"{ARTIFACTS / 'architecture-bench-failure.png'}", file=sys.stderr)
 
