@@ -85,6 +85,11 @@ def test_overlaid_curves_draw_one_line_per_run() -> None:
     assert fig.data[0].line.color != fig.data[1].line.color
 
 
+def test_a_runs_name_is_shown_as_text_not_markup() -> None:
+    fig = overlaid_curves({"<a href='http://e/x'>x</a>": epoch_events(1)}, "test_acc")
+    assert "<a" not in fig.data[0].name and "&lt;a href" in fig.data[0].name
+
+
 def test_training_loss_uses_the_denser_step_events() -> None:
     fig = overlaid_curves({"a": epoch_events(3)}, "train_loss")
     assert len(fig.data[0].x) == 12 and fig.data[0].mode == "lines"

@@ -8,6 +8,7 @@ second at 100k.
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 from typing import Any
 
@@ -111,6 +112,7 @@ def overlaid_curves(curves: dict[str, list[Event]], metric: str,
     per label, e.g. the book's accuracy. One trace per run, even one with no points yet."""
     fig = go.Figure()
     for number, (label, events) in enumerate(curves.items()):
+        label = html.escape(label)  # a run's name; Plotly renders tags such as <a href> in text
         xs, ys = series(events, "step", metric)
         dense = bool(xs)
         if not dense:
