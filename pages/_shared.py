@@ -1,4 +1,5 @@
-"""The objects every session of one server shares: the run store and the job manager.
+"""What every page uses: the objects one server shares (the run store, the job manager) and
+the one way problems are shown.
 
 Pages import them: `from pages._shared import job_manager, run_store, run_events`. Each is
 created once per server process (`st.cache_resource`), so every student's session sees the
@@ -8,11 +9,16 @@ when the store is first created.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import streamlit as st
 
+from cnnlab.errors import Problem
 from cnnlab.runs.jobs import JobManager
 from cnnlab.runs.live import RunEvents
 from cnnlab.runs.store import RunStore
+from cnnlab.views.text import problem_markdown
 
 
 @st.cache_resource(show_spinner=False)
@@ -32,3 +38,22 @@ def run_events() -> RunEvents:
     """Metric events of runs, fetched incrementally (`after_seq`) and shared by all sessions:
     thirty students watching one run cost one small query a second, not thirty full reads."""
     return RunEvents(run_store())
+
+
+# --- showing problems --------------------------------------------------------------------------
+
+
+def show_problem(problem: Problem, where: Any = st) -> None:
+    """One problem as an alert in `where` (a container under its field, or the page): an error
+    in red, a warning in yellow; its text escaped, so what a user typed shows literally."""
+    if problem.severity == "error":
+        where.error(problem_markdown(problem), icon=":material/error:")
+    else:
+        where.warning(problem_markdown(problem), icon=":material/warning:")
+
+
+def show_problems(problems: list[Problem], slot: Callable[[str], Any] = lambda field: st) -> None:
+    """Every problem next to its field: `slot(field)` is the container under that field's
+    widget (the page itself by default)."""
+    for problem in problems:
+        show_problem(problem, slot(problem.field))

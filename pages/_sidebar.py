@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-
 import streamlit as st
 
+from cnnlab.errors import CnnlabError
+from cnnlab.runs.live import progress
+from cnnlab.runs.store import Status
 from cnnlab.training import resources
-from cnnlab.runs.live import duration, progress
-from cnnlab.runs.store import Status, StoreError
+from cnnlab.views.text import duration, markdown_text
 from pages._shared import job_manager, run_events
 
 QUEUE_REFRESH_S = 3  # the queue changes when anyone on the server starts or ends a run
@@ -34,12 +35,13 @@ def queue() -> None:
         for run in running:
             now = progress(run, run_events().get(run))
             left = f", {duration(now.eta_s)} left" if now.eta_s is not None else ""
-            st.progress(now.fraction or 0.0, text=f"{run.model}: {now.fraction or 0:.0%}{left}")
-    except StoreError as exc:
-        st.caption(f"The run store cannot be read just now ({exc}).")
+            st.progress(now.fraction or 0.0,
+                        text=f"{markdown_text(run.model)}: {now.fraction or 0:.0%}{left}")
+    except CnnlabError as exc:
+        st.caption(f"The run store cannot be read just now ({markdown_text(str(exc))}).")
         return
     for place, run in enumerate(waiting[:QUEUE_SHOWN], start=1):
-        st.caption(f"{place}. {run.model}: waiting")
+        st.caption(f"{place}. {markdown_text(run.model)}: waiting")
     if len(waiting) > QUEUE_SHOWN:
         st.caption(f"... and {len(waiting) - QUEUE_SHOWN} more waiting")
     if not active:
@@ -50,6 +52,7 @@ def show_sidebar() -> None:
     """Device, data and the queue, under the page links."""
     with st.sidebar:
         st.markdown("**This server**")
-        st.caption(f":material/memory: Trains on: {device()}")
-        st.caption(f":material/dataset: {data()}")
+        # Paths and device names are text from the system: an underscore must not italicise.
+        st.caption(f":material/memory: Trains on: {markdown_text(device())}")
+        st.caption(f":material/dataset: {markdown_text(data())}")
         queue()

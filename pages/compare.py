@@ -1,7 +1,7 @@
 """Compare: pick runs, see their curves overlaid and a table of what each cost (parameters,
 FLOPs), how fast it trained and how accurate it ended, each model beside the textbook's row.
 
-`cnnlab.views.compare` builds the table and gathers the curves; `cnnlab.views.figures` draws them.
+`cnnlab.views.compare` builds the table and gathers the curves; `cnnlab.views.curves` draws them.
 """
 
 from __future__ import annotations
@@ -9,16 +9,14 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from cnnlab.views.compare import COLUMNS, compare_table, curves_for, textbook_references
+from cnnlab.errors import CnnlabError
 from cnnlab.runs.store import Run, Status
-from cnnlab.views.figures import overlaid_curves
+from cnnlab.views.compare import COLUMNS, compare_table, curves_for, textbook_references
+from cnnlab.views.curves import overlaid_curves
+from cnnlab.views.text import markdown_text, run_option
 from pages._shared import run_store
 
 REFRESH_S = 2.0  # while a chosen run trains, curves and table redraw this often
-
-
-def describe(run: Run) -> str:
-    return f"{run.label} · {run.status}"
 
 
 def default_choice(runs: list[Run]) -> list[str]:
@@ -40,8 +38,8 @@ st.caption("Curves overlaid and the numbers side by side, each model beside the 
 
 try:
     runs = run_store().list()
-except Exception as exc:  # the store itself failed (disk, permissions): say so
-    st.error(f"Cannot read the runs: {exc}", icon=":material/error:")
+except CnnlabError as exc:  # the store itself failed (disk, permissions): say so
+    st.error(f"Cannot read the runs: {markdown_text(str(exc))}", icon=":material/error:")
     st.stop()
 if not runs:
     st.info("No runs yet. Start one on the **Train** page, or from a terminal: "
@@ -50,7 +48,7 @@ if not runs:
 
 by_id = {r.id: r for r in runs}
 chosen = st.multiselect("Runs", list(by_id), default=default_choice(runs), key="compare.runs",
-                        format_func=lambda i: describe(by_id[i]),
+                        format_func=lambda i: run_option(by_id[i]),
                         placeholder="Choose runs to compare")
 if not chosen:
     st.info("Choose one or more runs above.", icon=":material/info:")
@@ -67,7 +65,8 @@ def results(run_ids: list[str]) -> None:
         curves = curves_for(store, run_ids)
         still_live = any(store.get(i).status in (Status.RUNNING, Status.QUEUED) for i in run_ids)
     except KeyError as exc:  # a run deleted meanwhile
-        st.warning(f"A run is gone: {exc}. Choose again.", icon=":material/warning:")
+        st.warning(f"A run is gone: {markdown_text(str(exc))}. Choose again.",
+                   icon=":material/warning:")
         return
     references = textbook_references(rows)
 

@@ -2,24 +2,26 @@
 feature maps of one test image block by block, every BatchNorm layer's gamma and beta
 (d2l 7.5.4: "let us look at gamma and beta"), and predictions with a confusion matrix.
 
-The page only arranges widgets; `cnnlab.views.inside` computes and `cnnlab.views.figures` draws. Models and
-results are cached by (run id, checkpoint) or (spec, seed), so every student looking at the
-same run shares one copy.
+The page only arranges widgets; `cnnlab.views.inside` computes and `cnnlab.views.figures`
+draws. Models and results are cached by (run id, checkpoint) or (spec, seed), so every student
+looking at the same run shares one copy.
 """
 
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 
 import streamlit as st
 
-from cnnlab.views import inside
-from cnnlab.arch import presets, specs
-from cnnlab.training.data import CLASSES, DataError, load_fashion_mnist
 from cnnlab.analysis.layers import inspect_spec
+from cnnlab.arch import presets
+from cnnlab.arch.parse import spec_from_json
+from cnnlab.arch.specs import Spec
+from cnnlab.errors import CnnlabError
 from cnnlab.runs.store import Run, Status
-from cnnlab.arch.checks import SpecError
-from cnnlab.arch.parse import spec_from_data, spec_from_json
+from cnnlab.training.data import CLASSES, FashionMNIST, load_fashion_mnist
+from cnnlab.views import inside
 from cnnlab.views.figures import (
     batch_norm_chart,
     batch_norm_overview,
@@ -29,6 +31,7 @@ from cnnlab.views.figures import (
     filters_before_after,
     prediction_gallery,
 )
+from cnnlab.views.text import markdown_text, run_option
 from pages._shared import run_store
 
 RUN, UNTRAINED = "A training run", "An untrained model"
@@ -96,138 +99,136 @@ def test_set():
 # --- choosing what to look at ----------------------------------------------------------------
 
 
-def describe_run(run: Run) -> str:
-    acc = (run.result.get("metrics") or {}).get("test_acc")
-    extra = f" · test acc {acc:.3f}" if isinstance(acc, (int, float)) else ""
-    return f"{run.label} · {run.status}{extra}"
+@dataclass(frozen=True)
+class Subject:
+    """The network on show: its spec, the cache key of its weights ("run", id, checkpoint) or
+    ("spec", JSON, seed), and for a run the key of its weights before training."""
+
+    spec: Spec
+    key: tuple[str, str, str]
+    before: tuple[str, str, str] | None = None
+    after: str = ""  # the filters' "after" label: "After (epoch-003)"
 
 
-def runs_to_show() -> list[Run]:
-    """Runs with weights to look at: those with a checkpoint, and running ones."""
-    store = run_store()
-    return [r for r in store.list() if r.status is Status.RUNNING or store.checkpoints(r.id)]
-
-
-def choose_run(runs: list[Run]) -> tuple[Run, str] | None:
+def choose_run(runs: list[Run]) -> Subject | None:
     """The run and checkpoint to show, or None (after saying why)."""
-    store = run_store()
     if not runs:
         st.info("No run has saved a checkpoint yet. Train one on the **Train** page (a run saves "
                 "its weights after every epoch), or look at an untrained model.",
                 icon=":material/info:")
         return None
+    store = run_store()
     by_id = {r.id: r for r in runs}
     wanted = st.session_state.get("selected_run")
-    index = list(by_id).index(wanted) if wanted in by_id else 0
     left, right = st.columns([3, 1], vertical_alignment="bottom")
-    run_id = left.selectbox("Run", list(by_id), index=index, key="inside.run",
-                            format_func=lambda i: describe_run(by_id[i]))
+    run_id = left.selectbox("Run", list(by_id), index=list(by_id).index(wanted)
+                            if wanted in by_id else 0, key="inside.run",
+                            format_func=lambda i: run_option(by_id[i], test_acc=True))
     run = by_id[run_id]
-    names = store.checkpoints(run_id)
     latest = inside.latest_checkpoint(store, run_id)
     chosen = right.selectbox(
-        "Checkpoint", [LATEST] + names[::-1], key=f"inside.checkpoint.{run_id}",
+        "Checkpoint", [LATEST] + store.checkpoints(run_id)[::-1],
+        key=f"inside.checkpoint.{run_id}",
         format_func=lambda n: f"latest ({latest})" if n == LATEST and latest else n)
     if run.status is Status.RUNNING:
-        note = f"showing its checkpoint {latest}" if latest else "no checkpoint yet"
+        note = f"showing its checkpoint {markdown_text(latest)}" if latest else "no checkpoint yet"
         st.info(f"This run is still training ({note}; one is saved after every epoch).",
                 icon=":material/hourglass_top:")
         st.button("Load the newest checkpoint", icon=":material/refresh:")
     checkpoint = latest if chosen == LATEST else chosen
     if checkpoint is None:
         return None
-    return run, checkpoint
+    spec = inside.run_spec(run)
+    st.caption(caption(run.model, spec, f"weights of checkpoint **{markdown_text(checkpoint)}**"))
+    return Subject(spec, ("run", run.id, checkpoint),
+                   ("spec", spec.to_json(), str(inside.run_seed(run))), f"After ({checkpoint})")
 
 
-def choose_spec() -> tuple[specs.Spec, int]:
-    """An untrained model's spec and the seed of its initialisation."""
+def choose_spec() -> Subject:
+    """An untrained model: a preset or the Architecture page's spec, and its seed."""
     edited = st.session_state.get("spec")
-    options = ([ARCHITECTURE_SPEC] if isinstance(edited, specs.Spec) else []) + list(presets.PRESETS)
+    options = ([ARCHITECTURE_SPEC] if isinstance(edited, Spec) else []) + list(presets.PRESETS)
     left, right = st.columns([3, 1], vertical_alignment="bottom")
     name = left.selectbox(
         "Network", options, key="inside.preset",
         index=0 if options[0] == ARCHITECTURE_SPEC else options.index("bn-lenet"),
         format_func=lambda o: (f"{o} ({edited.family}, {edited.input_size} px)"
                                if o == ARCHITECTURE_SPEC else o))
-    seed = right.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1,
-                              key="inside.seed")
+    seed = int(right.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1,
+                                  key="inside.seed"))
     spec = edited if name == ARCHITECTURE_SPEC else presets.PRESETS[name]
-    return spec, int(seed)
+    st.caption(caption("Architecture page" if name == ARCHITECTURE_SPEC else name, spec,
+                       f"untrained: Xavier-uniform initialisation, seed {seed}"))
+    return Subject(spec, ("spec", spec.to_json(), str(seed)))
 
 
-def subject_caption(name: str, spec: specs.Spec, trained: str) -> str:
+def caption(name: str, spec: Spec, weights: str) -> str:
     table = inspect_spec(spec)
-    return (f"**{name}** ({spec.family}) at {spec.input_size}×{spec.input_size} px · "
-            f"{table.total_params:,} parameters · {trained}")
+    return (f"**{markdown_text(name)}** ({spec.family}) at {spec.input_size}×{spec.input_size} px"
+            f" · {table.total_params:,} parameters · {weights}")
 
 
-# --- the page ----------------------------------------------------------------------------------
-
-st.title("Inside a network")
-st.caption("What the weights look like and what the layers see: the first layer's filters, the "
-           "feature maps of one image, BatchNorm's γ and β (d2l 7.5), and the predictions.")
-
-try:
-    runs = runs_to_show()
-except Exception as exc:  # the store itself failed (disk, permissions): say so, keep going
-    st.error(f"Cannot read the runs: {exc}", icon=":material/error:")
-    runs = []
-default = RUN if runs else UNTRAINED
-source = st.segmented_control("Look at", [RUN, UNTRAINED], default=default,
-                              key="inside.source") or default
-
-try:
-    if source == RUN:
-        picked = choose_run(runs)
-        if picked is None:
+def choose() -> Subject:
+    """What to look at, loaded; the page stops (after saying why) when it cannot be."""
+    try:
+        runs = inside.runs_with_weights(run_store())
+    except CnnlabError as exc:  # the store itself failed (disk, permissions): say so, go on
+        st.error(f"Cannot read the runs: {markdown_text(str(exc))}", icon=":material/error:")
+        runs = []
+    default = RUN if runs else UNTRAINED
+    source = st.segmented_control("Look at", [RUN, UNTRAINED], default=default,
+                                  key="inside.source") or default
+    try:
+        subject = choose_run(runs) if source == RUN else choose_spec()
+        if subject is None:
             st.stop()
-        run, checkpoint = picked
-        spec = inside.run_spec(run)
-        subject = ("run", run.id, checkpoint)
-        before = ("spec", spec.to_json(), str(inside.run_seed(run)))
-        st.caption(subject_caption(run.model, spec, f"weights of checkpoint **{checkpoint}**"))
-    else:
-        spec, seed = choose_spec()
-        subject, before = ("spec", spec.to_json(), str(seed)), None
-        name = st.session_state["inside.preset"]
-        st.caption(subject_caption("Architecture page" if name == ARCHITECTURE_SPEC else name,
-                                   spec, f"untrained: Xavier-uniform initialisation, seed {seed}"))
-    spec_from_data(spec.to_dict())  # an edited spec must still be valid before we build it
-    model_for(*subject)
-except (inside.InsideError, SpecError, KeyError, OSError, ValueError, RuntimeError) as exc:
-    st.error(f"Cannot load this network: {exc}", icon=":material/error:")
-    st.stop()
+        inside.checked_spec(subject.spec)  # an edited spec must still be valid to be built
+        model_for(*subject.key)
+    except (CnnlabError, KeyError, OSError) as exc:  # KeyError: a run deleted meanwhile
+        st.error(f"Cannot load this network: {markdown_text(str(exc))}", icon=":material/error:")
+        st.stop()
+    return subject
 
-fits_data = spec.in_channels == 1 and spec.num_classes == len(CLASSES)
-try:
-    data = test_set()
-except DataError as exc:
-    data = None
-    st.warning(f"No Fashion-MNIST images to show: {exc}", icon=":material/warning:")
 
-# 1. Filters
-st.header("First-layer filters")
-try:
-    if before is not None:
-        st.caption("Each small square is one filter of the first convolution: red weights add "
-                   "the pixel, blue ones subtract it. *Before*: the Xavier initialisation from "
-                   "the run's seed, exactly where training started. *After*: the checkpoint.")
-        st.plotly_chart(filters_before_after(filters(*before), filters(*subject),
-                                             labels=("Before training", f"After ({checkpoint})")))
-    else:
-        st.caption("Each small square is one filter of the first convolution, as initialised: "
-                   "random noise until training shapes it into edge and blob detectors.")
-        st.plotly_chart(filter_grid(filters(*subject)))
-except inside.InsideError as exc:
-    st.info(str(exc), icon=":material/info:")
+def sample_images() -> FashionMNIST | None:
+    try:
+        return test_set()
+    except CnnlabError as exc:
+        st.warning(f"No Fashion-MNIST images to show: {markdown_text(str(exc))}",
+                   icon=":material/warning:")
+        return None
 
-# 2. Feature maps
-st.header("Feature maps, block by block")
-if data is None or not fits_data:
-    st.info("Feature maps need a network for 1-channel Fashion-MNIST images "
-            f"(this one takes {spec.in_channels} channel(s) and has {spec.num_classes} classes).",
-            icon=":material/info:")
-else:
+
+# --- the four sections ----------------------------------------------------------------------
+
+
+def filters_section(subject: Subject) -> None:
+    st.header("First-layer filters")
+    try:
+        if subject.before is not None:
+            st.caption("Each small square is one filter of the first convolution: red weights "
+                       "add the pixel, blue ones subtract it. *Before*: the Xavier "
+                       "initialisation from the run's seed, exactly where training started. "
+                       "*After*: the checkpoint.")
+            st.plotly_chart(filters_before_after(filters(*subject.before), filters(*subject.key),
+                                                 labels=("Before training", subject.after)))
+        else:
+            st.caption("Each small square is one filter of the first convolution, as "
+                       "initialised: random noise until training shapes it into edge and blob "
+                       "detectors.")
+            st.plotly_chart(filter_grid(filters(*subject.key)))
+    except inside.InsideError as exc:
+        st.info(markdown_text(str(exc)), icon=":material/info:")
+
+
+def feature_maps_section(subject: Subject, data: FashionMNIST | None) -> None:
+    st.header("Feature maps, block by block")
+    spec = subject.spec
+    if data is None or not inside.fits_fashion_mnist(spec):
+        st.info("Feature maps need a network for 1-channel Fashion-MNIST images (this one "
+                f"takes {spec.in_channels} channel(s) and has {spec.num_classes} classes).",
+                icon=":material/info:")
+        return
     count = len(data.test_labels)
     index = st.slider("Test image", 0, count - 1, 0, key="inside.image",
                       help=f"One of the {count:,} test images of the bundled sample")
@@ -236,64 +237,77 @@ else:
                f"what each block hands on (at most {MAX_CHANNELS} channels, each scaled to its "
                "own range: bright is high). Dense layers are left out.")
     try:
-        st.plotly_chart(feature_map_grid(maps(*subject, index, spec.input_size),
+        st.plotly_chart(feature_map_grid(maps(*subject.key, index, spec.input_size),
                                          max_channels=MAX_CHANNELS))
-    except (RuntimeError, ValueError) as exc:
-        st.error(f"The forward pass failed: {exc}", icon=":material/error:")
+    except (RuntimeError, ValueError) as exc:  # torch's own errors from the forward pass
+        st.error(f"The forward pass failed: {markdown_text(str(exc))}", icon=":material/error:")
 
-# 3. Batch normalization
-st.header("Batch normalization: γ and β")
-layers = norms(*subject)
-if not layers:
-    st.info("This network has no BatchNorm layers. Batch normalization arrives in d2l 7.5: "
-            "try **bn-lenet**, **bn-lenet-scratch**, **resnet18** or **densenet**.",
-            icon=":material/info:")
-else:
+
+def batch_norm_section(subject: Subject) -> None:
+    st.header("Batch normalization: γ and β")
+    layers = norms(*subject.key)
+    if not layers:
+        st.info("This network has no BatchNorm layers. Batch normalization arrives in d2l 7.5: "
+                "try **bn-lenet**, **bn-lenet-scratch**, **resnet18** or **densenet**.",
+                icon=":material/info:")
+        return
     st.caption("BatchNorm normalises each channel, then scales it by γ and shifts it by β, both "
-               "learned (d2l eq. 7.5.1). They start at γ = 1 (dotted) and β = 0; the running mean "
-               "and variance are what the layer uses at prediction time.")
+               "learned (d2l eq. 7.5.1). They start at γ = 1 (dotted) and β = 0; the running "
+               "mean and variance are what the layer uses at prediction time.")
     if len(layers) > 1:
         st.plotly_chart(batch_norm_overview(layers))
     paths = [layer.path for layer in layers]
     shown = st.multiselect("Layers to show channel by channel", paths,
-                           default=paths if len(paths) <= 4 else paths[:1], key="inside.bn")
-    if spec.family == "lenet" and len(layers[0].gamma) == len(inside.TEXTBOOK_FIRST_BN["gamma"]):
-        book = inside.TEXTBOOK_FIRST_BN
-        st.caption(f"The book printed the first layer's values after 10 epochs (d2l "
-                   f"{book['section']}): γ = {', '.join(f'{v:.2f}' for v in book['gamma'])}; "
-                   f"β = {', '.join(f'{v:.2f}' for v in book['beta'])}.")
+                           default=inside.layers_to_expand(paths), key="inside.bn")
+    note = inside.textbook_bn_note(subject.spec, layers)
+    if note:
+        st.caption(note)
     columns = st.columns(2)
     for i, layer in enumerate(layer for layer in layers if layer.path in shown):
         with columns[i % 2]:
             st.plotly_chart(batch_norm_chart(*layer))
 
-# 4. Predictions
-st.header("Predictions")
-if data is None or not fits_data:
-    st.info("Predictions need a network for Fashion-MNIST's 1-channel images and 10 classes.",
-            icon=":material/info:")
-else:
-    flops = inspect_spec(spec).total_flops
+
+def predictions_section(subject: Subject, data: FashionMNIST | None) -> None:
+    st.header("Predictions")
+    spec = subject.spec
+    if data is None or not inside.fits_fashion_mnist(spec):
+        st.info("Predictions need a network for Fashion-MNIST's 1-channel images and 10 "
+                "classes.", icon=":material/info:")
+        return
     sizes = [n for n in inside.EVAL_SIZES if n <= len(data.test_labels)]
+    suggested = inside.suggested_eval_size(inspect_spec(spec).total_flops, sizes=tuple(sizes))
     left, right = st.columns([1, 2], vertical_alignment="bottom")
-    n = left.selectbox("Test images to predict", sizes,
-                       index=sizes.index(inside.suggested_eval_size(flops, sizes=tuple(sizes))),
+    n = left.selectbox("Test images to predict", sizes, index=sizes.index(suggested),
                        key=f"inside.eval.{spec.family}.{spec.input_size}")
     which = right.segmented_control("Show", ["first images", "mistakes"], default="first images",
                                     key="inside.gallery")
     try:
-        result = evaluation(*subject, n, spec.input_size)
-    except (RuntimeError, ValueError) as exc:
-        st.error(f"Prediction failed: {exc}", icon=":material/error:")
+        result = evaluation(*subject.key, n, spec.input_size)
+    except (RuntimeError, ValueError) as exc:  # torch's own errors from the forward pass
+        st.error(f"Prediction failed: {markdown_text(str(exc))}", icon=":material/error:")
+        return
+    st.caption(f"On the first {n:,} of the {len(data.test_labels):,} test images in the "
+               "bundled sample (class-balanced, drawn from Fashion-MNIST's 10,000 test "
+               f"images): accuracy **{result.accuracy:.1%}**.")
+    picked = (result.mistakes(GALLERY_SIZE) if which == "mistakes"
+              else list(range(min(GALLERY_SIZE, n))))
+    if picked:
+        st.plotly_chart(prediction_gallery(data.test_images[:n], result.probs, result.targets,
+                                           CLASSES, indices=picked))
     else:
-        st.caption(f"On the first {n:,} of the {len(data.test_labels):,} test images in the "
-                   "bundled sample (class-balanced, drawn from Fashion-MNIST's 10,000 test "
-                   f"images): accuracy **{result.accuracy:.1%}**.")
-        picked = (result.mistakes(GALLERY_SIZE) if which == "mistakes"
-                  else list(range(min(GALLERY_SIZE, n))))
-        if picked:
-            st.plotly_chart(prediction_gallery(data.test_images[:n], result.probs,
-                                               result.targets, CLASSES, indices=picked))
-        else:
-            st.success("No mistakes on these images.", icon=":material/check:")
-        st.plotly_chart(confusion_heatmap(result.matrix, CLASSES))
+        st.success("No mistakes on these images.", icon=":material/check:")
+    st.plotly_chart(confusion_heatmap(result.matrix, CLASSES))
+
+
+# --- the page --------------------------------------------------------------------------------
+
+st.title("Inside a network")
+st.caption("What the weights look like and what the layers see: the first layer's filters, the "
+           "feature maps of one image, BatchNorm's γ and β (d2l 7.5), and the predictions.")
+subject = choose()
+images = sample_images()
+filters_section(subject)
+feature_maps_section(subject, images)
+batch_norm_section(subject)
+predictions_section(subject, images)

@@ -278,3 +278,49 @@ def test_an_uploaded_spec_comes_back_with_tuples():
     assert all(isinstance(v, (int, float, str, bool, tuple))
                for v in dataclasses.asdict(spec).values())
     hash(spec)
+
+
+# --- resolving a form's edits ------------------------------------------------------------------
+
+
+def test_a_valid_edit_is_applied():
+    spec = PRESETS["vgg11"]
+    result = editing.resolve_edits(spec, {"width": [("edit.vgg.width", 0.5)]})
+    assert result.applied == spec.replace(width=0.5) and result.problems == []
+
+
+def test_a_failed_edit_keeps_the_spec_and_says_which_widget_it_came_from():
+    spec = PRESETS["vgg11"]
+    result = editing.resolve_edits(spec, {"input_size": [("edit.vgg.input_size", 16)]})
+    assert result.applied is None
+    assert any(p.field == "input_size" for p in result.problems)
+    assert result.used == {"input_size": ("edit.vgg.input_size", 16)}
+
+
+def test_the_widget_touched_last_wins_and_the_other_is_tried_next():
+    spec = PRESETS["vgg11"]
+    text, table = "edit.vgg.conv_arch.text", "edit.vgg.conv_arch.table"
+    rows = editing.rows_of(spec, "conv_arch")
+    rows[4] = {"num_convs": 3, "channels": 512}
+    edits = {"conv_arch": [(text, "((1, 64),"), (table, rows)]}
+    # The table was touched last: it is tried first and applies.
+    result = editing.resolve_edits(spec, edits, last_edited=table)
+    assert result.applied.conv_arch[-1] == (3, 512)
+    # The broken text touched last is tried first, fails, and the table's value applies.
+    result = editing.resolve_edits(spec, edits, last_edited=text)
+    assert result.applied.conv_arch[-1] == (3, 512)
+
+
+def test_no_edits_resolve_to_nothing():
+    assert editing.resolve_edits(PRESETS["lenet"], {}) == editing.Resolution(None, [], {})
+
+
+def test_a_data_editors_changes_apply_to_the_rows_it_showed():
+    rows = editing.rows_of(PRESETS["vgg11"], "conv_arch")
+    delta = {"edited_rows": {"1": {"channels": 256}}, "added_rows": [{"num_convs": 1,
+                                                                      "channels": 64}],
+             "deleted_rows": [0]}
+    changed = editing.apply_table_delta(rows, delta)
+    assert [(r["num_convs"], r["channels"]) for r in changed] == \
+        [(1, 256), (2, 256), (2, 512), (2, 512), (1, 64)]
+    assert editing.apply_table_delta(rows, {}) == rows

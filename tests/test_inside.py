@@ -11,6 +11,7 @@ from cnnlab.training.data import load_fashion_mnist
 from cnnlab.analysis.layers import inspect_spec
 from cnnlab.arch.models.lenet import BatchNorm
 from cnnlab.runs.store import RunStore
+from cnnlab.arch.checks import SpecError
 from cnnlab.arch.presets import PRESETS
 from cnnlab.training.train import make_model
 from tests.conftest import ONE_EPOCH, record_tiny_run
@@ -208,3 +209,35 @@ def test_suggested_eval_size_keeps_big_networks_quick() -> None:
     resnet = inside.suggested_eval_size(inspect_spec(PRESETS["resnet18"]).total_flops)
     assert resnet * inspect_spec(PRESETS["resnet18"]).total_flops <= inside.EVAL_FLOPS_BUDGET
     assert resnet in inside.EVAL_SIZES
+
+
+# ---------------------------------------------------------------- what the page may show
+
+
+def test_only_runs_with_weights_are_offered(store, runs) -> None:
+    queued = store.create("bn-lenet", PRESETS["bn-lenet"].to_dict(), {})
+    offered = {r.id for r in inside.runs_with_weights(store)}
+    assert set(runs.values()) <= offered and queued.id not in offered
+
+
+def test_feature_maps_and_predictions_need_a_fashion_mnist_network() -> None:
+    assert inside.fits_fashion_mnist(PRESETS["bn-lenet"])
+    assert not inside.fits_fashion_mnist(PRESETS["bn-lenet"].replace(in_channels=3))
+    assert not inside.fits_fashion_mnist(PRESETS["bn-lenet"].replace(num_classes=100))
+
+
+def test_an_invalid_edited_spec_is_refused_before_it_is_built() -> None:
+    with pytest.raises(SpecError):
+        inside.checked_spec(PRESETS["vgg11"].replace(input_size=16))
+
+
+def test_small_networks_expand_every_batch_norm_layer_and_big_ones_the_first() -> None:
+    assert inside.layers_to_expand(["a", "b"]) == ["a", "b"]
+    assert inside.layers_to_expand([f"l{i}" for i in range(20)]) == ["l0"]
+
+
+def test_the_books_gamma_and_beta_are_quoted_for_lenet_only(model) -> None:
+    layers = inside.batch_norm_layers(model)
+    note = inside.textbook_bn_note(PRESETS["bn-lenet"], layers)
+    assert note is not None and "d2l 7.5.4" in note and "γ = 2.16" in note
+    assert inside.textbook_bn_note(PRESETS["resnet18"], layers) is None

@@ -1,6 +1,7 @@
 """The Train page, run headless through AppTest with a real job manager and worker processes.
 
-AppTest never fires `run_every` timers (STREAMLIT.md), so the tests poll: sleep, `at.run()`.
+AppTest never fires `run_every` timers (seen with streamlit 1.67), so the tests poll: sleep,
+`at.run()`.
 """
 
 from __future__ import annotations

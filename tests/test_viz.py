@@ -1,4 +1,4 @@
-"""Figures for looking inside a network and comparing runs: data in, Plotly figure out."""
+"""Figures of a network (cnnlab.views.figures): data in, Plotly figure out."""
 
 from __future__ import annotations
 
@@ -169,42 +169,3 @@ def test_prediction_gallery_shows_only_the_chosen_images() -> None:
     fig = viz.prediction_gallery(images, probs, torch.arange(10), CLASSES, indices=[2, 7])
     assert [t.name for t in fig.data] == ["image 2", "image 7"]
     assert [a.text for a in fig.layout.annotations] == ["pullover 100%", "sneaker 100%"]
-
-
-# ---------------------------------------------------------------- curves
-
-
-def events(n_epochs: int, steps_per_epoch: int = 4) -> list[dict]:
-    out = []
-    for e in range(1, n_epochs + 1):
-        for s in range(steps_per_epoch):
-            epoch = e - 1 + (s + 1) / steps_per_epoch
-            out.append({"kind": "step", "epoch": epoch, "train_loss": 2.0 / epoch})
-        out.append({"kind": "epoch", "epoch": float(e), "train_loss": 1.0 / e,
-                    "test_acc": 0.5 + 0.05 * e})
-    return out
-
-
-def test_overlaid_curves_draw_one_line_per_run() -> None:
-    curves = {"a": events(3), "b": events(2), "queued": []}
-    fig = viz.overlaid_curves(curves, "test_acc")
-    assert [t.name for t in fig.data] == ["a", "b", "queued"]
-    assert list(fig.data[0].x) == [1.0, 2.0, 3.0]  # epoch events: test accuracy per epoch
-    assert fig.data[0].line.color != fig.data[1].line.color
-
-
-def test_training_loss_uses_the_denser_step_events() -> None:
-    fig = viz.overlaid_curves({"a": events(3)}, "train_loss")
-    assert len(fig.data[0].x) == 12 and fig.data[0].mode == "lines"
-
-
-def test_long_curves_are_thinned_but_keep_their_last_point() -> None:
-    fig = viz.overlaid_curves({"long": events(100, 100)}, "train_loss", max_points=500)
-    xs = fig.data[0].x
-    assert len(xs) <= 501 and xs[-1] == 100.0
-
-
-def test_references_are_dashed_lines_not_runs() -> None:
-    fig = viz.overlaid_curves({"a": events(2)}, "test_acc", references={"book 0.874": 0.874})
-    assert len(fig.data) == 1
-    assert [shape.y0 for shape in fig.layout.shapes] == [0.874]

@@ -3,7 +3,8 @@
 `RunEvents` keeps each run's events in memory and asks the store only for those after the
 last one it has (`RunStore.metrics(after_seq=...)`), so a page that polls every second reads a
 few new rows, not the whole history. `progress(run, events)` sums a run up for a progress bar,
-a queue entry or a row of the runs table. No Streamlit in here.
+a queue entry or a row of the runs table (`cnnlab.views.text.progress_text` words it). No
+Streamlit in here.
 """
 
 from __future__ import annotations
@@ -76,20 +77,6 @@ class Progress:
     test_acc: float | None  # at the latest evaluation
     best_test_acc: float | None
 
-    @property
-    def text(self) -> str:
-        """'epoch 1.3 of 10 · 7,300 examples/s · 2 min 10 s left', as far as known."""
-        parts = []
-        if self.epoch is not None:
-            planned = self.planned_epochs or self.epochs
-            of = f" of {_short(planned)}" if planned else ""
-            parts.append(f"epoch {_short(self.epoch)}{of}")
-        if self.examples_per_s:
-            parts.append(f"{self.examples_per_s:,.0f} examples/s")
-        if self.status is Status.RUNNING and self.eta_s is not None:
-            parts.append(f"{duration(self.eta_s)} left")
-        return " · ".join(parts)
-
 
 def progress(run: Run, events: list[Event], now: float | None = None) -> Progress:
     """The run's progress from its events (all of them, in seq order)."""
@@ -125,23 +112,6 @@ def progress(run: Run, events: list[Event], now: float | None = None) -> Progres
         test_acc=_number(last_eval, "test_acc"),
         best_test_acc=max(tests) if tests else (best if is_number(best) else None),
     )
-
-
-def duration(seconds: float) -> str:
-    """75 -> '1 min 15 s'; 4000 -> '1 h 7 min'."""
-    seconds = max(0, round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {seconds} s" if seconds and minutes < 10 else f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-
-
-def _short(epochs: float) -> str:
-    """1.0 -> '1', 1.25 -> '1.25', 0.3333 -> '0.33'."""
-    return f"{epochs:.2f}".rstrip("0").rstrip(".")
 
 
 def _number(event: Event | None, key: str) -> float | None:

@@ -1,1 +1,2 @@
-"""How results are shown: pure functions from tables, runs and tensors to figures and page-ready rows (no Streamlit)."""
+"""How results are shown: pure functions from tables, runs and tensors to figures, page-ready
+rows and text (no Streamlit)."""

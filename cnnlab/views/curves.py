@@ -1,13 +1,14 @@
-"""Training curves as the textbook draws them (d2l's `Animator` in `train_ch6`): train loss,
-train accuracy and test accuracy against epochs, as one Plotly figure. No Streamlit in here.
+"""Training curves: one run as the textbook draws it (d2l's `Animator` in `train_ch6`), and
+several runs overlaid. Metric events in, Plotly figures out, no Streamlit inside.
 
 Long runs are averaged down to at most MAX_POINTS points per curve before drawing: a browser
-redrawing the chart every second stays smooth at ~10k points and stutters at 100k
-(STREAMLIT.md).
+redrawing a chart every second stayed smooth at ~10k points and dropped to 14-24 frames a
+second at 100k.
 """
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,15 +16,17 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from cnnlab.arch.checks import is_number
+from cnnlab.views.style import BLUE, FONT, GREEN, GREY, SKY, VERMILLION, run_colour
 
 Event = dict[str, Any]
 
 MAX_POINTS = 2000
-# Colours that stay apart on a washed-out classroom projector (Okabe-Ito, colour-blind safe).
-COLORS = {"train_loss": "#0072B2", "test_loss": "#56B4E9", "train_acc": "#D55E00",
-          "test_acc": "#009E73", "book": "#777777"}
-FONT_SIZE = 15
+COLORS = {"train_loss": BLUE, "test_loss": SKY, "train_acc": VERMILLION, "test_acc": GREEN,
+          "book": GREY}
 MARKED_POINTS = 20  # the test curves mark each epoch's point up to this many
+METRIC_TITLES = {"test_acc": "test accuracy", "train_acc": "training accuracy",
+                 "train_loss": "training loss", "test_loss": "test loss",
+                 "examples_per_s": "examples/s"}
 
 
 def downsample(xs: Sequence[float], ys: Sequence[float],
@@ -43,7 +46,9 @@ def downsample(xs: Sequence[float], ys: Sequence[float],
     return out_x, out_y
 
 
-def _series(events: Sequence[Event], kind: str, key: str) -> tuple[list[float], list[float]]:
+def series(events: Sequence[Event], kind: str, key: str) -> tuple[list[float], list[float]]:
+    """(epochs, values) of `key` in the events of `kind` ("step" or "epoch"), in order; events
+    without a finite number for it are left out."""
     points = [(e["epoch"], e[key]) for e in events
               if e.get("kind") == kind and is_number(e.get("epoch")) and is_number(e.get(key))]
     return [p[0] for p in points], [p[1] for p in points]
@@ -67,7 +72,7 @@ def training_curves(events: Sequence[Event], *, epochs: float | None = None,
         ("epoch", "test_acc", "test acc", 2, "lines+markers"),
     )
     for kind, key, name, column, mode in curves:
-        xs, ys = downsample(*_series(events, kind, key))
+        xs, ys = downsample(*series(events, kind, key))
         if not xs:
             continue
         if len(xs) < 3:
@@ -90,8 +95,39 @@ def training_curves(events: Sequence[Event], *, epochs: float | None = None,
     figure.update_yaxes(rangemode="tozero", row=1, col=1)
     figure.update_yaxes(range=[0, 1], row=1, col=2)
     figure.update_layout(
-        height=height, margin={"l": 10, "r": 10, "t": 40, "b": 10}, font={"size": FONT_SIZE},
+        height=height, margin={"l": 10, "r": 10, "t": 40, "b": 10}, font=FONT,
         legend={"orientation": "h", "yanchor": "top", "y": -0.18, "x": 0.5, "xanchor": "center"},
         hovermode="x unified", uirevision="keep",  # keep a user's zoom across the live redraws
     )
     return figure
+
+
+def overlaid_curves(curves: dict[str, list[Event]], metric: str,
+                    references: dict[str, float] | None = None,
+                    max_points: int = MAX_POINTS) -> go.Figure:
+    """One line per run of `metric` against epochs. `curves` maps a label to the run's metric
+    events (`RunStore.metrics`); step events are used where they carry the metric (the training
+    loss, densely), else epoch events (test accuracy, once per epoch). Lines longer than
+    `max_points` are averaged down (`downsample`). `references` adds a dashed horizontal line
+    per label, e.g. the book's accuracy. One trace per run, even one with no points yet."""
+    fig = go.Figure()
+    for number, (label, events) in enumerate(curves.items()):
+        label = html.escape(label)  # a run's name; Plotly renders tags such as <a href> in text
+        xs, ys = series(events, "step", metric)
+        dense = bool(xs)
+        if not dense:
+            xs, ys = series(events, "epoch", metric)
+        xs, ys = downsample(xs, ys, max_points)
+        fig.add_trace(go.Scatter(
+            x=xs, y=ys, name=label, mode="lines" if dense else "lines+markers",
+            line={"color": run_colour(number), "width": 2.5},
+            hovertemplate=f"{label}<br>epoch %{{x:.2f}}: %{{y:.4g}}<extra></extra>"))
+    for label, value in (references or {}).items():
+        fig.add_hline(y=value, line_dash="dash", line_color=GREY,
+                      annotation_text=label, annotation_position="top left")
+    title = METRIC_TITLES.get(metric, metric.replace("_", " "))
+    fig.update_layout(title=title[0].upper() + title[1:], height=420, font=FONT,
+                      xaxis_title="epoch", yaxis_title=title, hovermode="closest",
+                      margin={"l": 10, "r": 10, "t": 60, "b": 10},
+                      legend={"orientation": "h", "yanchor": "top", "y": -0.18, "x": 0})
+    return fig

@@ -346,6 +346,19 @@ def rows_of(spec: Spec, field: str) -> list[Row]:
     return TABLE_FIELDS[spec.family, field].rows(spec)
 
 
+def apply_table_delta(rows: list[Row], delta: dict[str, Any]) -> list[Row]:
+    """A table's rows after a data editor's edits, as Streamlit keeps them in session state:
+    {"edited_rows": {"1": {"channels": 256}}, "added_rows": [{...}], "deleted_rows": [0]}.
+    Edits and deletions name rows by their index before the change; added rows go last."""
+    rows = [dict(row) for row in rows]
+    for index, changes in (delta.get("edited_rows") or {}).items():
+        if 0 <= int(index) < len(rows):
+            rows[int(index)].update(changes)
+    rows += [dict(row) for row in delta.get("added_rows") or []]
+    deleted = {int(i) for i in delta.get("deleted_rows") or []}
+    return [row for i, row in enumerate(rows) if i not in deleted]
+
+
 def widget_field(family: str, problem_field: str) -> str:
     """The widget a problem belongs next to: "conv_arch[2] channels" -> "conv_arch"."""
     base = re.split(r"[\[ ]", problem_field, maxsplit=1)[0]
@@ -397,3 +410,45 @@ def spec_from_json_bytes(data: bytes) -> tuple[Spec | None, list[Problem]]:
         return spec_from_json(data), []
     except SpecError as exc:
         return None, exc.problems
+
+
+# --- resolving a form's edits ------------------------------------------------------------------
+
+Edit = tuple[str, Any]  # (widget key, the value it holds)
+
+
+@dataclasses.dataclass(frozen=True)
+class Resolution:
+    """What a form's edits come to: the spec to show next (None when no attempt worked), the
+    problems to show, and the edit each problem belongs to (field -> (widget key, value))."""
+
+    applied: Spec | None
+    problems: list[Problem]
+    used: dict[str, Edit]
+
+
+def attempts(edits: dict[str, list[Edit]], last_edited: str | None) -> list[dict[str, Edit]]:
+    """Edits to try, field -> (widget key, value). A field edited in two widgets at once
+    (VGG's conv_arch as text and as a table) is tried from the widget touched last first, then
+    from the other one."""
+    ordered = {f: sorted(s, key=lambda item: item[0] != last_edited) for f, s in edits.items()}
+    tries = [{f: s[0] for f, s in ordered.items()}]
+    if any(len(s) > 1 for s in ordered.values()):
+        tries.append({f: s[-1] for f, s in ordered.items()})
+    return tries
+
+
+def resolve_edits(spec: Spec, edits: dict[str, list[Edit]],
+                  last_edited: str | None = None) -> Resolution:
+    """Try the edits on a copy of `spec`: the first attempt without errors is applied. When
+    none works, the spec stays and the first attempt's problems are shown. `edits` maps a
+    field to the widgets whose values differ from the spec, [(widget key, value)]."""
+    applied, problems, used = None, [], {}
+    for attempt in attempts(edits, last_edited) if edits else []:
+        candidate, found = apply_edits(spec, {f: v for f, (_, v) in attempt.items()})
+        if not used:
+            problems, used = found, attempt
+        if candidate is not None:
+            applied = candidate
+            break
+    return Resolution(applied, problems, used)

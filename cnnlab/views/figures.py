@@ -1,7 +1,9 @@
-"""Figures as functions: tables and tensors in, Plotly figures out, no Streamlit inside.
+"""Figures of a network: its cost per block, its filters, feature maps, BatchNorm parameters
+and predictions. Tables and tensors in, Plotly figures out, no Streamlit inside.
 
 Each function returns a `plotly.graph_objects.Figure` that a page shows, a test inspects and
-the CLI can save.
+the CLI can save. Training curves are drawn by `cnnlab.views.curves`; both take their font and
+colours from `cnnlab.views.style`.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from cnnlab.analysis.layers import LayerTable
+from cnnlab.views.style import BAD, BLUE, FONT, GOOD, GREEN, GREY, ORANGE, PURPLE
 
 # Bar colours by what a block is made of: the chapter's point is that the dense layers hold
 # most parameters while the convolutions do most of the arithmetic (d2l 7.2, exercise 1).
-KIND_COLOURS = {"convolution": "#1f77b4", "fully connected": "#ff7f0e", "other": "#9e9e9e"}
+KIND_COLOURS = {"convolution": BLUE, "fully connected": ORANGE, "other": GREY}
 
 
 def _bar_kind(kinds: set[str]) -> str:
@@ -75,23 +78,16 @@ def params_flops_bars(table: LayerTable, level: str = "block") -> go.Figure:
                          row=1, col=col)
     fig.update_yaxes(tickformat="~s")
     fig.update_layout(barmode="relative", bargap=0.15, height=420,
-                      margin=dict(l=10, r=10, t=40, b=10), font=dict(size=15),
+                      margin=dict(l=10, r=10, t=40, b=10), font=FONT,
                       legend=dict(orientation="h", yanchor="bottom", y=1.08, x=0))
     return fig
 
 
 # ---------------------------------------------------------------- looking inside a network
-# Image grids are one figure of heatmap subplots, not st.image calls: images inside fragments
-# produced /media 404s (STREAMLIT.md), and a figure is also what a test or the CLI can inspect.
+# Image grids are one figure of heatmap subplots, not st.image calls: st.image inside a
+# refreshing fragment gave /media 404s right after a server start (streamlit issue #9079), and a
+# figure is also what a test or the CLI can inspect.
 
-FONT = dict(size=15)  # readable on a classroom projector
-GOOD, BAD = "#1a7f37", "#cf222e"
-# Distinct hues for overlaid runs (Streamlit's own theme would draw them in shades of blue).
-RUN_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-               "#7f7f7f", "#bcbd22", "#17becf")
-METRIC_TITLES = {"test_acc": "test accuracy", "train_acc": "training accuracy",
-                 "train_loss": "training loss", "test_loss": "test loss",
-                 "examples_per_s": "examples/s"}
 
 
 def _array(values: Any) -> np.ndarray:
@@ -279,13 +275,13 @@ def batch_norm_chart(path: str, gamma: Any, beta: Any, running_mean: Any = None,
     fig = make_subplots(rows=rows, cols=1, shared_xaxes=True, vertical_spacing=0.12,
                         subplot_titles=["γ (scale) and β (shift), learned"]
                         + (["running mean and variance, used for prediction"] if running else []))
-    for values, label, colour in ((g, "γ scale", "#1f77b4"), (b, "β shift", "#ff7f0e")):
+    for values, label, colour in ((g, "γ scale", BLUE), (b, "β shift", ORANGE)):
         fig.add_trace(go.Bar(x=channels, y=values, name=label, marker_color=colour,
                              hovertemplate=f"channel %{{x}}: {label} %{{y:.3f}}<extra></extra>"),
                       row=1, col=1)
-    fig.add_hline(y=1.0, line_dash="dot", line_color="#1f77b4", row=1, col=1)
-    fig.add_hline(y=0.0, line_color="#555", line_width=1, row=1, col=1)
-    for (label, values), colour in zip(running, ("#2ca02c", "#9467bd")):
+    fig.add_hline(y=1.0, line_dash="dot", line_color=BLUE, row=1, col=1)
+    fig.add_hline(y=0.0, line_color=GREY, line_width=1, row=1, col=1)
+    for (label, values), colour in zip(running, (GREEN, PURPLE)):
         fig.add_trace(go.Bar(x=channels, y=values, name=label, marker_color=colour,
                              hovertemplate=f"channel %{{x}}: {label} %{{y:.3f}}<extra></extra>"),
                       row=2, col=1)
@@ -302,7 +298,7 @@ def batch_norm_overview(layers: list[tuple[Any, ...]]) -> go.Figure:
     one box (with every channel as a point) per layer. `layers` holds (path, gamma, beta, ...)
     tuples, as `cnnlab.views.inside.batch_norm_layers` returns. Two traces: gamma and beta."""
     fig = go.Figure()
-    for index, label, colour in ((1, "γ scale", "#1f77b4"), (2, "β shift", "#ff7f0e")):
+    for index, label, colour in ((1, "γ scale", BLUE), (2, "β shift", ORANGE)):
         xs, ys = [], []
         for layer in layers:
             values = _array(layer[index]).reshape(-1)
@@ -311,8 +307,8 @@ def batch_norm_overview(layers: list[tuple[Any, ...]]) -> go.Figure:
         fig.add_trace(go.Box(x=xs, y=ys, name=label, marker_color=colour, boxpoints="all",
                              jitter=0.4, pointpos=0, marker_size=4,
                              hovertemplate=f"%{{x}}: {label} %{{y:.3f}}<extra></extra>"))
-    fig.add_hline(y=1.0, line_dash="dot", line_color="#1f77b4")
-    fig.add_hline(y=0.0, line_color="#555", line_width=1)
+    fig.add_hline(y=1.0, line_dash="dot", line_color=BLUE)
+    fig.add_hline(y=0.0, line_color=GREY, line_width=1)
     fig.update_layout(title="γ and β of every BatchNorm layer (one point per channel)",
                       boxmode="group", height=420, margin=dict(l=10, r=10, t=80, b=10),
                       font=FONT, xaxis_tickangle=-30,
@@ -382,37 +378,4 @@ def prediction_gallery(images: Any, probs: Any, labels: Any,
     cell = min(150, 1150 // cols)
     fig.update_layout(height=rows * (cell + 50) + 20, margin=dict(l=10, r=10, t=50, b=10),
                       font=FONT)
-    return fig
-
-
-def overlaid_curves(curves: dict[str, list[dict[str, Any]]], metric: str,
-                    references: dict[str, float] | None = None,
-                    max_points: int = 2000) -> go.Figure:
-    """One line per run of `metric` against epochs. `curves` maps a label to the run's metric
-    events (`RunStore.metrics`); step events are used where they carry the metric (the training
-    loss, densely), else epoch events (test accuracy, once per epoch). At most `max_points` per
-    line (evenly thinned). `references` adds a dashed horizontal line per label, e.g. the book's
-    accuracy. One trace per run, even one with no points yet."""
-    fig = go.Figure()
-    palette = RUN_COLOURS
-    for number, (label, events) in enumerate(curves.items()):
-        steps = [e for e in events if e.get("kind") == "step" and e.get(metric) is not None]
-        chosen = steps or [e for e in events if e.get("kind") == "epoch"
-                           and e.get(metric) is not None]
-        if len(chosen) > max_points:
-            stride = math.ceil(len(chosen) / max_points)
-            chosen = chosen[::stride] + ([chosen[-1]] if (len(chosen) - 1) % stride else [])
-        fig.add_trace(go.Scatter(
-            x=[e["epoch"] for e in chosen], y=[e[metric] for e in chosen], name=label,
-            mode="lines" if steps else "lines+markers",
-            line=dict(color=palette[number % len(palette)], width=2.5),
-            hovertemplate=f"{label}<br>epoch %{{x:.2f}}: %{{y:.4g}}<extra></extra>"))
-    for label, value in (references or {}).items():
-        fig.add_hline(y=value, line_dash="dash", line_color="#555",
-                      annotation_text=label, annotation_position="top left")
-    title = METRIC_TITLES.get(metric, metric.replace("_", " "))
-    fig.update_layout(title=title[0].upper() + title[1:], height=420, font=FONT,
-                      xaxis_title="epoch", yaxis_title=title, hovermode="closest",
-                      margin=dict(l=10, r=10, t=60, b=10),
-                      legend=dict(orientation="h", yanchor="top", y=-0.18, x=0))
     return fig

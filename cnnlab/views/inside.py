@@ -18,7 +18,7 @@ from torch import nn
 from cnnlab.errors import CnnlabError
 from cnnlab.training.data import NUM_CLASSES, to_input
 from cnnlab.arch.models import batch_norm_modules, build
-from cnnlab.runs.store import Run, RunStore
+from cnnlab.runs.store import Run, RunStore, Status
 from cnnlab.arch.specs import Spec
 from cnnlab.training.train import make_model
 from cnnlab.arch.checks import SpecError
@@ -255,3 +255,40 @@ def suggested_eval_size(flops_per_image: float, budget: float = EVAL_FLOPS_BUDGE
     fits = [n for n in sizes if n * max(flops_per_image, 1.0) <= budget]
     return max(fits) if fits else min(sizes)
 
+
+
+# ---------------------------------------------------------------- what the page may show
+
+
+def runs_with_weights(store: RunStore) -> list[Run]:
+    """Runs whose weights can be looked at: those with a checkpoint, and running ones (their
+    first checkpoint comes after an epoch). Raises StoreError when the store is unreadable."""
+    return [r for r in store.list() if r.status is Status.RUNNING or store.checkpoints(r.id)]
+
+
+def fits_fashion_mnist(spec: Spec) -> bool:
+    """Whether the network takes Fashion-MNIST's 1-channel images and predicts its classes:
+    only then can it show feature maps of, and predict, the test images."""
+    return spec.in_channels == 1 and spec.num_classes == NUM_CLASSES
+
+
+def checked_spec(spec: Spec) -> Spec:
+    """`spec` if it is valid (an edited one may not be); raises SpecError listing its problems."""
+    return spec_from_data(spec.to_dict())
+
+
+def layers_to_expand(paths: list[str], at_most: int = 4) -> list[str]:
+    """The BatchNorm layers drawn channel by channel at first: all of a small network's, else
+    the first (ResNet's and DenseNet's dozens would fill the page)."""
+    return paths if len(paths) <= at_most else paths[:1]
+
+
+def textbook_bn_note(spec: Spec, layers: list[BNLayer]) -> str | None:
+    """The first layer's gamma and beta as d2l 7.5.4 printed them, for a LeNet whose first
+    BatchNorm layer has as many channels as the book's; else None."""
+    book = TEXTBOOK_FIRST_BN
+    if spec.family != "lenet" or not layers or len(layers[0].gamma) != len(book["gamma"]):
+        return None
+    return (f"The book printed the first layer's values after 10 epochs (d2l "
+            f"{book['section']}): γ = {', '.join(f'{v:.2f}' for v in book['gamma'])}; "
+            f"β = {', '.join(f'{v:.2f}' for v in book['beta'])}.")

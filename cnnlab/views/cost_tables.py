@@ -1,0 +1,90 @@
+"""What a network costs, as the Architecture page's tables: the convolution / dense split, the
+training memory, and one row per block or per layer. Columns of plain values (a DataFrame takes
+them), computed from a `LayerTable`; no Streamlit inside.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cnnlab.analysis.layers import LayerTable, human_bytes
+
+Columns = dict[str, list[Any]]
+
+# The Architecture page's memory choices: name -> label. "momentum" keeps one buffer per weight,
+# Adam two.
+OPTIMIZERS = {"sgd": "SGD", "momentum": "SGD with momentum", "adam": "Adam"}
+
+
+def shape_text(shape: tuple[int, ...]) -> str:
+    """(64, 56, 56) -> '64x56x56'."""
+    return "x".join(map(str, shape))
+
+
+def share(part: int, whole: int) -> float:
+    """part / whole, 0 for an empty whole."""
+    return part / whole if whole else 0.0
+
+
+def conv_fc_split(table: LayerTable) -> Columns:
+    """Parameters and FLOPs of the convolutions, the dense layers and the rest (batch norm):
+    the chapter's point that dense layers hold AlexNet's and VGG's parameters while the
+    convolutions do the arithmetic (d2l 7.2, exercise 1)."""
+    split = table.conv_fc_split()
+    other = table.total_params - split.conv_params - split.fc_params
+    params = (split.conv_params, split.fc_params, other)
+    flops = (split.conv_flops, split.fc_flops, 0)
+    return {
+        "layers": ["convolutions", "fully connected", "other (batch norm)"],
+        "params": list(params),
+        "of params": [share(p, table.total_params) for p in params],
+        "FLOPs": list(flops),
+        "of FLOPs": [share(f, table.total_flops) for f in flops],
+    }
+
+
+def training_memory(table: LayerTable, batch_size: int, optimizer: str) -> Columns:
+    """float32 memory to train at `batch_size` with `optimizer` (a key of OPTIMIZERS), part by
+    part, then the total."""
+    memory = table.memory(batch_size, optimizer)
+    parts = {"weights": memory.weights, "gradients": memory.gradients,
+             "optimizer state": memory.optimizer_state, "activations": memory.activations}
+    return {
+        "training": [*parts, "total"],
+        "memory": [human_bytes(b) for b in parts.values()] + [human_bytes(memory.total)],
+        "share": [share(b, memory.total) for b in parts.values()] + [1.0],
+    }
+
+
+def block_rows(table: LayerTable) -> Columns:
+    """One row per top-level block, with its share of the parameters and FLOPs."""
+    blocks = table.blocks
+    return {
+        "block": [b.name for b in blocks], "type": [b.type for b in blocks],
+        "output": [shape_text(b.output_shape) for b in blocks],
+        "params": [b.params for b in blocks],
+        "of params": [share(b.params, table.total_params) for b in blocks],
+        "FLOPs": [b.flops for b in blocks],
+        "of FLOPs": [share(b.flops, table.total_flops) for b in blocks],
+        "other ops": [b.other_ops for b in blocks],
+        "activations": [human_bytes(b.activation_bytes) for b in blocks],
+        "receptive field": [b.receptive_field for b in blocks],
+    }
+
+
+def layer_rows(table: LayerTable) -> Columns:
+    """One row per layer, with its receptive field and the jump between its outputs."""
+    rows = table.rows
+    return {
+        "layer": [r.path for r in rows], "type": [r.type for r in rows],
+        "output": [shape_text(r.output_shape) for r in rows],
+        "params": [r.params for r in rows], "FLOPs": [r.flops for r in rows],
+        "other ops": [r.other_ops for r in rows],
+        "activations": [human_bytes(r.activation_bytes) for r in rows],
+        "receptive field": [r.receptive_field for r in rows], "jump": [r.jump for r in rows],
+    }
+
+
+def export_name(preset: str, edited: bool) -> str:
+    """The file name stem of an export: 'vgg16', or 'vgg16_edited' for an edited preset."""
+    return (f"{preset}-edited" if edited else preset).replace("-", "_")

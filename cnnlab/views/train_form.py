@@ -1,0 +1,134 @@
+"""The Train page's form as data: the fields it shows, their first values, the config its values
+make, the textbook note above it and the memory check before a launch. No Streamlit in here.
+
+Config values are checked in one place, `TrainConfig`: the form turns what the widgets hold into
+a config, and a config that cannot be built comes back as ConfigError's problems, field by field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from cnnlab.analysis.layers import InspectionError, human_bytes
+from cnnlab.arch.specs import Spec
+from cnnlab.errors import Problem
+from cnnlab.training import resources
+from cnnlab.training.train import (TEXTBOOK_RECIPES, TEXTBOOK_RESULTS, ConfigError, TrainConfig,
+                                   default_config)
+from cnnlab.arch.presets import preset_name
+
+RECIPE = ("epochs", "batch_size", "lr")  # what the textbook sets per model
+HYPERPARAMETERS = (*RECIPE, "optimizer", "momentum", "weight_decay", "label_smoothing",
+                   "schedule", "seed")
+MORE_OPTIONS = ("max_steps", "log_every", "flip")
+DATA_AND_DEVICE = ("data", "subset", "device")
+FIELDS = HYPERPARAMETERS + DATA_AND_DEVICE + MORE_OPTIONS  # every value the form holds
+DATA_NAMES = {"full": "full (60,000 / 10,000)", "sample": "sample (3,000 / 1,000)"}
+
+
+def model_name(spec: Spec) -> str:
+    """A preset's name, or the family's with '-custom' for an edited spec."""
+    return preset_name(spec) or f"{spec.family}-custom"
+
+
+def uses_momentum(optimizer: str) -> bool:
+    """Momentum is an SGD setting; Adam and AdamW keep their own moving averages."""
+    return optimizer == "sgd"
+
+
+# --- the values the widgets start from ---------------------------------------------------------
+
+
+def data_options(full_found: bool) -> list[str]:
+    return ["full", "sample"] if full_found else ["sample"]
+
+
+def device_options(gpus: list[str]) -> list[str]:
+    return ["cuda", "cpu"] if gpus else ["cpu"]
+
+
+def first_values(config: TrainConfig, full_found: bool, gpus: list[str]) -> dict[str, Any]:
+    """Every field on a first visit: the textbook's hyperparameters (`config`), the full data
+    when it is installed (all of it), and the GPU when there is one."""
+    values = {field: getattr(config, field) for field in HYPERPARAMETERS + MORE_OPTIONS}
+    data = data_options(full_found)[0]
+    return {**values, "data": data, "subset": resources.train_size(data),
+            "device": device_options(gpus)[0]}
+
+
+def recipe_values(spec: Spec, fields: tuple[str, ...] = RECIPE) -> dict[str, Any]:
+    """The textbook's values of `fields` for `spec` (its preset's recipe, else its family's)."""
+    config = default_config(spec)
+    return {field: getattr(config, field) for field in fields}
+
+
+def recipe_note(spec: Spec) -> str:
+    """Markdown: where the form's recipe comes from, and what the book reached with it."""
+    name = model_name(spec)
+    recipe = TEXTBOOK_RECIPES.get(name)
+    if recipe is None:
+        return (f"The book does not train {name}: epochs, batch size and learning rate are its "
+                f"{spec.family} recipe, with plain SGD as in `train_ch6`.")
+    note = (f"Epochs, batch size and learning rate are the textbook's for {name} "
+            f"(d2l {recipe.source.removeprefix('d2l ')}), with plain SGD as in `train_ch6`.")
+    book = TEXTBOOK_RESULTS.get(name)
+    if book is not None:
+        note += (f" The book reached **{book.test_acc:.3f}** test accuracy after 10 epochs, at "
+                 f"{book.examples_per_s:,.0f} examples/s on its GPU.")
+    return note
+
+
+# --- from the widgets' values to a config ------------------------------------------------------
+
+
+def config_from_form(values: dict[str, Any]) -> tuple[TrainConfig | None, list[Problem]]:
+    """The config the form's `values` (one per FIELDS) describe, and every problem with it:
+    TrainConfig's checks, then whether this server has that data. None when there are any.
+
+    Two form rules: a subset as large as the whole training set means no subset, and momentum
+    counts only for SGD (its widget is greyed out otherwise)."""
+    chosen = {field: values[field] for field in FIELDS}
+    if chosen["subset"] == resources.train_size(chosen["data"]):
+        chosen["subset"] = None
+    if not uses_momentum(chosen["optimizer"]):
+        chosen["momentum"] = 0.0
+    try:
+        config = TrainConfig(**chosen)
+    except ConfigError as exc:
+        return None, exc.problems
+    problems = resources.data_problems(config)
+    return (None if problems else config), problems
+
+
+# --- will it fit? ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Whether a run may start, why (or why not), and where its memory goes."""
+
+    fits: bool
+    message: str
+    breakdown: str = ""
+
+
+def memory_breakdown(need: resources.Estimate) -> str:
+    """'Estimate: weights 1.2 MB · gradients ... · data and PyTorch 410 MB'."""
+    memory = need.memory
+    runtime = need.fixed - memory.weights - memory.gradients - memory.optimizer_state
+    return (f"Estimate: weights {human_bytes(memory.weights)} · gradients "
+            f"{human_bytes(memory.gradients)} · optimizer state "
+            f"{human_bytes(memory.optimizer_state)} · batches "
+            f"{human_bytes(need.batch_part)} · data and PyTorch {human_bytes(runtime)}")
+
+
+def launch_check(spec: Spec, config: TrainConfig) -> Launch:
+    """Whether training `spec` with `config` fits the device it would run on. Never raises: a
+    failed estimate is a refusal that says why."""
+    try:
+        need = resources.estimate(spec, config)
+        fits, message = resources.fits_device(spec, config)
+    except (InspectionError, ValueError, OSError) as exc:
+        return Launch(False, f"Could not estimate the memory this run needs: {exc}")
+    return Launch(fits, message, memory_breakdown(need))

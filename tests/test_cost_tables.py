@@ -1,0 +1,41 @@
+"""The Architecture page's tables from a LayerTable (cnnlab.views.cost_tables)."""
+
+from __future__ import annotations
+
+import pytest
+
+from cnnlab.analysis.layers import inspect_spec
+from cnnlab.arch.presets import PRESETS
+from cnnlab.views import cost_tables
+
+
+def test_dense_layers_hold_vggs_parameters_and_convolutions_its_flops():
+    split = cost_tables.conv_fc_split(inspect_spec(PRESETS["vgg11"]))
+    of_params = dict(zip(split["layers"], split["of params"]))
+    of_flops = dict(zip(split["layers"], split["of FLOPs"]))
+    assert of_params["fully connected"] > 0.9 and of_flops["convolutions"] > 0.9
+    assert sum(split["of params"]) == pytest.approx(1.0)
+
+
+def test_training_memory_grows_with_the_batch_and_adams_state():
+    table = inspect_spec(PRESETS["lenet"])
+    sgd = cost_tables.training_memory(table, 128, "sgd")
+    adam = cost_tables.training_memory(table, 1024, "adam")
+    assert sgd["training"] == ["weights", "gradients", "optimizer state", "activations", "total"]
+    assert sgd["memory"][2] == "0 B" and adam["memory"][2] != "0 B"
+    assert adam["memory"][3] != sgd["memory"][3] and sgd["share"][-1] == 1.0
+
+
+def test_block_and_layer_rows_have_one_row_each():
+    table = inspect_spec(PRESETS["resnet18"])
+    blocks, layers = cost_tables.block_rows(table), cost_tables.layer_rows(table)
+    assert blocks["block"] == [b.name for b in table.blocks]
+    assert len(layers["layer"]) == len(table.rows) and "jump" in layers
+    assert blocks["output"][0] == cost_tables.shape_text(table.blocks[0].output_shape)
+
+
+def test_shapes_shares_and_export_names():
+    assert cost_tables.shape_text((64, 56, 56)) == "64x56x56"
+    assert cost_tables.share(1, 4) == 0.25 and cost_tables.share(1, 0) == 0.0
+    assert cost_tables.export_name("vgg11-small", True) == "vgg11_small_edited"
+    assert cost_tables.export_name("nin", False) == "nin"

@@ -1,0 +1,99 @@
+"""The Train page's rules without Streamlit: the form's values to a config, and a run's words."""
+
+from __future__ import annotations
+
+import math
+
+from cnnlab.arch.presets import PRESETS
+from cnnlab.runs.live import progress
+from cnnlab.runs.store import Run, Status
+from cnnlab.training import resources
+from cnnlab.training.train import TrainConfig
+from cnnlab.views import run_display, train_form
+
+
+def form(**changes) -> dict:
+    """What the widgets hold on a first visit with the sample data on the CPU, then `changes`."""
+    values = train_form.first_values(TrainConfig(), full_found=False, gpus=[])
+    return {**values, **changes}
+
+
+def test_a_first_visit_fills_every_field_with_the_textbook_and_all_the_data():
+    values = train_form.first_values(train_form.default_config(PRESETS["alexnet"]),
+                                     full_found=False, gpus=[])
+    assert set(values) == set(train_form.FIELDS)
+    assert (values["epochs"], values["batch_size"], values["lr"]) == (10, 128, 0.01)
+    assert values["data"] == "sample" and values["device"] == "cpu"
+    assert values["subset"] == resources.train_size("sample")
+    assert train_form.first_values(TrainConfig(), True, ["H200"])["device"] == "cuda"
+
+
+def test_the_form_makes_the_config_it_shows():
+    config, problems = train_form.config_from_form(form(epochs=3, lr=0.5))
+    assert problems == [] and (config.epochs, config.lr, config.data) == (3, 0.5, "sample")
+
+
+def test_all_the_training_images_means_no_subset():
+    config, _ = train_form.config_from_form(form())
+    assert config.subset is None
+    config, _ = train_form.config_from_form(form(subset=1000))
+    assert config.subset == 1000
+
+
+def test_momentum_counts_only_for_sgd():
+    config, _ = train_form.config_from_form(form(optimizer="adam", momentum=0.9))
+    assert config.momentum == 0.0
+    config, _ = train_form.config_from_form(form(optimizer="sgd", momentum=0.9))
+    assert config.momentum == 0.9
+
+
+def test_bad_values_come_back_as_train_configs_problems_by_field():
+    config, problems = train_form.config_from_form(form(epochs=0, lr=-1.0, label_smoothing=1.5))
+    assert config is None
+    assert {p.field for p in problems} == {"epochs", "lr", "label_smoothing"}
+
+
+def test_a_subset_larger_than_the_data_here_is_a_problem_of_the_subset():
+    config, problems = train_form.config_from_form(form(subset=5000))
+    assert config is None and [p.field for p in problems] == ["subset"]
+
+
+def test_the_recipe_note_names_the_books_section_and_result():
+    assert "d2l 7.5.5" in train_form.recipe_note(PRESETS["bn-lenet"])
+    assert "0.814" in train_form.recipe_note(PRESETS["bn-lenet"])
+    custom = PRESETS["resnet18"].replace(width=0.5)
+    assert train_form.recipe_note(custom).startswith("The book does not train resnet-custom")
+    assert train_form.recipe_values(custom) == {"epochs": 10, "batch_size": 256, "lr": 0.05}
+
+
+def test_the_launch_check_splits_the_memory_it_needs():
+    config = TrainConfig(data="sample", device="cpu", batch_size=256)
+    check = train_form.launch_check(PRESETS["bn-lenet"], config)
+    assert check.fits and "needs about" in check.message
+    assert check.breakdown.startswith("Estimate: weights ")
+    assert "data and PyTorch" in check.breakdown
+
+
+def run(**fields) -> Run:
+    return Run(**{"id": "r1", "status": Status.DONE, "model": "bn-lenet", "spec": {},
+                  "config": {"lr": 1.0, "batch_size": 256, "optimizer": "sgd"},
+                  "created_at": 0.0, **fields})
+
+
+def test_a_runs_model_name_and_message_show_literally():
+    evil = run(model="**bold**", message="loss was ![x](http://e/x.png)")
+    assert "\\*\\*bold\\*\\*" in run_display.heading(evil)
+    text, kind = run_display.ending(evil)
+    assert kind == "success" and text.startswith("**Done.** Loss was !\\[x\\]")
+
+
+def test_how_an_ended_run_is_announced():
+    assert run_display.ending(run(status=Status.DIVERGED, message="loss is nan"))[1] == "error"
+    assert run_display.ending(run(status=Status.CANCELLED))[0] == "**Cancelled.**"
+
+
+def test_the_runs_table_keeps_missing_numbers_numeric():
+    runs = [run(), run(id="r2", status=Status.QUEUED, data_source="sample")]
+    columns = run_display.runs_columns(runs, [progress(r, []) for r in runs])
+    assert columns["status"] == ["done", "waiting"] and columns["data"] == ["auto", "sample"]
+    assert math.isnan(columns["best test acc"][1]) and columns["progress"] == [1.0, 0.0]
