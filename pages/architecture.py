@@ -18,10 +18,12 @@ from cnnlab.views import editor as editing
 from cnnlab.arch import specs
 from cnnlab.analysis.diagram import GraphvizMissing, to_dot, to_svg
 from cnnlab.views.editor import FAMILY_TITLES, presets_for
-from cnnlab.analysis.layers import human_bytes, inspect_spec
+from cnnlab.analysis.layers import inspect_spec
+from cnnlab.analysis.table_text import human_bytes
 from cnnlab.arch.specs import PRESETS, Spec
 from cnnlab.arch.checks import validate
 from cnnlab.errors import Problem, warnings
+from cnnlab.shapes import shape_text
 from cnnlab.views.figures import params_flops_bars
 
 DEFAULT_PRESET = "alexnet"
@@ -298,10 +300,6 @@ def short(n: float) -> str:
         if abs(n) >= factor:
             return f"{n / factor:.3g} {unit}"
     return f"{n:,.0f}"
-
-
-def shape_text(shape: tuple[int, ...]) -> str:
-    return "x".join(map(str, shape))
 
 
 def share(part: int, whole: int) -> float:

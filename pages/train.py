@@ -18,7 +18,8 @@ from cnnlab.views import editor as editing
 from cnnlab.training import resources
 from cnnlab.views.curves import training_curves
 from cnnlab.training.data import DataError
-from cnnlab.analysis.layers import InspectionError, human_bytes, inspect_spec
+from cnnlab.analysis.layers import InspectionError, inspect_spec
+from cnnlab.analysis.table_text import human_bytes
 from cnnlab.runs.live import duration, progress
 from cnnlab.runs.store import Run, Status, StoreError
 from cnnlab.arch.specs import PRESETS, Spec

@@ -13,11 +13,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from cnnlab.analysis.layers import (
     InspectionError,
     forward_failure,
-    human_bytes,
     inspect_model,
     inspect_spec,
     smallest_input_size,
 )
+from cnnlab.analysis.table_text import human_bytes
 from cnnlab.arch.models import build
 from cnnlab.arch.specs import PRESETS
 from tests.conftest import meta_model

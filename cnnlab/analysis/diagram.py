@@ -25,6 +25,7 @@ from cnnlab.arch.models.densenet import DenseBlock
 from cnnlab.arch.models.googlenet import Inception
 from cnnlab.arch.models.resnet import Residual
 from cnnlab.arch.specs import Spec
+from cnnlab.shapes import pair, shape_text
 
 Shape = tuple[int, ...]
 
@@ -120,13 +121,9 @@ class _Unit:
     kind: str
 
 
-def _pair(value: int | tuple[int, ...]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else (value[0], value[-1])
-
-
 def _window(name: str, kernel: int | tuple[int, ...], stride: int | tuple[int, ...] | None) -> str:
     """'conv3x3', 'maxpool3x3/2': kernel size, and the stride when it is not 1."""
-    (kh, kw), (sh, sw) = _pair(kernel), _pair(stride if stride is not None else kernel)
+    (kh, kw), (sh, sw) = pair(kernel), pair(stride if stride is not None else kernel)
     step = "" if (sh, sw) == (1, 1) else f"/{sh}" if sh == sw else f"/{sh}x{sw}"
     return f"{name}{kh}x{kw}{step}"
 
@@ -149,7 +146,7 @@ def _leaf(module: nn.Module) -> tuple[str, str | None]:
         return "pool", _window(name, module.kernel_size, module.stride)
     if isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
         name = "avgpool" if isinstance(module, nn.AdaptiveAvgPool2d) else "maxpool"
-        height, width = _pair(module.output_size)
+        height, width = pair(module.output_size)
         if (height, width) == (1, 1):
             return "pool", f"global {name}"
         return "pool", f"adaptive {name} {height}x{width}"
@@ -215,7 +212,7 @@ def describe(module: nn.Module) -> str:
         parts = [f"Residual {convs[-1].out_channels}"]
         if module.depth == 3:
             parts.append("bottleneck")
-        stride = max(_pair(c.stride)[0] for c in convs)
+        stride = max(pair(c.stride)[0] for c in convs)
         if stride != 1:
             parts.append(f"stride {stride}")
         if module.preact:
@@ -245,10 +242,6 @@ def _label(*lines: str, left: bool = False) -> str:
     if left:  # "\\l" ends a left-justified line in Graphviz's escString
         return graphviz.nohtml("".join(line + "\\l" for line in escaped))
     return graphviz.nohtml("\\n".join(escaped))
-
-
-def _shape_text(shape: Shape | None) -> str:
-    return "x".join(str(n) for n in shape) if shape else ""
 
 
 def _join(prefix: str, name: str) -> str:
@@ -292,7 +285,7 @@ class _Drawer:
         self.edge(out, self.node(g, ("output",), "io", shape="ellipse"), shape)
         for tail, head, edge_shape, attrs in self.edges:
             if edge_shape:
-                attrs = {"label": _label(_shape_text(edge_shape)), **attrs}
+                attrs = {"label": _label(shape_text(edge_shape)), **attrs}
             g.edge(tail, head, **attrs)
         return g.source
 

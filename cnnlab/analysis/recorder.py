@@ -1,0 +1,257 @@
+"""Recording a meta forward pass: which layer ran, in what order, what it cost, what it sees.
+
+A dispatch mode with hooks on every module: the hooks keep a stack of module calls, and each
+aten op is counted against the innermost one. Counting rules, all per image:
+
+* `flops`: convolutions and matrix products, by `torch.utils.flop_counter`'s formulas (the
+  ones `FlopCounterMode` applies: 2 FLOPs per multiply-add). Nothing else is counted there.
+* `other_ops`, the ops those formulas leave out, counted from tensor sizes:
+  elementwise ops (ReLU, sigmoid, the residual addition, ...): 1 per output element;
+  batch norm: 4 per output element (subtract the mean, divide by the std, scale, shift);
+  max/avg pooling: kernel area per output element; global/adaptive pooling and means:
+  1 per input element; concatenation: 1 per output element (a copy);
+  the bias of a conv or linear layer: 1 per output element. Views (flatten) and dropout at
+  inference cost nothing. Ops a container runs in its own `forward` (the addition in
+  `Residual`, the concatenation in `Inception` and `DenseBlock`) get a row of their own,
+  named after the container.
+* `receptive_field`: the side, in input pixels, of the input patch one output unit sees
+  (`jump` is the cumulative stride). Parallel paths (Inception, the skip path) take the
+  largest. Global pooling, flatten+linear see the whole feature map: their field is that of a
+  kernel spanning the map, `rf + (side - 1) * jump`, which can exceed the input size because it
+  counts the padding. Square kernels are assumed (the larger side is used otherwise).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
+
+from cnnlab.analysis.meta import fast_result, own_parameters
+from cnnlab.shapes import largest_side
+
+BATCH_NORM_OPS_PER_ELEMENT = 4  # (x - mean) / std * gamma + beta
+
+_POOLS = {"max_pool2d", "max_pool2d_with_indices", "avg_pool2d"}
+_ADAPTIVE_POOLS = {"_adaptive_avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d"}
+_REDUCTIONS = {"mean", "sum", "amax", "amin"}
+_MATRIX_PRODUCTS = {"mm", "addmm", "bmm", "baddbmm"}
+
+
+class Field(NamedTuple):
+    """The receptive field of one unit of a tensor. `span` is the field of a unit that sees the
+    whole feature map (what global pooling or a linear layer after flatten sees)."""
+
+    size: int
+    jump: int
+    span: int
+
+
+@dataclass(slots=True)
+class Call:
+    """One module call while it runs; `cnnlab.analysis.layers` makes it a LayerRow."""
+
+    path: str
+    module: nn.Module
+    is_leaf: bool
+    input_field: Field | None
+    flops: int = 0
+    other_ops: int = 0
+    output_shape: tuple[int, ...] = ()
+    output_field: Field | None = None
+    listed: bool = False  # already in the recorder's row order
+
+
+class Recorder(TorchDispatchMode):
+    """Hooks on every module keep a stack of calls; each aten op is counted against the
+    innermost call, so a container's own ops (the residual addition) land on the container.
+
+    Afterwards `ordered` holds the calls that make rows, in the order they ran, and `shapes`
+    every module path's output shape (without the batch dimension)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.paths = {m: name for name, m in model.named_modules()}
+        self.leaves = {m for m in self.paths if next(m.children(), None) is None}
+        self.stack: list[Call] = []
+        self.ordered: list[Call] = []
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.fields: dict[int, Field] = {}  # id(tensor) -> field of its units
+        self._alive: list[torch.Tensor] = []  # keeps those ids from being reused
+        self._thread = threading.get_ident()
+        self._handles: list[Any] = []
+
+    def __enter__(self) -> Recorder:
+        for module in self.paths:
+            self._handles.append(module.register_forward_pre_hook(self._enter_module))
+            self._handles.append(module.register_forward_hook(self._leave_module))
+        return super().__enter__()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        super().__exit__(*exc_info)
+        for handle in self._handles:
+            handle.remove()
+
+    def failing_layer(self) -> str:
+        return self.stack[-1].path if self.stack else ""
+
+    def track_input(self, image: torch.Tensor) -> torch.Tensor:
+        """Mark the model's input: each unit sees one pixel."""
+        self.fields[id(image)] = Field(1, 1, _span(image, 1, 1, 1))
+        self._alive.append(image)
+        return image
+
+    # hooks
+
+    def _enter_module(self, module: nn.Module, args: tuple) -> None:
+        if threading.get_ident() != self._thread:  # another thread sharing this meta module
+            return
+        tensor = first_tensor(args)
+        call = Call(self.paths[module], module, module in self.leaves,
+                    self.fields.get(id(tensor)) if tensor is not None else None)
+        if call.is_leaf:
+            self._list(call)
+        self.stack.append(call)
+
+    def _leave_module(self, module: nn.Module, args: tuple, output: Any) -> None:
+        if threading.get_ident() != self._thread:
+            return
+        call = self.stack.pop()
+        tensor = first_tensor(output)
+        if tensor is not None:
+            call.output_shape = tuple(tensor.shape[1:])
+            call.output_field = self.fields.get(id(tensor), call.input_field)
+        self.shapes[call.path] = call.output_shape
+        if not call.listed and own_parameters(module):
+            self._list(call)  # a container with weights of its own
+
+    def _list(self, call: Call) -> None:
+        call.listed = True
+        self.ordered.append(call)
+
+    # ops
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = fast_result(func, args, kwargs)
+        if out is None:
+            out = func(*args, **kwargs)
+        if self.stack:
+            self._count(self.stack[-1], func, args, kwargs, out)
+        self._propagate_field(func, args, out)
+        return out
+
+    def _count(self, call: Call, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
+        flops = _flops(func, args, kwargs, out)
+        other = _other_ops(func, args, out)
+        call.flops += flops
+        call.other_ops += other
+        if (flops or other) and not call.listed:
+            self._list(call)  # a container's own op: the row goes where the op happens
+
+    def _propagate_field(self, func: Any, args: tuple, out: Any) -> None:
+        inputs = [self.fields[id(t)] for t in _tensors(args) if id(t) in self.fields]
+        if not inputs:
+            return  # ops on weights only
+        size = max(f.size for f in inputs)
+        jump = max(f.jump for f in inputs)
+        span = max(f.span for f in inputs)
+        name = func._overloadpacket.__name__
+        window = _window(name, args)
+        if window is not None:
+            kernel, stride = window
+            size, jump = size + (kernel - 1) * jump, jump * stride
+        elif name in _MATRIX_PRODUCTS or (name in _REDUCTIONS and args[0].dim() == 4):
+            size = span  # mixes every position of the map it came from
+        for tensor in _tensors(out):
+            self.fields[id(tensor)] = Field(size, jump, _span(tensor, size, jump, span))
+            self._alive.append(tensor)
+
+
+def _flops(func: Any, args: tuple, kwargs: dict, out: Any) -> int:
+    """FlopCounterMode's count for one op: its registered formula applied to the shapes."""
+    formula = flop_registry.get(func._overloadpacket)
+    if formula is None:
+        return 0
+    raw = getattr(formula, "__wrapped__", None)
+    nested = isinstance(out, (tuple, list)) or any(
+        isinstance(a, (tuple, list)) and any(isinstance(t, torch.Tensor) for t in a) for a in args)
+    if raw is None or nested:
+        return formula(*args, **kwargs, out_val=out)  # tensors in lists: its own tree_map
+    # The same shapes FlopCounterMode's shape_wrapper passes, without its pytree walk (~20 us).
+    shapes = tuple(a.shape if isinstance(a, torch.Tensor) else a for a in args)
+    return raw(*shapes, **kwargs, out_shape=out.shape)
+
+
+def _tensors(value: Any) -> list[torch.Tensor]:
+    """Tensors in an op's arguments or results (cat takes a list of them)."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (tuple, list)):
+        return [t for v in value for t in _tensors(v)]
+    return []
+
+
+def first_tensor(value: Any) -> torch.Tensor | None:
+    if isinstance(value, dict):
+        value = list(value.values())
+    found = _tensors(value)
+    return found[0] if found else None
+
+
+def _span(tensor: torch.Tensor, size: int, jump: int, inherited: int) -> int:
+    """The field of a unit that sees all of this map (4-D tensors); flattened tensors keep
+    the span of the map they came from."""
+    if tensor.dim() == 4:
+        return size + (max(tensor.shape[2], tensor.shape[3]) - 1) * jump
+    return max(inherited, size)
+
+
+def _window(name: str, args: tuple) -> tuple[int, int] | None:
+    """(effective kernel extent, stride) of a sliding-window op, else None."""
+    if name in ("convolution", "_convolution"):
+        if args[6]:  # transposed: treated as pointwise (not in this chapter)
+            return None
+        kernel, dilation = max(args[1].shape[2:]), largest_side(args[5], 1)
+        return dilation * (kernel - 1) + 1, largest_side(args[3], 1)
+    if name in _POOLS:
+        kernel = largest_side(args[1], 1)
+        stride = largest_side(args[2], kernel) if len(args) > 2 else kernel
+        dilation = largest_side(args[4], 1) if name != "avg_pool2d" and len(args) > 4 else 1
+        return dilation * (kernel - 1) + 1, stride
+    if name in _ADAPTIVE_POOLS:
+        side, out_side = max(args[0].shape[-2:]), largest_side(args[1], 1)
+        return -(-side // out_side), max(1, side // out_side)
+    return None
+
+
+def _other_ops(func: Any, args: tuple, out: Any) -> int:
+    """The ops FlopCounterMode leaves out, by the rules in the module docstring."""
+    result = first_tensor(out)
+    if result is None:
+        return 0
+    name = func._overloadpacket.__name__
+    produced = result.numel()
+    if name in ("convolution", "_convolution"):
+        return produced if args[2] is not None else 0  # the bias
+    if name == "addmm":
+        return produced  # the bias (`self`) added to each output
+    if "batch_norm" in name:
+        return BATCH_NORM_OPS_PER_ELEMENT * produced
+    if name in _POOLS:
+        kernel = args[1] if isinstance(args[1], (list, tuple)) else [args[1]]
+        area = math.prod(kernel) if len(kernel) > 1 else kernel[0] ** 2
+        return area * produced
+    if name in _ADAPTIVE_POOLS or name in _REDUCTIONS:
+        return args[0].numel()
+    if name == "cat" or torch.Tag.pointwise in func.tags:
+        return produced
+    return 0
+
