@@ -208,9 +208,9 @@ def describe(module: nn.Module) -> str:
         paths = (">".join(str(c.out_channels) for c in _convs(p)) for p in module.children())
         return "Inception " + " | ".join(paths)
     if isinstance(module, Residual):
-        convs = [getattr(module, f"conv{i}") for i in range(1, module.depth + 1)]
+        convs = [conv for conv, _, _ in module.main_path()]
         parts = [f"Residual {convs[-1].out_channels}"]
-        if module.depth == 3:
+        if module.bottleneck:
             parts.append("bottleneck")
         stride = max(pair(c.stride)[0] for c in convs)
         if stride != 1:
@@ -417,15 +417,17 @@ class _Drawer:
             fork = self.fork(c)
             self.edge(src, fork, shape)
             prev, prev_shape = fork, None
-            for i in range(1, module.depth + 1):
-                conv = _conv_text(getattr(module, f"conv{i}"))
+            paths = {m: p for p, m in module.named_modules(prefix=path)}
+            layers = module.main_path()
+            for i, (conv, _, _) in enumerate(layers, start=1):
+                text = _conv_text(conv)
                 if module.preact:
-                    parts = ["BN", "ReLU", conv]
+                    parts = ["BN", "ReLU", text]
                 else:
-                    parts = [conv, "BN"] + (["ReLU"] if i < module.depth else [])
+                    parts = [text, "BN"] + (["ReLU"] if i < len(layers) else [])
                 step = self.node(c, (", ".join(parts),), "conv")
                 self.edge(prev, step, prev_shape)
-                prev, prev_shape = step, self.shapes.get(_join(path, f"conv{i}"))
+                prev, prev_shape = step, self.shapes.get(paths[conv])
             add = self.node(c, ("+",), "merge", shape="circle", width="0.3",
                             **{"class": "add"})
             self.edge(prev, add, prev_shape)
