@@ -197,9 +197,28 @@ def test_residual_additions_are_counted_on_the_residual_block():
 
 def test_dense_block_concatenations_are_counted_on_the_dense_block():
     table = table_of("densenet")
-    first = next(r for r in table.rows if r.path == "dense_block1")
+    concats = [r for r in table.rows if r.path == "dense_block1.concat"]
+    assert all(r.type == "DenseBlock" for r in concats)
     # 64 stem channels + 32, + 64, + 96, + 128 at 24x24: one copy per element of each result.
-    assert first.other_ops == (96 + 128 + 160 + 192) * 24 * 24
+    assert sum(r.other_ops for r in concats) == (96 + 128 + 160 + 192) * 24 * 24
+
+
+def test_each_dense_block_concatenation_is_a_row_after_its_conv_block():
+    table = table_of("densenet")
+    paths = [r.path for r in table.rows if r.block == "dense_block1"]
+    assert "dense_block1" not in paths  # no row named like the block in the middle of it
+    ends = [i for i, p in enumerate(paths) if p.endswith(".2")]  # each conv block's conv
+    assert [paths[i + 1] for i in ends] == ["dense_block1.concat"] * 4
+    concats = [r for r in table.rows if r.path == "dense_block1.concat"]
+    assert [r.output_shape for r in concats] == [(c, 24, 24) for c in (96, 128, 160, 192)]
+    assert [r.other_ops for r in concats] == [c * 24 * 24 for c in (96, 128, 160, 192)]
+    assert concats[-1].receptive_field == table.blocks[1].receptive_field
+
+
+def test_a_container_running_its_own_ops_once_keeps_one_row_named_after_it():
+    table = table_of("densenet", block_sizes=(1, 1))
+    assert [r.path for r in table.rows if r.type == "DenseBlock"] == [
+        "dense_block1", "dense_block2"]
 
 
 def test_a_module_called_twice_gets_two_rows_and_its_params_once():

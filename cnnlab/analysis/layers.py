@@ -158,8 +158,8 @@ class LayerTable:
         Weights include buffers (BN running statistics). Activations approximate what autograd
         keeps for the backward pass by every layer's output once (conv keeps its input, ReLU
         its output, BN its input: one tensor per layer, give or take); views such as Flatten
-        are skipped. In-place ReLU makes the real figure lower; dropout masks and a
-        DenseBlock's intermediate concatenations (only its output is a row) make it higher.
+        are skipped (a DenseBlock's concatenations are rows, each kept by the next BN). In-place
+        ReLU makes the real figure lower; dropout masks make it higher.
         """
         if optimizer not in OPTIMIZER_STATE_COPIES:
             raise ValueError(f"optimizer: unknown {optimizer!r}; choose one of: "

@@ -12,8 +12,10 @@ aten op is counted against the innermost one. Counting rules, all per image:
   1 per input element; concatenation: 1 per output element (a copy);
   the bias of a conv or linear layer: 1 per output element. Views (flatten) and dropout at
   inference cost nothing. Ops a container runs in its own `forward` (the addition in
-  `Residual`, the concatenation in `Inception` and `DenseBlock`) get a row of their own,
-  named after the container.
+  `Residual`, the concatenation in `Inception`) get a row of their own where they run, named
+  after the container. A container that runs its own ops in several places between its
+  children (`DenseBlock` concatenates after each conv block) gets a row for each place,
+  named after the op under the container ("dense_block1.concat").
 * `receptive_field`: the side, in input pixels, of the input patch one output unit sees
   (`jump` is the cumulative stride). Parallel paths (Inception, the skip path) take the
   largest. Global pooling, flatten+linear see the whole feature map: their field is that of a
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import math
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import torch
@@ -42,6 +44,8 @@ _POOLS = {"max_pool2d", "max_pool2d_with_indices", "avg_pool2d"}
 _ADAPTIVE_POOLS = {"_adaptive_avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d"}
 _REDUCTIONS = {"mean", "sum", "amax", "amin"}
 _MATRIX_PRODUCTS = {"mm", "addmm", "bmm", "baddbmm"}
+# Row names for a container's own ops, where aten's name is not what a reader would say.
+_OP_NAMES = {"cat": "concat"}
 
 
 class Field(NamedTuple):
@@ -55,7 +59,8 @@ class Field(NamedTuple):
 
 @dataclass(slots=True)
 class Call:
-    """One module call while it runs; `cnnlab.analysis.layers` makes it a LayerRow."""
+    """One module call while it runs, or one run of a container's own ops between its
+    children; `cnnlab.analysis.layers` makes each listed one a LayerRow."""
 
     path: str
     module: nn.Module
@@ -66,6 +71,9 @@ class Call:
     output_shape: tuple[int, ...] = ()
     output_field: Field | None = None
     listed: bool = False  # already in the recorder's row order
+    op: str = ""  # a run of own ops: the op that made its output
+    runs: list[Call] = field(default_factory=list)  # a container's runs of its own ops
+    open_run: Call | None = None  # the run still going: no child called since its last op
 
 
 class Recorder(TorchDispatchMode):
@@ -113,6 +121,8 @@ class Recorder(TorchDispatchMode):
     def _enter_module(self, module: nn.Module, args: tuple) -> None:
         if threading.get_ident() != self._thread:  # another thread sharing this meta module
             return
+        if self.stack:
+            self.stack[-1].open_run = None  # a child runs: the parent's next own op starts a run
         tensor = first_tensor(args)
         call = Call(self.paths[module], module, module in self.leaves,
                     self.fields.get(id(tensor)) if tensor is not None else None)
@@ -129,8 +139,19 @@ class Recorder(TorchDispatchMode):
             call.output_shape = tuple(tensor.shape[1:])
             call.output_field = self.fields.get(id(tensor), call.input_field)
         self.shapes[call.path] = call.output_shape
-        if not call.listed and own_parameters(module):
+        self._name_runs(call)
+        if not call.listed and not call.runs and own_parameters(module):
             self._list(call)  # a container with weights of its own
+
+    def _name_runs(self, call: Call) -> None:
+        """One run: the container's row, with the container's output. Several runs: each
+        named after its op under the container, with its own output."""
+        if len(call.runs) == 1:
+            call.runs[0].output_shape = call.output_shape
+            call.runs[0].output_field = call.output_field
+        elif len(call.runs) > 1:
+            for run in call.runs:
+                run.path = f"{call.path}.{run.op}" if call.path else run.op
 
     def _list(self, call: Call) -> None:
         call.listed = True
@@ -143,18 +164,37 @@ class Recorder(TorchDispatchMode):
         out = fast_result(func, args, kwargs)
         if out is None:
             out = func(*args, **kwargs)
+        self._propagate_field(func, args, out)
         if self.stack:
             self._count(self.stack[-1], func, args, kwargs, out)
-        self._propagate_field(func, args, out)
         return out
 
     def _count(self, call: Call, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
         flops = _flops(func, args, kwargs, out)
         other = _other_ops(func, args, out)
+        if not (flops or other):
+            return
+        if not call.is_leaf:
+            call = self._run_of(call, func, out)  # the row goes where the op happens
         call.flops += flops
         call.other_ops += other
-        if (flops or other) and not call.listed:
-            self._list(call)  # a container's own op: the row goes where the op happens
+
+    def _run_of(self, container: Call, func: Any, out: Any) -> Call:
+        """The container's current run of own ops (a new one after a child ran), its
+        output now `out`."""
+        run = container.open_run
+        if run is None:
+            run = Call(container.path, container.module, False, None)
+            container.runs.append(run)
+            container.open_run = run
+            self._list(run)
+        tensor = first_tensor(out)
+        if tensor is not None:
+            run.output_shape = tuple(tensor.shape[1:])
+            run.output_field = self.fields.get(id(tensor))
+        name = func._overloadpacket.__name__
+        run.op = _OP_NAMES.get(name, name)
+        return run
 
     def _propagate_field(self, func: Any, args: tuple, out: Any) -> None:
         inputs = [self.fields[id(t)] for t in _tensors(args) if id(t) in self.fields]
