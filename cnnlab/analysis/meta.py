@@ -16,15 +16,23 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from cnnlab.shapes import pair
+
 aten = torch.ops.aten
 
-# Ops whose output is simply a tensor like the input (when every tensor argument has the same
-# shape and dtype): making it directly is 10x faster than their meta kernels.
+# Pointwise ops on floating tensors of one dtype: the output has the input's shape (or the
+# shapes broadcast together). Making it directly is 10x faster than their meta kernels, which
+# are Python references (and those import torch._dynamo on first use: 2 s).
 _LIKE_INPUT = {aten.relu.default, aten.sigmoid.default, aten.tanh.default, aten.gelu.default,
                aten.silu.default, aten.hardtanh.default, aten.leaky_relu.default,
-               aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.div.Tensor}
+               aten.sqrt.default, aten.rsqrt.default, aten.neg.default, aten.exp.default,
+               aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.div.Tensor,
+               aten.pow.Tensor_Scalar}
 _IN_PLACE_LIKE_INPUT = {aten.relu_.default, aten.sigmoid_.default, aten.tanh_.default,
                         aten.hardtanh_.default, aten.add_.Tensor, aten.mul_.Tensor}
+# Reductions over dimensions (global average pooling is a mean over H and W): their meta
+# kernels are Python references that also import torch._dynamo on first use (2 s).
+_REDUCTIONS = {aten.mean.dim, aten.sum.dim_IntList, aten.amax.default, aten.amin.default}
 
 
 class MetaMode(TorchDispatchMode):
@@ -119,19 +127,105 @@ def fast_result(func: Any, args: tuple, kwargs: dict) -> Any:
     if not tensors or not all(t.is_meta and t.dtype == tensors[0].dtype for t in tensors):
         return None
     if func in _LIKE_INPUT or func in _IN_PLACE_LIKE_INPUT:
-        if any(t.shape != tensors[0].shape for t in tensors):
-            return None  # broadcasting: let the op work out the shape
-        return args[0] if func in _IN_PLACE_LIKE_INPUT else _like(tensors[0])
+        return _fast_pointwise(func, args[0], tensors, kwargs)
     if func is aten.native_batch_norm.default and args[0].dim() >= 2:
         x = args[0]
         # (output, saved mean, saved inverse std), as the meta kernel returns them.
         channels = torch.empty((x.shape[1],), dtype=x.dtype, device="meta")
         return _like(x), channels, channels.clone()
+    if func is aten.convolution.default and not kwargs:
+        return _fast_conv(*args)
+    if func in (aten.max_pool2d_with_indices.default, aten.avg_pool2d.default) and not kwargs:
+        return _fast_pool(func, args)
+    if func in _REDUCTIONS and len(args) <= 3 and not kwargs:
+        return _fast_reduction(args[0], args[1] if len(args) > 1 else None,
+                               bool(args[2]) if len(args) > 2 else False)
     if func in (aten.addmm.default, aten.mm.default) and not kwargs:
         a, b = args[-2], args[-1]  # addmm(bias, a, b), mm(a, b): (n, k) @ (k, m) -> (n, m)
         if a.dim() == b.dim() == 2 and a.shape[1] == b.shape[0]:
             return torch.empty((a.shape[0], b.shape[1]), dtype=a.dtype, device="meta")
     return None
+
+
+def _window_side(size: int, kernel: int, stride: int, padding: int, dilation: int,
+                 ceil_mode: bool = False) -> int:
+    """Output side of a sliding window, by aten's rule (a last window that would start in the
+    padding alone is dropped in ceil mode)."""
+    span = size + 2 * padding - dilation * (kernel - 1) - 1
+    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+def _fast_conv(x: torch.Tensor, weight: torch.Tensor, bias: Any, stride: Any, padding: Any,
+               dilation: Any, transposed: bool, output_padding: Any,
+               groups: int) -> torch.Tensor | None:
+    """A 2-D convolution's output; None (run the op, which explains) for anything unusual or
+    wrong: transposed, a channel mismatch, a map that shrinks to nothing."""
+    if transposed or x.dim() != 4 or weight.dim() != 4 or x.shape[1] != weight.shape[1] * groups:
+        return None
+    sides = [_window_side(x.shape[2 + i], weight.shape[2 + i], pair(stride)[i],
+                          pair(padding)[i], pair(dilation)[i]) for i in (0, 1)]
+    if min(sides) < 1:
+        return None
+    return torch.empty((x.shape[0], weight.shape[0], *sides), dtype=x.dtype, device="meta")
+
+
+def _fast_pool(func: Any, args: tuple) -> Any:
+    """max_pool2d_with_indices' (output, indices) or avg_pool2d's output; None (run the op)
+    for anything aten would refuse."""
+    x, kernel = args[0], pair(args[1])
+    stride = pair(args[2]) if len(args) > 2 and args[2] else kernel
+    padding = pair(args[3]) if len(args) > 3 else (0, 0)
+    is_max = func is aten.max_pool2d_with_indices.default
+    dilation = pair(args[4]) if is_max and len(args) > 4 else (1, 1)
+    ceil_mode = bool(args[5 if is_max else 4]) if len(args) > (5 if is_max else 4) else False
+    if x.dim() != 4 or any(2 * p > k for p, k in zip(padding, kernel)):
+        return None
+    sides = [_window_side(x.shape[2 + i], kernel[i], stride[i], padding[i], dilation[i],
+                          ceil_mode) for i in (0, 1)]
+    if min(sides) < 1:
+        return None
+    shape = (*x.shape[:2], *sides)
+    out = torch.empty(shape, dtype=x.dtype, device="meta")
+    return (out, torch.empty(shape, dtype=torch.int64, device="meta")) if is_max else out
+
+
+def _fast_pointwise(func: Any, first: Any, tensors: list[torch.Tensor],
+                    kwargs: dict) -> torch.Tensor | None:
+    """A pointwise op's output: the input itself when in place, else an empty tensor of the
+    broadcast shape. None (run the op) for integer inputs, which some ops promote to float."""
+    if kwargs or not tensors[0].is_floating_point():
+        return None
+    if all(t.shape == tensors[0].shape for t in tensors):
+        return first if func in _IN_PLACE_LIKE_INPUT else _like(tensors[0])
+    shape = _broadcast([t.shape for t in tensors])
+    if shape is None or (func in _IN_PLACE_LIKE_INPUT and shape != tuple(first.shape)):
+        return None  # let the op raise its own error
+    return first if func in _IN_PLACE_LIKE_INPUT else torch.empty(
+        shape, dtype=tensors[0].dtype, device="meta")
+
+
+def _broadcast(shapes: list[torch.Size]) -> tuple[int, ...] | None:
+    """The shapes broadcast together, or None when they do not broadcast."""
+    ndim = max(len(s) for s in shapes)
+    out = []
+    for i in range(-ndim, 0):
+        sizes = {s[i] for s in shapes if len(s) >= -i} - {1}
+        if len(sizes) > 1:
+            return None
+        out.append(sizes.pop() if sizes else 1)
+    return tuple(out)
+
+
+def _fast_reduction(x: torch.Tensor, dims: Any, keepdim: bool) -> torch.Tensor | None:
+    """A reduction's output over `dims` (all of them when None or empty), as aten shapes it."""
+    if x.dim() == 0 or not x.is_floating_point():
+        return None  # integer sums promote to int64: let the op decide
+    reduced = {d % x.dim() for d in (dims if dims else range(x.dim()))}
+    shape = [1 if d in reduced else n for d, n in enumerate(x.shape) if keepdim or d not in reduced]
+    return torch.empty(shape, dtype=x.dtype, device="meta")
 
 
 def _fast_cat(parts: list[torch.Tensor], dim: int) -> torch.Tensor | None:

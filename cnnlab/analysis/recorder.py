@@ -32,10 +32,9 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
-from cnnlab.analysis.meta import fast_result, own_parameters
+from cnnlab.analysis.meta import MetaMode, fast_result, own_parameters
 from cnnlab.shapes import largest_side
 
 BATCH_NORM_OPS_PER_ELEMENT = 4  # (x - mean) / std * gamma + beta
@@ -76,7 +75,7 @@ class Call:
     open_run: Call | None = None  # the run still going: no child called since its last op
 
 
-class Recorder(TorchDispatchMode):
+class Recorder(MetaMode):
     """Hooks on every module keep a stack of calls; each aten op is counted against the
     innermost call, so a container's own ops (the residual addition) land on the container.
 
