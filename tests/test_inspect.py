@@ -17,7 +17,9 @@ from cnnlab.analysis.layers import (
     inspect_spec,
     smallest_input_size,
 )
+from cnnlab.analysis import layers
 from cnnlab.analysis.table_text import human_bytes
+from cnnlab.arch.checks import check, spec_from_dict, validate
 from cnnlab.arch.models import build
 from cnnlab.arch.specs import PRESETS
 from tests.conftest import meta_model
@@ -363,6 +365,28 @@ def test_inspecting_an_input_that_does_not_fit_raises_naming_the_layer():
     with pytest.raises(InspectionError, match="fc1.0") as info:
         inspect_model(meta_model(PRESETS["alexnet"]), (1, 1, 96, 96))
     assert info.value.layer == "fc1.0"
+
+
+def test_checking_and_summarising_a_spec_run_one_forward_pass(monkeypatch):
+    spec = PRESETS["lenet"].replace(num_classes=7)  # a spec no other test has inspected
+    passes = []
+
+    class Counting(layers.Recorder):  # every recorded meta forward starts a Recorder
+        def __init__(self, model):
+            passes.append(model)
+            super().__init__(model)
+
+    monkeypatch.setattr(layers, "Recorder", Counting)
+    spec = spec_from_dict(spec.to_dict())  # validates, as `cnnlab summary` does
+    check(spec)
+    assert inspect_spec(spec).output_shape == (7,)
+    assert len(passes) == 1
+
+
+def test_a_spec_holding_lists_is_inspected_without_the_cache():
+    spec = PRESETS["vgg11"].replace(conv_arch=[[1, 64], [1, 128]])  # legal, not hashable
+    assert validate(spec) == []
+    assert inspect_spec(spec).shapes["vgg_block2"] == (128, 56, 56)
 
 
 # --- the caller's module is left alone ------------------------------------------------------

@@ -223,13 +223,25 @@ def inspect_model(model: nn.Module, input_shape: tuple[int, ...]) -> LayerTable:
     return _table(recorder, shape, output)
 
 
-@functools.lru_cache(maxsize=128)
 def inspect_spec(spec: Spec, batch_size: int = 1) -> LayerTable:
     """`inspect_model` for a spec's network at its own input size, built on meta; cached by the
-    (frozen, hashable) spec. Check the spec with `cnnlab.arch.checks` first."""
+    (frozen) spec, so checking a spec and showing its table cost one forward pass. A spec
+    holding lists (legal, but not hashable) is inspected afresh each time. Check the spec
+    with `cnnlab.arch.checks` first."""
+    try:
+        hash(spec)
+    except TypeError:
+        return _inspect_spec(spec, batch_size)
+    return _cached_inspect_spec(spec, batch_size)
+
+
+def _inspect_spec(spec: Spec, batch_size: int) -> LayerTable:
     with torch.device("meta"):
         model = build(spec)
     return inspect_model(model, (batch_size, spec.in_channels, spec.input_size, spec.input_size))
+
+
+_cached_inspect_spec = functools.lru_cache(maxsize=128)(_inspect_spec)
 
 
 def forward_failure(model: nn.Module, input_shape: tuple[int, ...]) -> Failure | None:
