@@ -144,6 +144,29 @@ def test_total_flops_equal_flop_counter_modes(name):
     assert inspect_spec(spec).total_flops == counter.get_total_flops()
 
 
+class Products(nn.Module):
+    """Batched matrix products and attention: ops beyond the chapter's conv and linear."""
+
+    def forward(self, x):
+        q = x.flatten(2)  # (N, C, HW)
+        scores = torch.bmm(q, q.transpose(1, 2))
+        mixed = torch.baddbmm(scores, scores, scores)
+        return torch.nn.functional.scaled_dot_product_attention(q, q, q) + mixed.sum()
+
+
+@pytest.mark.parametrize("model", [
+    nn.Conv2d(4, 6, 3, stride=2, padding=1, dilation=2, groups=2),
+    nn.ConvTranspose2d(4, 6, 3, stride=2),
+    nn.Sequential(nn.Flatten(), nn.Linear(4 * 8 * 8, 5, bias=False)),
+    Products(),
+], ids=["grouped-dilated-conv", "transposed-conv", "linear-without-bias", "bmm-attention"])
+def test_flops_equal_flop_counter_modes_beyond_the_presets(model):
+    x = torch.empty(2, 4, 8, 8, device="meta")
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model.to("meta")(x)
+    assert inspect_model(model, (2, 4, 8, 8)).total_flops * 2 == counter.get_total_flops()
+
+
 def test_flops_are_per_image_whatever_the_batch():
     model = meta_model(PRESETS["lenet"])
     one = inspect_model(model, (1, 1, 28, 28))

@@ -58,12 +58,14 @@ def test_pointwise_ops_and_reductions_match_pytorchs_meta_kernels():
         assert outcome(call, True) == outcome(call, False), (a, b, dtype)
 
 
-def test_a_summary_imports_neither_dynamo_nor_sympy():
-    # Either costs seconds on a cold start, as long as `import torch` itself.
+def test_a_summary_imports_neither_dynamo_nor_sympy_nor_the_flop_counter():
+    # Dynamo costs 2 s on a cold start, as long as `import torch` itself; sympy 0.3 s; the flop
+    # counter imports triton where it is installed, 0.2 s.
     code = ("import sys; from cnnlab.analysis.layers import inspect_spec; "
             "from cnnlab.arch.checks import check; from cnnlab.arch.specs import PRESETS\n"
             "for spec in PRESETS.values(): check(spec); inspect_spec(spec)\n"
-            "print(sorted(m for m in ('torch._dynamo', 'sympy') if m in sys.modules))")
+            "print(sorted(m for m in ('torch._dynamo', 'sympy', 'torch.utils.flop_counter')"
+            " if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                          text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
     assert out.strip() == "[]"

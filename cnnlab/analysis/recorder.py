@@ -4,7 +4,8 @@ A dispatch mode with hooks on every module: the hooks keep a stack of module cal
 aten op is counted against the innermost one. Counting rules, all per image:
 
 * `flops`: convolutions and matrix products, by `torch.utils.flop_counter`'s formulas (the
-  ones `FlopCounterMode` applies: 2 FLOPs per multiply-add). Nothing else is counted there.
+  ones `FlopCounterMode` applies: 2 FLOPs per multiply-add; copied here for the convolution
+  and matrix products). Nothing else is counted there.
 * `other_ops`, the ops those formulas leave out, counted from tensor sizes:
   elementwise ops (ReLU, sigmoid, the residual addition, ...): 1 per output element;
   batch norm: 4 per output element (subtract the mean, divide by the std, scale, shift);
@@ -32,7 +33,6 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import flop_registry
 
 from cnnlab.analysis.meta import MetaMode, fast_result, own_parameters
 from cnnlab.shapes import largest_side
@@ -43,6 +43,8 @@ _POOLS = {"max_pool2d", "max_pool2d_with_indices", "avg_pool2d"}
 _ADAPTIVE_POOLS = {"_adaptive_avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d"}
 _REDUCTIONS = {"mean", "sum", "amax", "amin"}
 _MATRIX_PRODUCTS = {"mm", "addmm", "bmm", "baddbmm"}
+# Every op with a formula in torch.utils.flop_counter has one of these in its name.
+_FLOP_WORDS = ("conv", "mm", "attention")
 # Row names for a container's own ops, where aten's name is not what a reader would say.
 _OP_NAMES = {"cat": "concat"}
 
@@ -215,7 +217,28 @@ class Recorder(MetaMode):
 
 
 def _flops(func: Any, args: tuple, kwargs: dict, out: Any) -> int:
-    """FlopCounterMode's count for one op: its registered formula applied to the shapes."""
+    """FlopCounterMode's count for one op: its registered formula applied to the shapes.
+
+    Importing torch.utils.flop_counter imports triton where it is installed, 0.2 s of a cold
+    start, so the formulas for the chapter's ops are copied here (the tests hold them to
+    FlopCounterMode's totals) and the registry is only imported for other ops it may know."""
+    name = func._overloadpacket.__name__
+    if not any(word in name for word in _FLOP_WORDS):
+        return 0
+    if name in ("convolution", "_convolution") and isinstance(out, torch.Tensor):
+        x, weight, transposed = args[0], args[1], args[6]
+        # Multiply-adds: every output (input, if transposed) position x the whole filter bank.
+        positions = math.prod((x if transposed else out).shape[2:])
+        return 2 * x.shape[0] * positions * math.prod(weight.shape)
+    if name in _MATRIX_PRODUCTS:
+        a, b = args[-2], args[-1]  # (bias,) a, b: (batch,) n x k @ k x m
+        return 2 * math.prod(a.shape) * b.shape[-1]
+    return _registry_flops(func, args, kwargs, out)
+
+
+def _registry_flops(func: Any, args: tuple, kwargs: dict, out: Any) -> int:
+    from torch.utils.flop_counter import flop_registry  # see _flops: imported when needed
+
     formula = flop_registry.get(func._overloadpacket)
     if formula is None:
         return 0
