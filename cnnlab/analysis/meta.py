@@ -1,8 +1,11 @@
 """Running a module on the `meta` device: shapes without allocating, and quickly.
 
 A meta copy of a real module (no weights copied), eval mode for the pass, an empty meta
-input, and fast meta kernels for the common ops: PyTorch's own meta kernels for pointwise ops,
-batch norm and addmm run Python reference code, most of a meta forward's time.
+input, and fast meta kernels for the common ops (convolution, pooling, pointwise ops, batch
+norm, reductions, matrix products, concatenation). PyTorch's own meta kernels for these run
+Python code: most of a meta forward's time, and on first use they import torch._dynamo and
+sympy, which would double a cold `cnnlab summary`. Anything unusual or invalid still goes to
+PyTorch's kernel, which raises its own error.
 """
 
 from __future__ import annotations
