@@ -16,12 +16,14 @@ import streamlit as st
 
 from cnnlab.analysis import codegen
 from cnnlab.analysis.diagram import GraphvizMissing, to_dot, to_svg
-from cnnlab.analysis.layers import LayerTable, human_bytes, inspect_spec
+from cnnlab.analysis.layers import LayerTable, inspect_spec
+from cnnlab.analysis.table_text import human_bytes
 from cnnlab.arch.checks import validate
 from cnnlab.arch.parse import spec_from_json
 from cnnlab.arch.presets import PRESETS
 from cnnlab.arch.specs import Spec
 from cnnlab.errors import Problem, warnings
+from cnnlab.shapes import shape_text
 from cnnlab.views import cost_tables
 from cnnlab.views import editor as editing
 from cnnlab.views.editor import FAMILY_TITLES, presets_for
@@ -165,8 +167,8 @@ def totals(table: LayerTable) -> None:
     metrics[2].metric("Other ops per image", short(table.total_other_ops),
                       help=f"{table.total_other_ops:,}: BN, activations, pooling, additions, "
                       "concatenations and biases, counted from their output sizes")
-    metrics[3].metric("Input → output", f"{cost_tables.shape_text(table.input_shape)} → "
-                      f"{cost_tables.shape_text(table.output_shape)}")
+    metrics[3].metric("Input → output", f"{shape_text(table.input_shape)} → "
+                      f"{shape_text(table.output_shape)}")
 
 
 def split_and_memory(table: LayerTable) -> None:

@@ -6,6 +6,7 @@ import pytest
 
 from cnnlab.analysis.layers import inspect_spec
 from cnnlab.arch.presets import PRESETS
+from cnnlab.shapes import shape_text
 from cnnlab.views import cost_tables
 
 
@@ -31,11 +32,11 @@ def test_block_and_layer_rows_have_one_row_each():
     blocks, layers = cost_tables.block_rows(table), cost_tables.layer_rows(table)
     assert blocks["block"] == [b.name for b in table.blocks]
     assert len(layers["layer"]) == len(table.rows) and "jump" in layers
-    assert blocks["output"][0] == cost_tables.shape_text(table.blocks[0].output_shape)
+    assert blocks["output"][0] == shape_text(table.blocks[0].output_shape)
 
 
 def test_shapes_shares_and_export_names():
-    assert cost_tables.shape_text((64, 56, 56)) == "64x56x56"
+    assert shape_text((64, 56, 56)) == "64x56x56"
     assert cost_tables.share(1, 4) == 0.25 and cost_tables.share(1, 0) == 0.0
     assert cost_tables.export_name("vgg11-small", True) == "vgg11_small_edited"
     assert cost_tables.export_name("nin", False) == "nin"

@@ -13,11 +13,14 @@ from torch.utils.flop_counter import FlopCounterMode
 from cnnlab.analysis.layers import (
     InspectionError,
     forward_failure,
-    human_bytes,
     inspect_model,
     inspect_spec,
     smallest_input_size,
 )
+from cnnlab.analysis import layers
+from cnnlab.analysis.table_text import human_bytes
+from cnnlab.arch.checks import check, validate
+from cnnlab.arch.parse import spec_from_data
 from cnnlab.arch.models import build
 from cnnlab.arch.presets import PRESETS
 from tests.conftest import meta_model
@@ -142,6 +145,29 @@ def test_total_flops_equal_flop_counter_modes(name):
     assert inspect_spec(spec).total_flops == counter.get_total_flops()
 
 
+class Products(nn.Module):
+    """Batched matrix products and attention: ops beyond the chapter's conv and linear."""
+
+    def forward(self, x):
+        q = x.flatten(2)  # (N, C, HW)
+        scores = torch.bmm(q, q.transpose(1, 2))
+        mixed = torch.baddbmm(scores, scores, scores)
+        return torch.nn.functional.scaled_dot_product_attention(q, q, q) + mixed.sum()
+
+
+@pytest.mark.parametrize("model", [
+    nn.Conv2d(4, 6, 3, stride=2, padding=1, dilation=2, groups=2),
+    nn.ConvTranspose2d(4, 6, 3, stride=2),
+    nn.Sequential(nn.Flatten(), nn.Linear(4 * 8 * 8, 5, bias=False)),
+    Products(),
+], ids=["grouped-dilated-conv", "transposed-conv", "linear-without-bias", "bmm-attention"])
+def test_flops_equal_flop_counter_modes_beyond_the_presets(model):
+    x = torch.empty(2, 4, 8, 8, device="meta")
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model.to("meta")(x)
+    assert inspect_model(model, (2, 4, 8, 8)).total_flops * 2 == counter.get_total_flops()
+
+
 def test_flops_are_per_image_whatever_the_batch():
     model = meta_model(PRESETS["lenet"])
     one = inspect_model(model, (1, 1, 28, 28))
@@ -197,9 +223,28 @@ def test_residual_additions_are_counted_on_the_residual_block():
 
 def test_dense_block_concatenations_are_counted_on_the_dense_block():
     table = table_of("densenet")
-    first = next(r for r in table.rows if r.path == "dense_block1")
+    concats = [r for r in table.rows if r.path == "dense_block1.concat"]
+    assert all(r.type == "DenseBlock" for r in concats)
     # 64 stem channels + 32, + 64, + 96, + 128 at 24x24: one copy per element of each result.
-    assert first.other_ops == (96 + 128 + 160 + 192) * 24 * 24
+    assert sum(r.other_ops for r in concats) == (96 + 128 + 160 + 192) * 24 * 24
+
+
+def test_each_dense_block_concatenation_is_a_row_after_its_conv_block():
+    table = table_of("densenet")
+    paths = [r.path for r in table.rows if r.block == "dense_block1"]
+    assert "dense_block1" not in paths  # no row named like the block in the middle of it
+    ends = [i for i, p in enumerate(paths) if p.endswith(".2")]  # each conv block's conv
+    assert [paths[i + 1] for i in ends] == ["dense_block1.concat"] * 4
+    concats = [r for r in table.rows if r.path == "dense_block1.concat"]
+    assert [r.output_shape for r in concats] == [(c, 24, 24) for c in (96, 128, 160, 192)]
+    assert [r.other_ops for r in concats] == [c * 24 * 24 for c in (96, 128, 160, 192)]
+    assert concats[-1].receptive_field == table.blocks[1].receptive_field
+
+
+def test_a_container_running_its_own_ops_once_keeps_one_row_named_after_it():
+    table = table_of("densenet", block_sizes=(1, 1))
+    assert [r.path for r in table.rows if r.type == "DenseBlock"] == [
+        "dense_block1", "dense_block2"]
 
 
 def test_a_module_called_twice_gets_two_rows_and_its_params_once():
@@ -344,6 +389,30 @@ def test_inspecting_an_input_that_does_not_fit_raises_naming_the_layer():
     with pytest.raises(InspectionError, match="fc1.0") as info:
         inspect_model(meta_model(PRESETS["alexnet"]), (1, 1, 96, 96))
     assert info.value.layer == "fc1.0"
+
+
+def test_checking_and_summarising_a_spec_run_one_forward_pass(monkeypatch):
+    spec = PRESETS["lenet"].replace(num_classes=7)  # a spec no other test has inspected
+    passes = []
+
+    class Counting(layers.Recorder):  # every recorded meta forward starts a Recorder
+        def __init__(self, model):
+            passes.append(model)
+            super().__init__(model)
+
+    monkeypatch.setattr(layers, "Recorder", Counting)
+    spec = spec_from_data(spec.to_dict())  # validates, as `cnnlab summary` does
+    check(spec)
+    assert inspect_spec(spec).output_shape == (7,)
+    assert len(passes) == 1
+
+
+def test_a_spec_holding_lists_is_inspected_without_the_cache():
+    # validate refuses lists in tuple fields; a caller that inspects without validating
+    # still gets a table instead of "unhashable type" from the cache.
+    spec = PRESETS["vgg11"].replace(conv_arch=[[1, 64], [1, 128]])
+    assert [p.field for p in validate(spec)] == ["conv_arch"]
+    assert inspect_spec(spec).shapes["vgg_block2"] == (128, 56, 56)
 
 
 # --- the caller's module is left alone ------------------------------------------------------

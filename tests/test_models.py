@@ -159,6 +159,17 @@ def test_resnet_bottleneck_blocks_expand_four_times():
     assert first.shortcut is not None  # 64 -> 256 channels needs the 1x1 conv
 
 
+def test_residual_names_its_layers_as_torchvision_does():
+    basic = meta_model(PRESETS["resnet18"]).resnet_block2[0]
+    bottleneck = meta_model(PRESETS["resnet50"]).resnet_block2[0]
+    assert [name for name, _ in basic.named_children()] == [
+        "conv1", "bn1", "relu1", "conv2", "bn2", "relu2", "shortcut", "relu_out"]
+    assert [conv for conv, _, _ in basic.main_path()] == [basic.conv1, basic.conv2]
+    assert [bn for _, bn, _ in bottleneck.main_path()] == [
+        bottleneck.bn1, bottleneck.bn2, bottleneck.bn3]
+    assert bottleneck.conv2.stride == (2, 2)  # the stride sits on the 3x3 conv
+
+
 def test_preactivation_resnet_puts_batch_norm_before_the_convolution():
     spec = PRESETS["resnet18"].replace(preact=True, width=0.125, input_size=32)
     block = build(spec).resnet_block2[0]

@@ -22,6 +22,7 @@ from cnnlab.analysis.layers import inspect_spec
 from cnnlab.arch.families import FAMILIES
 from cnnlab.arch.specs import Spec
 from cnnlab.arch.checks import check
+from cnnlab.shapes import shape_text
 
 # What the script imports; the copied code may use these names and builtins, nothing else.
 IMPORTS = """\
@@ -60,7 +61,7 @@ def to_python(spec: Spec, *, name: str | None = None) -> str:
 def _docstring(spec: Spec, name: str | None) -> str:
     table = inspect_spec(spec)
     shapes = [(spec.in_channels, spec.input_size, spec.input_size), table.output_shape]
-    size, out = ("x".join(map(str, shape)) for shape in shapes)
+    size, out = (shape_text(shape) for shape in shapes)
     return f'''"""{name or spec.family}, exported by cnnlab as a self-contained PyTorch script.
 
 {table.total_params:,} parameters; input {size} -> output {out} per image.

@@ -25,6 +25,7 @@ from cnnlab.arch.models.densenet import DenseBlock
 from cnnlab.arch.models.googlenet import Inception
 from cnnlab.arch.models.resnet import Residual
 from cnnlab.arch.specs import Spec
+from cnnlab.shapes import pair, shape_text
 
 Shape = tuple[int, ...]
 
@@ -120,13 +121,9 @@ class _Unit:
     kind: str
 
 
-def _pair(value: int | tuple[int, ...]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else (value[0], value[-1])
-
-
 def _window(name: str, kernel: int | tuple[int, ...], stride: int | tuple[int, ...] | None) -> str:
     """'conv3x3', 'maxpool3x3/2': kernel size, and the stride when it is not 1."""
-    (kh, kw), (sh, sw) = _pair(kernel), _pair(stride if stride is not None else kernel)
+    (kh, kw), (sh, sw) = pair(kernel), pair(stride if stride is not None else kernel)
     step = "" if (sh, sw) == (1, 1) else f"/{sh}" if sh == sw else f"/{sh}x{sw}"
     return f"{name}{kh}x{kw}{step}"
 
@@ -149,7 +146,7 @@ def _leaf(module: nn.Module) -> tuple[str, str | None]:
         return "pool", _window(name, module.kernel_size, module.stride)
     if isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
         name = "avgpool" if isinstance(module, nn.AdaptiveAvgPool2d) else "maxpool"
-        height, width = _pair(module.output_size)
+        height, width = pair(module.output_size)
         if (height, width) == (1, 1):
             return "pool", f"global {name}"
         return "pool", f"adaptive {name} {height}x{width}"
@@ -211,11 +208,11 @@ def describe(module: nn.Module) -> str:
         paths = (">".join(str(c.out_channels) for c in _convs(p)) for p in module.children())
         return "Inception " + " | ".join(paths)
     if isinstance(module, Residual):
-        convs = [getattr(module, f"conv{i}") for i in range(1, module.depth + 1)]
+        convs = [conv for conv, _, _ in module.main_path()]
         parts = [f"Residual {convs[-1].out_channels}"]
-        if module.depth == 3:
+        if module.bottleneck:
             parts.append("bottleneck")
-        stride = max(_pair(c.stride)[0] for c in convs)
+        stride = max(pair(c.stride)[0] for c in convs)
         if stride != 1:
             parts.append(f"stride {stride}")
         if module.preact:
@@ -245,10 +242,6 @@ def _label(*lines: str, left: bool = False) -> str:
     if left:  # "\\l" ends a left-justified line in Graphviz's escString
         return graphviz.nohtml("".join(line + "\\l" for line in escaped))
     return graphviz.nohtml("\\n".join(escaped))
-
-
-def _shape_text(shape: Shape | None) -> str:
-    return "x".join(str(n) for n in shape) if shape else ""
 
 
 def _join(prefix: str, name: str) -> str:
@@ -292,7 +285,7 @@ class _Drawer:
         self.edge(out, self.node(g, ("output",), "io", shape="ellipse"), shape)
         for tail, head, edge_shape, attrs in self.edges:
             if edge_shape:
-                attrs = {"label": _label(_shape_text(edge_shape)), **attrs}
+                attrs = {"label": _label(shape_text(edge_shape)), **attrs}
             g.edge(tail, head, **attrs)
         return g.source
 
@@ -424,15 +417,17 @@ class _Drawer:
             fork = self.fork(c)
             self.edge(src, fork, shape)
             prev, prev_shape = fork, None
-            for i in range(1, module.depth + 1):
-                conv = _conv_text(getattr(module, f"conv{i}"))
+            paths = {m: p for p, m in module.named_modules(prefix=path)}
+            layers = module.main_path()
+            for i, (conv, _, _) in enumerate(layers, start=1):
+                text = _conv_text(conv)
                 if module.preact:
-                    parts = ["BN", "ReLU", conv]
+                    parts = ["BN", "ReLU", text]
                 else:
-                    parts = [conv, "BN"] + (["ReLU"] if i < module.depth else [])
+                    parts = [text, "BN"] + (["ReLU"] if i < len(layers) else [])
                 step = self.node(c, (", ".join(parts),), "conv")
                 self.edge(prev, step, prev_shape)
-                prev, prev_shape = step, self.shapes.get(_join(path, f"conv{i}"))
+                prev, prev_shape = step, self.shapes.get(paths[conv])
             add = self.node(c, ("+",), "merge", shape="circle", width="0.3",
                             **{"class": "add"})
             self.edge(prev, add, prev_shape)

@@ -11,8 +11,6 @@ import math
 import reprlib
 from typing import Any
 
-import torch
-
 from cnnlab.arch.specs import Spec
 from cnnlab.errors import CnnlabError, Problem, errors, warnings
 
@@ -166,13 +164,6 @@ def _check_common(c: Checker, spec: Spec) -> None:
 # --- building checks ---------------------------------------------------------------------
 
 
-def _build_meta(spec: Spec) -> torch.nn.Module:
-    from cnnlab.arch.models import build
-
-    with torch.device("meta"):
-        return build(spec).eval()
-
-
 def smallest_input(spec: Spec, upper: int = MAX_INPUT_SIZE) -> int | None:
     """The smallest square input size this spec's network accepts, or None up to `upper`."""
     from cnnlab.analysis.layers import smallest_input_size
@@ -185,13 +176,16 @@ def smallest_input(spec: Spec, upper: int = MAX_INPUT_SIZE) -> int | None:
 
 def _check_build(c: Checker, spec: Spec) -> None:
     """Build on meta and push an input through: catches the spatial collapse and giant nets."""
-    from cnnlab.analysis.layers import forward_failure
+    from cnnlab.analysis.layers import InspectionError, inspect_spec
     from cnnlab.arch.models.common import SpatialCollapse
 
     size = spec.input_size
+    failure = None
     try:
-        model = _build_meta(spec)
-        failure = forward_failure(model, (1, spec.in_channels, size, size))
+        # The cached table the summary and the pages show next: one meta forward for all.
+        params = inspect_spec(spec).total_params
+    except InspectionError as exc:
+        failure = (exc.layer, exc.message)
     except SpatialCollapse as exc:  # the dense head found no features left to size itself
         failure = (exc.layer, str(exc))
     if failure is not None:
@@ -203,7 +197,6 @@ def _check_build(c: Checker, spec: Spec) -> None:
         c.error("input_size", f"a {size}x{size} input is too small for this network: the "
                 f"feature map shrinks to nothing{where}", fix)
         return
-    params = sum(p.numel() for p in model.parameters())
     if params > MAX_PARAMS:
         c.error("spec", f"the network has {params:,} parameters",
                 f"stay under {MAX_PARAMS:,}: lower the width, channels or dense sizes")

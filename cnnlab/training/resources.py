@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from cnnlab.training import data
-from cnnlab.analysis.layers import Memory, human_bytes, inspect_spec
+from cnnlab.analysis.layers import Memory, inspect_spec
+from cnnlab.analysis.table_text import human_bytes
 from cnnlab.arch.families import FAMILIES
 from cnnlab.arch.specs import Spec
 from cnnlab.training.train import EVAL_BATCH_CAP, EVAL_PIXELS, TrainConfig

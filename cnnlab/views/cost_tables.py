@@ -7,18 +7,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnlab.analysis.layers import LayerTable, human_bytes
+from cnnlab.analysis.layers import LayerTable
+from cnnlab.analysis.table_text import human_bytes
+from cnnlab.shapes import shape_text
 
 Columns = dict[str, list[Any]]
 
 # The Architecture page's memory choices: name -> label. "momentum" keeps one buffer per weight,
 # Adam two.
 OPTIMIZERS = {"sgd": "SGD", "momentum": "SGD with momentum", "adam": "Adam"}
-
-
-def shape_text(shape: tuple[int, ...]) -> str:
-    """(64, 56, 56) -> '64x56x56'."""
-    return "x".join(map(str, shape))
 
 
 def share(part: int, whole: int) -> float:

@@ -16,6 +16,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from cnnlab.analysis.layers import LayerTable
+from cnnlab.shapes import shape_text
 from cnnlab.views.style import BAD, BLUE, FONT, GOOD, GREEN, GREY, ORANGE, PURPLE
 
 # Bar colours by what a block is made of: the chapter's point is that the dense layers hold
@@ -144,10 +145,6 @@ def _filters_2d(weights: Any) -> tuple[np.ndarray, str]:
     return w.mean(axis=1), f", mean over {w.shape[1]} input channels"
 
 
-def _shape_text(shape: tuple[int, ...]) -> str:
-    return " × ".join(str(s) for s in shape)
-
-
 def filter_grid(weights: Any, max_filters: int = 96, title: str | None = None) -> go.Figure:
     """The first layer's filters as a grid of small heatmaps, one subplot (one trace) per filter,
     at most `max_filters`. `weights` is C_out x C_in x k x k (a tensor or array); with several
@@ -157,7 +154,8 @@ def filter_grid(weights: Any, max_filters: int = 96, title: str | None = None) -
     n = min(len(w), max_filters)
     rows, cols = _grid(n, 16)
     shown = "" if n == len(w) else f" (first {n})"
-    heading = title or f"First-layer filters: {_shape_text(_array(weights).shape)}{shown}{note}"
+    size = shape_text(_array(weights).shape, " × ")
+    heading = title or f"First-layer filters: {size}{shown}{note}"
     fig = make_subplots(rows=rows, cols=cols, horizontal_spacing=0.01,
                         vertical_spacing=0.01 if rows > 1 else 0.0,
                         subplot_titles=[f"{i + 1}" for i in range(n)] if n <= 16 else None)
@@ -200,7 +198,7 @@ def filters_before_after(untrained: Any, trained: Any, max_filters: int = 96,
     cell = min(150, 560 // cols)
     shown = "" if n == len(before) else f" (first {n})"
     fig.update_layout(
-        title=f"First-layer filters: {_shape_text(_array(untrained).shape)}{shown}{note}",
+        title=f"First-layer filters: {shape_text(_array(untrained).shape, ' × ')}{shown}{note}",
         height=rows * cell + 120, margin=dict(l=10, r=10, t=95, b=10), font=FONT)
     return fig
 
@@ -253,7 +251,7 @@ def feature_map_grid(maps: list[tuple[str, Any]], max_channels: int = 16,
         if step > 1:
             more += f" · drawn as {step}×{step} averages"
         top = fig.layout["yaxis" + fig.data[-shown].yaxis[1:]].domain[1]
-        fig.add_annotation(text=f"<b>{name}</b> · {_shape_text(a.shape)}{more}", x=0, y=top,
+        fig.add_annotation(text=f"<b>{name}</b> · {shape_text(a.shape, ' × ')}{more}", x=0, y=top,
                            xref="paper", yref="paper", xanchor="left", yanchor="bottom",
                            showarrow=False, font=FONT)
     _image_axes(fig)

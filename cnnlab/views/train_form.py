@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from cnnlab.analysis.layers import InspectionError, human_bytes
+from cnnlab.analysis.layers import InspectionError
+from cnnlab.analysis.table_text import human_bytes
 from cnnlab.arch.specs import Spec
 from cnnlab.errors import Problem
 from cnnlab.training import resources

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from cnnlab.shapes import pair
+
 
 def conv_relu(
     in_channels: int,
@@ -29,17 +31,14 @@ class SpatialCollapse(ValueError):
         super().__init__(f"the {input_size}x{input_size} input shrinks to nothing at layer '{layer}'")
 
 
-def _side(value: int | tuple[int, ...]) -> int:
-    """Layers here are square: (k, k) and k mean the same."""
-    return value[0] if isinstance(value, tuple) else value
-
-
 def _out_size(size: int, module: nn.Module) -> int:
     """Height (= width) after one layer, by the formula in d2l 6.3 (padding and stride)."""
     if not isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
         return size
-    kernel, stride, padding = _side(module.kernel_size), _side(module.stride), _side(module.padding)
-    dilation = _side(getattr(module, "dilation", 1))
+    # Layers here are square: (k, k) and k mean the same, so the height stands for both.
+    kernel, stride, padding = (pair(v)[0] for v in (module.kernel_size, module.stride,
+                                                    module.padding))
+    dilation = pair(getattr(module, "dilation", 1))[0]
     span = size + 2 * padding - dilation * (kernel - 1) - 1
     if getattr(module, "ceil_mode", False):
         return -(-span // stride) + 1

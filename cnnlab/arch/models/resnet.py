@@ -21,36 +21,52 @@ class Residual(nn.Module):
 
     `use_1x1conv` adds a 1x1 conv on the skip path (the book's `conv3`, called `shortcut` here)
     so that channels and stride can change. `bottleneck` replaces the two 3x3 convs with
-    1x1 (to channels/4), 3x3, 1x1. `preact` orders each layer BN, ReLU, conv and drops the
-    ReLU after the addition.
+    1x1 (to channels/4), 3x3, 1x1 (`conv3`, as in torchvision's Bottleneck). `preact` orders
+    each layer BN, ReLU, conv and drops the ReLU after the addition.
     """
 
     def __init__(self, in_channels: int, num_channels: int, use_1x1conv: bool = False,
                  strides: int = 1, bottleneck: bool = False, preact: bool = False):
         super().__init__()
         self.preact = preact
+        self.bottleneck = bottleneck
         mid = max(1, num_channels // 4) if bottleneck else num_channels
-        if bottleneck:
-            shapes = [(in_channels, mid, 1, 1, 0), (mid, mid, 3, strides, 1), (mid, num_channels, 1, 1, 0)]
+
+        def norm(c_in: int, c_out: int) -> nn.BatchNorm2d:
+            # Pre-activation normalises the conv's input, post-activation its output.
+            return nn.BatchNorm2d(c_in if preact else c_out)
+
+        if bottleneck:  # the stride sits on the 3x3 conv, as in torchvision
+            self.conv1 = nn.Conv2d(in_channels, mid, kernel_size=1)
+            self.bn1, self.relu1 = norm(in_channels, mid), nn.ReLU()
+            self.conv2 = nn.Conv2d(mid, mid, kernel_size=3, stride=strides, padding=1)
+            self.bn2, self.relu2 = norm(mid, mid), nn.ReLU()
+            self.conv3 = nn.Conv2d(mid, num_channels, kernel_size=1)
+            self.bn3, self.relu3 = norm(mid, num_channels), nn.ReLU()
         else:
-            shapes = [(in_channels, mid, 3, strides, 1), (mid, num_channels, 3, 1, 1)]
-        for i, (c_in, c_out, kernel, stride, padding) in enumerate(shapes, start=1):
-            setattr(self, f"conv{i}", nn.Conv2d(c_in, c_out, kernel, stride, padding))
-            setattr(self, f"bn{i}", nn.BatchNorm2d(c_in if preact else c_out))
-            setattr(self, f"relu{i}", nn.ReLU())
-        self.depth = len(shapes)
+            self.conv1 = nn.Conv2d(in_channels, mid, kernel_size=3, stride=strides, padding=1)
+            self.bn1, self.relu1 = norm(in_channels, mid), nn.ReLU()
+            self.conv2 = nn.Conv2d(mid, num_channels, kernel_size=3, padding=1)
+            self.bn2, self.relu2 = norm(mid, num_channels), nn.ReLU()
         self.shortcut = nn.Conv2d(in_channels, num_channels, 1, strides) if use_1x1conv else None
         self.relu_out = None if preact else nn.ReLU()
 
+    def main_path(self) -> list[tuple[nn.Conv2d, nn.BatchNorm2d, nn.ReLU]]:
+        """(conv, BN, ReLU) of each layer of F, in order."""
+        layers = [(self.conv1, self.bn1, self.relu1), (self.conv2, self.bn2, self.relu2)]
+        if self.bottleneck:
+            layers.append((self.conv3, self.bn3, self.relu3))
+        return layers
+
     def forward(self, X: torch.Tensor) -> torch.Tensor:
         Y = X
-        for i in range(1, self.depth + 1):
-            conv, bn, relu = (getattr(self, f"{n}{i}") for n in ("conv", "bn", "relu"))
+        layers = self.main_path()
+        for i, (conv, bn, relu) in enumerate(layers, start=1):
             if self.preact:
                 Y = conv(relu(bn(Y)))
             else:
                 Y = bn(conv(Y))
-                if i < self.depth:  # the last ReLU waits until after the addition
+                if i < len(layers):  # the last ReLU waits until after the addition
                     Y = relu(Y)
         if self.shortcut is not None:
             X = self.shortcut(X)

@@ -1,0 +1,71 @@
+"""cnnlab.analysis.meta: the fast meta kernels agree with PyTorch's, and keep the cold path cold."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from cnnlab.analysis.meta import ShapeOnly
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def outcome(fn, fast: bool):
+    """(shape, dtype) of fn's result, or "error", with or without the fast kernels."""
+    try:
+        if fast:
+            with ShapeOnly():
+                result = fn()
+        else:
+            result = fn()
+    except RuntimeError:
+        return "error"
+    return tuple(result.shape), result.dtype
+
+
+@pytest.mark.parametrize("kind", ["conv", "max", "avg"])
+def test_sliding_windows_match_pytorchs_meta_kernels(kind):
+    for kernel, stride, padding, dilation, size, ceil in itertools.product(
+            (1, 2, 3, 5), (1, 2, 3), (0, 1, 2), (1, 2), (1, 4, 7, 12), (False, True)):
+        if kind == "conv":
+            layer = nn.Conv2d(2, 3, kernel, stride, padding, dilation, device="meta")
+        elif kind == "max":
+            layer = nn.MaxPool2d(kernel, stride, padding, dilation, ceil_mode=ceil)
+        else:
+            layer = nn.AvgPool2d(kernel, stride, padding, ceil_mode=ceil)
+        x = torch.empty(1, 2, size, size, device="meta")
+        case = (kind, kernel, stride, padding, dilation, size, ceil)
+        assert outcome(lambda: layer(x), True) == outcome(lambda: layer(x), False), case
+
+
+def test_pointwise_ops_and_reductions_match_pytorchs_meta_kernels():
+    shapes = [(), (3,), (2, 1), (1, 3), (2, 3), (4, 2, 3), (2, 2)]
+    ops = [torch.add, torch.mul, torch.div, lambda a, b: torch.sqrt(a) - b,
+           lambda a, b: a.add_(b), lambda a, b: torch.pow(a, 2).mean(dim=[-1]) + b,
+           lambda a, b: a.sum(dim=[0], keepdim=True) * b, lambda a, b: torch.amax(a, dim=[])]
+    for (a, b), op, dtype in itertools.product(itertools.product(shapes, shapes), ops,
+                                               (torch.float32, torch.int64)):
+        def call():
+            return op(torch.empty(a, device="meta", dtype=dtype),
+                      torch.empty(b, device="meta", dtype=dtype))
+        assert outcome(call, True) == outcome(call, False), (a, b, dtype)
+
+
+def test_a_summary_imports_neither_dynamo_nor_sympy_nor_the_flop_counter():
+    # Dynamo costs 2 s on a cold start, as long as `import torch` itself; sympy 0.3 s; the flop
+    # counter imports triton where it is installed, 0.2 s.
+    code = ("import sys; from cnnlab.analysis.layers import inspect_spec; "
+            "from cnnlab.arch.checks import check; from cnnlab.arch.presets import PRESETS\n"
+            "for spec in PRESETS.values(): check(spec); inspect_spec(spec)\n"
+            "print(sorted(m for m in ('torch._dynamo', 'sympy', 'torch.utils.flop_counter')"
+            " if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
+    assert out.strip() == "[]"
