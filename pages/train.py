@@ -22,8 +22,8 @@ from cnnlab.analysis.layers import InspectionError, human_bytes, inspect_spec
 from cnnlab.runs.live import duration, progress
 from cnnlab.runs.store import Run, Status, StoreError
 from cnnlab.arch.specs import PRESETS, Spec
-from cnnlab.training.train import (OPTIMIZERS, SCHEDULES, TEXTBOOK_RECIPES, TEXTBOOK_RESULTS, ConfigError,
-                          TrainConfig, default_config)
+from cnnlab.training.config import OPTIMIZERS, SCHEDULES, ConfigError, TrainConfig
+from cnnlab.training.recipes import TEXTBOOK_RECIPES, TEXTBOOK_RESULTS, default_config
 from cnnlab.arch.checks import SpecError, validate
 from cnnlab.errors import Problem, errors
 from pages._shared import job_manager, run_events, run_store

@@ -21,7 +21,7 @@ import pytest
 from cnnlab.runs.jobs import JobManager, choose_device, worker_env
 from cnnlab.runs.store import RunStore, Status, pid_alive
 from cnnlab.arch.specs import PRESETS
-from cnnlab.training.train import ConfigError, TrainConfig
+from cnnlab.training.config import ConfigError, TrainConfig
 from cnnlab.arch.checks import SpecError
 
 ROOT = Path(__file__).resolve().parents[1]
