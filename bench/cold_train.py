@@ -49,8 +49,8 @@ def run_cli(preset: str, runs_dir: Path, extra: list[str]) -> float:
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
-    accuracy = next(line for line in done.stdout.splitlines() if line.startswith("test acc "))
-    print(f"  cnnlab CLI: {seconds:6.2f} s  ({accuracy.split(',')[0]})", flush=True)
+    accuracy = next(line for line in done.stdout.splitlines() if line.startswith("test acc 0"))
+    print(f"  cnnlab CLI: {seconds:6.2f} s  ({accuracy.split(' (')[0]})", flush=True)
     return seconds
 
 

@@ -136,11 +136,19 @@ def _train_config(args: argparse.Namespace, base: TrainConfig) -> TrainConfig:
     return base.replace(**changes)
 
 
-def _load_data(config: TrainConfig) -> Any:
+def _prefetch(args: argparse.Namespace) -> Any:
+    """Decode the data in the background while the spec is checked (see setup.prefetch_data)."""
+    from cnnlab.training.setup import prefetch_data
+
+    return prefetch_data(args.data or TrainConfig().data)
+
+
+def _load_data(config: TrainConfig, prefetch: Any) -> Any:
     """The data a run will use, or None after printing where the loader looked."""
     from cnnlab.training.data import DataError
     from cnnlab.training.setup import load_data
 
+    prefetch.join()  # two decodes of the same files at once would each do all the work
     try:
         data = load_data(config)
     except DataError as exc:
@@ -198,13 +206,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     from cnnlab.training.recipes import default_config, textbook_config
     from cnnlab.training.setup import resolve_device
 
+    prefetch = _prefetch(args)
     spec = load_spec(args)
     for warning in check(spec):
         print(warning, file=sys.stderr)
     base = textbook_config(args.preset) if args.spec is None else default_config(spec)
     config = _train_config(args, base)
     resolve_device(config.device)  # say "no CUDA here" before recording anything
-    data = _load_data(config)
+    data = _load_data(config, prefetch)
     if data is None:
         return EXIT_BAD_INPUT
     store = RunStore()
@@ -250,9 +259,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         print(f"error: not a model the chapter trains: {', '.join(unknown)}; "
               f"choose from {', '.join(TEXTBOOK_RESULTS)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    prefetch = _prefetch(args)
     configs = {m: _train_config(args, textbook_config(m)) for m in models}
     resolve_device(configs[models[0]].device)
-    data = _load_data(configs[models[0]])
+    data = _load_data(configs[models[0]], prefetch)
     if data is None:
         return EXIT_BAD_INPUT
     store, finished = RunStore(), []
