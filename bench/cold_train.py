@@ -13,7 +13,9 @@ pipeline for one epoch, each in a fresh process, timed from process start to exi
     once); the child reports its set-up, training and evaluation times separately.
 
 The two alternate `--repeats` times; the best of each is compared (other processes on a
-shared machine only ever slow a run down). Prints every time and the ratios.
+shared machine only ever slow a run down). Prints every time and the ratios, and each side's
+CPU seconds (user + system, its DataLoader workers included), which other processes disturb
+far less than wall time.
 
 Run from the repository root:  .venv/bin/python bench/cold_train.py [--preset bn-lenet]
 """
@@ -29,6 +31,7 @@ sys.path.insert(0, ROOT)
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import resource  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
@@ -38,33 +41,41 @@ from pathlib import Path  # noqa: E402
 STARTED = time.perf_counter()  # the child's own start, as close to process start as Python gets
 
 
-def run_cli(preset: str, runs_dir: Path, extra: list[str]) -> float:
-    """Seconds for `python -m cnnlab train PRESET --epochs 1 --data full`, start to exit."""
+def timed(command: list[str], **options) -> tuple[subprocess.CompletedProcess, float, float]:
+    """Run `command`; its result, wall seconds and CPU seconds (its descendants' too)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, **options)
+    seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return done, seconds, cpu
+
+
+def run_cli(preset: str, runs_dir: Path, extra: list[str]) -> tuple[float, float]:
+    """Wall and CPU seconds of `python -m cnnlab train PRESET --epochs 1 --data full`."""
     env = {**os.environ, "CNNLAB_RUNS": str(runs_dir),
            "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}
     command = [sys.executable, "-m", "cnnlab", "train", preset, "--epochs", "1", "--data", "full",
                *extra]
-    start = time.perf_counter()
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
+    done, seconds, cpu = timed(command, cwd=ROOT, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
     accuracy = next(line for line in done.stdout.splitlines() if line.startswith("test acc 0"))
-    print(f"  cnnlab CLI: {seconds:6.2f} s  ({accuracy.split(' (')[0]})", flush=True)
-    return seconds
+    print(f"  cnnlab CLI: {seconds:6.2f} s, CPU {cpu:6.2f} s  ({accuracy.split(' (')[0]})",
+          flush=True)
+    return seconds, cpu
 
 
 def run_textbook(preset: str, root: Path, resize: bool) -> dict[str, float]:
     """The textbook child's times: total (start to exit, measured here) and its parts."""
     command = [sys.executable, os.path.abspath(__file__), "--textbook-child", str(root),
                "--preset", preset] + (["--resize"] if resize else [])
-    start = time.perf_counter()
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
+    done, seconds, cpu = timed(command, cwd=ROOT)
     if done.returncode != 0:
         raise RuntimeError(f"textbook child failed:\n{done.stderr[-2000:]}")
-    times = {**json.loads(done.stdout.strip().splitlines()[-1]), "total": seconds}
-    print(f"  textbook:   {seconds:6.2f} s  (set-up {times['setup']:.2f}, train "
+    times = {**json.loads(done.stdout.strip().splitlines()[-1]), "total": seconds, "cpu": cpu}
+    print(f"  textbook:   {seconds:6.2f} s, CPU {cpu:6.2f} s  (set-up {times['setup']:.2f}, train "
           f"{times['train']:.2f}, test {times['test']:.2f}; test acc {times['test_acc']:.3f})",
           flush=True)
     return times
@@ -155,18 +166,19 @@ def main() -> None:
             book.append(run_textbook(args.preset, Path(tmp) / "data", args.resize))
     load = os.getloadavg()[0]
 
-    best = min(book, key=lambda t: t["total"])
-    fastest = {part: min(t[part] for t in book) for part in ("total", "setup", "train", "test")}
-    ours = min(cli)
-    print()
-    print(f"cnnlab CLI, start to exit:             best {ours:6.2f} s, "
-          f"median {statistics.median(cli):6.2f} s")
-    print(f"textbook, start to exit:               best {best['total']:6.2f} s "
-          f"-> ratio {best['total'] / ours:.2f}x")
+    fastest = {part: min(t[part] for t in book)
+                for part in ("total", "cpu", "setup", "train", "test")}
+    ours, ours_cpu = min(wall for wall, _ in cli), min(cpu for _, cpu in cli)
     epoch = fastest["train"] + fastest["test"]
+    print()
+    print(f"cnnlab CLI, start to exit:               best {ours:6.2f} s (median "
+          f"{statistics.median(wall for wall, _ in cli):.2f} s), CPU {ours_cpu:.2f} s")
+    print(f"textbook, start to exit:                 best {fastest['total']:6.2f} s "
+          f"-> ratio {fastest['total'] / ours:.2f}x; CPU {fastest['cpu']:.2f} s "
+          f"-> ratio {fastest['cpu'] / ours_cpu:.2f}x")
     print(f"textbook epoch (train + test, no start): best {epoch:6.2f} s "
           f"-> ratio {epoch / ours:.2f}x")
-    print(f"textbook training loop alone:           best {fastest['train']:6.2f} s "
+    print(f"textbook training loop alone:            best {fastest['train']:6.2f} s "
           f"-> ratio {fastest['train'] / ours:.2f}x")
     print(f"load average at the end: {load:.2f} on {os.cpu_count()} CPUs"
           + (" - other processes were competing; times are noisy" if load > 1.5 else ""))
