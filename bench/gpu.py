@@ -162,8 +162,9 @@ def environment(device: torch.device) -> dict[str, Any]:
                     multiprocessors=props.multi_processor_count,
                     capability=f"{props.major}.{props.minor}")
     torch.backends.cudnn.benchmark = True
-    info["matmul_tflops"] = round(matmul_tflops(device), 1)
-    info["conv_tflops"] = round(conv_tflops(device), 1)
+    # Three decimals: a busy 2-core CPU reaches only ~0.02 TFLOP/s, which one decimal rounds to 0.
+    info["matmul_tflops"] = round(matmul_tflops(device), 3)
+    info["conv_tflops"] = round(conv_tflops(device), 3)
     return info
 
 
