@@ -51,8 +51,10 @@ from cnnlab.runs.jobs import JobManager  # noqa: E402
 from cnnlab.runs.store import RunStore, Status  # noqa: E402
 from cnnlab.arch.presets import PRESETS  # noqa: E402
 from cnnlab.arch.specs import Spec  # noqa: E402
-from cnnlab.training.train import (  # noqa: E402
-    TEXTBOOK_RESULTS, TrainConfig, resolve_device, textbook_config, train)
+from cnnlab.training.config import TrainConfig  # noqa: E402
+from cnnlab.training.loop import train  # noqa: E402
+from cnnlab.training.recipes import TEXTBOOK_RESULTS, textbook_config  # noqa: E402
+from cnnlab.training.setup import resolve_device  # noqa: E402
 
 TABLE = list(TEXTBOOK_RESULTS)  # the chapter's eight runs, in the book's order
 

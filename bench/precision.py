@@ -22,7 +22,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from cnnlab.arch.presets import PRESETS  # noqa: E402
-from cnnlab.training.train import make_model  # noqa: E402
+from cnnlab.training.setup import make_model  # noqa: E402
 
 BATCH = 32
 

@@ -1,7 +1,7 @@
 """Training throughput: cnnlab's pipeline against the textbook's, and against this machine's peak.
 
 For each model the chapter trains, at its textbook input size and batch size:
-  * cnnlab: `cnnlab.training.train.train` (uint8 data held on the device, batches resized there);
+  * cnnlab: `cnnlab.training.loop.train` (uint8 data held on the device, batches resized there);
   * textbook: torchvision's FashionMNIST with Compose([Resize(size), ToTensor()]) through a
     DataLoader(batch_size, shuffle=True, num_workers=2), the same model, SGD and loss, as
     d2l's load_data_fashion_mnist + train_ch6 do;
@@ -36,7 +36,10 @@ from torch import nn  # noqa: E402
 from cnnlab.training import data as cnndata  # noqa: E402
 from cnnlab.analysis.layers import inspect_spec  # noqa: E402
 from cnnlab.arch.presets import PRESETS  # noqa: E402
-from cnnlab.training.train import TEXTBOOK_RESULTS, make_model, textbook_config, train  # noqa: E402
+from cnnlab.training.config import DEVICES  # noqa: E402
+from cnnlab.training.loop import train  # noqa: E402
+from cnnlab.training.recipes import TEXTBOOK_RESULTS, textbook_config  # noqa: E402
+from cnnlab.training.setup import make_model, resolve_device  # noqa: E402
 
 # Measured steps (after warm-up) per input size: enough to average, few enough that the
 # 224-px models (seconds per step on a 2-core CPU) keep the default run near 8 minutes.
@@ -148,14 +151,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1,
                         help="alternate the two pipelines this many times and keep the best of "
                              "each (default 1; more resists other processes on a shared machine)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--device", default="auto", choices=DEVICES)
     parser.add_argument("--compile", action="store_true",
                         help="train cnnlab's side with torch.compile (TrainConfig.compile); the "
                              "first, compiling step is part of the warm-up")
     args = parser.parse_args()
 
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                          else "cpu" if args.device == "auto" else args.device)
+    device = resolve_device(args.device)
     full = cnndata.load_fashion_mnist(source="full")
     loads = [os.getloadavg()[0]]
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "

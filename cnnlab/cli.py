@@ -18,6 +18,8 @@ from cnnlab.arch.specs import Spec
 from cnnlab.arch.checks import SpecError, check
 from cnnlab.arch.parse import spec_from_data, spec_from_json
 from cnnlab.errors import Problem
+from cnnlab.training.config import (DATA_CHOICES, DEVICES, OPTIMIZERS, SCHEDULES, ConfigError,
+                                    TrainConfig)
 
 EXIT_BAD_INPUT = 2
 
@@ -102,12 +104,11 @@ def _train_arguments(parser: argparse.ArgumentParser, textbook_only: bool = Fals
     if not textbook_only:
         add("--batch-size", type=int, help="batch size (default: the book's for this model)")
         add("--lr", type=float, help="learning rate (default: the book's for this model)")
-        add("--optimizer", choices=("sgd", "adam", "adamw"), help="default sgd, as the book")
+        add("--optimizer", choices=OPTIMIZERS, help="default sgd, as the book")
         add("--momentum", type=float, help="SGD momentum (default 0, as the book)")
         add("--weight-decay", type=float, help="L2 weight decay (default 0)")
         add("--label-smoothing", type=float, help="label smoothing (default 0)")
-        add("--schedule", choices=("constant", "cosine", "step"),
-            help="lr schedule (default constant)")
+        add("--schedule", choices=SCHEDULES, help="lr schedule (default constant)")
         add("--flip", action="store_true", default=None, help="random left-right flips")
         add("--no-amp", dest="amp", action="store_false", default=None,
             help="float32 on CUDA instead of bf16 autocast")
@@ -119,15 +120,15 @@ def _train_arguments(parser: argparse.ArgumentParser, textbook_only: bool = Fals
             help="recompute BatchNorm statistics over this many training batches before each "
                  "evaluation (default 20; 0 keeps the moving averages, as the book does)")
     add("--subset", type=int, help="train on a class-balanced subset of this many images")
-    add("--device", choices=("auto", "cpu", "cuda"), help="default auto: CUDA if there is a GPU")
-    add("--data", choices=("auto", "full", "sample"),
+    add("--device", choices=DEVICES, help="default auto: CUDA if there is a GPU")
+    add("--data", choices=DATA_CHOICES,
         help="auto (default): the full set if found, else the bundled sample")
     add("--seed", type=int, help="random seed (default 0)")
     add("--max-steps", type=int, help="stop after this many steps in total")
 
 
-def _train_config(args: argparse.Namespace, base: Any) -> Any:
-    """`base` (a TrainConfig) with the options given on the command line. Raises ConfigError."""
+def _train_config(args: argparse.Namespace, base: TrainConfig) -> TrainConfig:
+    """`base` with the options given on the command line. Raises ConfigError."""
     names = ("epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay",
              "label_smoothing", "schedule", "flip", "amp", "channels_last", "subset", "device",
              "data", "seed", "max_steps", "bn_recalibration", "compile")
@@ -135,11 +136,19 @@ def _train_config(args: argparse.Namespace, base: Any) -> Any:
     return base.replace(**changes)
 
 
-def _load_data(config: Any) -> Any:
+def _prefetch(args: argparse.Namespace) -> Any:
+    """Decode the data in the background while the spec is checked (see setup.prefetch_data)."""
+    from cnnlab.training.setup import prefetch_data
+
+    return prefetch_data(args.data or TrainConfig().data)
+
+
+def _load_data(config: TrainConfig, prefetch: Any) -> Any:
     """The data a run will use, or None after printing where the loader looked."""
     from cnnlab.training.data import DataError
-    from cnnlab.training.train import load_data
+    from cnnlab.training.setup import load_data
 
+    prefetch.join()  # two decodes of the same files at once would each do all the work
     try:
         data = load_data(config)
     except DataError as exc:
@@ -153,10 +162,11 @@ def _load_data(config: Any) -> Any:
     return data
 
 
-def _record_and_train(store: Any, model: str, spec: Spec, config: Any, data: Any,
+def _record_and_train(store: Any, model: str, spec: Spec, config: TrainConfig, data: Any,
                       name: str | None = None) -> Any:
     """Create a run, mark it running here and train it with a progress bar; the finished Run."""
-    from cnnlab.training.train import resolve_device, run_recorded
+    from cnnlab.runs.recorded import run_recorded
+    from cnnlab.training.setup import resolve_device
 
     device = str(resolve_device(config.device))
     run = store.create(model, spec.to_dict(), config.to_dict(), name=name,
@@ -169,7 +179,7 @@ def _record_and_train(store: Any, model: str, spec: Spec, config: Any, data: Any
 
 
 def _print_run(store: Any, run: Any) -> None:
-    from cnnlab.training.train import TEXTBOOK_RESULTS
+    from cnnlab.training.recipes import TEXTBOOK_RESULTS
 
     result = run.result
     metrics = result.get("metrics", {})
@@ -193,15 +203,17 @@ def _print_run(store: Any, run: Any) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from cnnlab.runs.store import RunStore, Status
-    from cnnlab.training.train import default_config, resolve_device, textbook_config
+    from cnnlab.training.recipes import default_config, textbook_config
+    from cnnlab.training.setup import resolve_device
 
+    prefetch = _prefetch(args)
     spec = load_spec(args)
     for warning in check(spec):
         print(warning, file=sys.stderr)
     base = textbook_config(args.preset) if args.spec is None else default_config(spec)
     config = _train_config(args, base)
     resolve_device(config.device)  # say "no CUDA here" before recording anything
-    data = _load_data(config)
+    data = _load_data(config, prefetch)
     if data is None:
         return EXIT_BAD_INPUT
     store = RunStore()
@@ -238,7 +250,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from cnnlab.runs.store import RunStore
-    from cnnlab.training.train import TEXTBOOK_RESULTS, resolve_device, textbook_config
+    from cnnlab.training.recipes import TEXTBOOK_RESULTS, textbook_config
+    from cnnlab.training.setup import resolve_device
 
     models = args.models or list(TEXTBOOK_RESULTS)
     unknown = [m for m in models if m not in TEXTBOOK_RESULTS]
@@ -246,9 +259,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         print(f"error: not a model the chapter trains: {', '.join(unknown)}; "
               f"choose from {', '.join(TEXTBOOK_RESULTS)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    prefetch = _prefetch(args)
     configs = {m: _train_config(args, textbook_config(m)) for m in models}
     resolve_device(configs[models[0]].device)
-    data = _load_data(configs[models[0]])
+    data = _load_data(configs[models[0]], prefetch)
     if data is None:
         return EXIT_BAD_INPUT
     store, finished = RunStore(), []
@@ -263,7 +277,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def _print_reproduction(runs: list[Any], data: str) -> None:
-    from cnnlab.training.train import TEXTBOOK_RESULTS
+    from cnnlab.training.recipes import TEXTBOOK_RESULTS
 
     print(f"data: {data}")
     print(f"{'model':18s} {'input':>5s} {'epochs':>6s} {'test acc':>8s} {'book':>6s} "
@@ -321,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.run(args)
-    except SpecError as exc:
+    except (SpecError, ConfigError) as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return EXIT_BAD_INPUT

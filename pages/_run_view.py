@@ -14,7 +14,7 @@ import streamlit as st
 from cnnlab.errors import CnnlabError
 from cnnlab.runs.live import Progress, progress
 from cnnlab.runs.store import Run, Status
-from cnnlab.training.train import TEXTBOOK_RESULTS
+from cnnlab.training.recipes import TEXTBOOK_RESULTS
 from cnnlab.views import run_display
 from cnnlab.views.curves import training_curves
 from cnnlab.views.text import markdown_text, progress_text, run_option

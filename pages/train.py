@@ -18,7 +18,8 @@ from cnnlab.arch.presets import PRESETS
 from cnnlab.arch.specs import Spec
 from cnnlab.errors import CnnlabError, errors
 from cnnlab.training import resources
-from cnnlab.training.train import OPTIMIZERS, SCHEDULES, TrainConfig, default_config
+from cnnlab.training.config import OPTIMIZERS, SCHEDULES, TrainConfig
+from cnnlab.training.recipes import default_config
 from cnnlab.views import train_form
 from cnnlab.views.text import markdown_text, short
 from pages._run_view import all_runs, watch, watched_run

@@ -9,11 +9,22 @@ from cnnlab.arch.models import build
 from cnnlab.runs.store import RunStore, Status
 from cnnlab.arch.presets import PRESETS
 from cnnlab.arch.specs import Spec
-from cnnlab.training.train import TrainConfig, run_recorded
+from cnnlab.runs.recorded import run_recorded
+from cnnlab.training.config import TrainConfig
+from cnnlab.training.data import FashionMNIST, load_fashion_mnist
 
 # One epoch (12 steps) of the 3,000-image sample at the textbook's BN-LeNet settings.
 ONE_EPOCH = TrainConfig(epochs=1, batch_size=256, lr=1.0, data="sample", device="cpu",
                         log_every=4)
+SPEC = PRESETS["bn-lenet"]  # 28 px, 45k parameters: a step takes milliseconds on a CPU
+# Two epochs of the sample, a step event every 5 steps: the loop's and recorded runs' tests.
+FAST = TrainConfig(epochs=2, batch_size=256, lr=1.0, data="sample", device="cpu", log_every=5)
+
+
+@pytest.fixture(scope="module")
+def sample() -> FashionMNIST:
+    """The bundled 3,000 / 1,000 sample, loaded once per test module."""
+    return load_fashion_mnist(source="sample")
 
 
 def meta_model(spec: Spec) -> torch.nn.Module:

@@ -14,7 +14,7 @@ from cnnlab.views.compare import (
 from cnnlab.analysis.layers import inspect_spec
 from cnnlab.runs.store import RunStore
 from cnnlab.arch.presets import PRESETS
-from cnnlab.training.train import TEXTBOOK_RESULTS
+from cnnlab.training.recipes import TEXTBOOK_RESULTS
 from tests.conftest import ONE_EPOCH, record_tiny_run
 
 

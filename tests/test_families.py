@@ -11,7 +11,7 @@ from cnnlab.arch.families import FAMILIES, Family, register
 from cnnlab.arch.models import build
 from cnnlab.arch.presets import PRESETS, preset_name
 from cnnlab.arch.specs import Spec, VGGSpec
-from cnnlab.training.train import TEXTBOOK_RECIPES, _recipe_name
+from cnnlab.training.recipes import TEXTBOOK_RECIPES, default_config, textbook_config
 from tests.conftest import meta_model
 
 
@@ -53,11 +53,10 @@ def test_build_uses_the_registered_builder(monkeypatch):
     assert calls == [PRESETS["vgg11-small"]]
 
 
-# Until the training recipes read `Family.recipe`, both must agree (then this test can go).
 @pytest.mark.parametrize("name", list(PRESETS))
-def test_the_family_recipe_agrees_with_trainings(name):
-    spec = PRESETS[name]
-    assert FAMILIES[spec.family].recipe(spec) == _recipe_name(spec)
+def test_an_edited_spec_trains_with_its_familys_recipe(name):
+    spec = PRESETS[name].replace(num_classes=7)  # equal to no preset: the family's recipe
+    assert default_config(spec) == textbook_config(FAMILIES[spec.family].recipe(spec))
 
 
 def test_family_is_a_frozen_record():

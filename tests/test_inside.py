@@ -13,7 +13,7 @@ from cnnlab.arch.models.lenet import BatchNorm
 from cnnlab.runs.store import RunStore
 from cnnlab.arch.checks import SpecError
 from cnnlab.arch.presets import PRESETS
-from cnnlab.training.train import make_model
+from cnnlab.training.setup import make_model
 from tests.conftest import ONE_EPOCH, record_tiny_run
 
 BN_WIDTHS = [6, 16, 120, 84]  # conv1, conv2, fc1, fc2 of BN-LeNet (d2l 7.5.4)

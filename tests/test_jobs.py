@@ -24,7 +24,7 @@ from cnnlab.runs.jobs import JobManager
 from cnnlab.runs.processes import pid_alive, worker_env
 from cnnlab.runs.slots import choose_device
 from cnnlab.runs.store import RunStore, Status
-from cnnlab.training.train import ConfigError, TrainConfig
+from cnnlab.training.config import ConfigError, TrainConfig
 from cnnlab.arch.checks import SpecError
 
 ROOT = Path(__file__).resolve().parents[1]

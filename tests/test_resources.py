@@ -10,7 +10,7 @@ from cnnlab.training import data
 from cnnlab.training import resources
 from cnnlab.training.resources import DeviceMemory, estimate, fits_device
 from cnnlab.arch.presets import PRESETS
-from cnnlab.training.train import TrainConfig
+from cnnlab.training.config import TrainConfig
 
 GiB = 2**30
 CPU_20G = DeviceMemory("cpu", "the CPU's RAM", total=24 * GiB, free=20 * GiB)
@@ -142,7 +142,7 @@ def test_the_estimate_covers_the_models_own_count_and_the_runtime():
 
 
 def test_evaluation_batches_count_even_when_the_training_batch_is_small():
-    # cnnlab.training.train scores the test set in batches of about 1024 images at 96 px (188 at 224 px)
+    # cnnlab.training.loop scores the test set in batches of about 1024 images at 96 px (188 at 224 px)
     need = estimate(PRESETS["vgg11"], TrainConfig(batch_size=1), "cpu")
     assert need.total > need.fixed + 100 * need.eval_per_image
 

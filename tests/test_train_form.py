@@ -8,7 +8,7 @@ from cnnlab.arch.presets import PRESETS
 from cnnlab.runs.live import progress
 from cnnlab.runs.store import Run, Status
 from cnnlab.training import resources
-from cnnlab.training.train import TrainConfig
+from cnnlab.training.config import TrainConfig
 from cnnlab.views import run_display, train_form
 
 

@@ -40,10 +40,9 @@ from cnnlab.runs.slots import choose_device, cpu_threads_per_slot, visible_gpus
 from cnnlab.runs.store import Run, RunStore, Status
 from cnnlab.arch.specs import Spec
 from cnnlab.arch.parse import spec_from_data
-from cnnlab.errors import Problem
 
 if TYPE_CHECKING:
-    from cnnlab.training.train import TrainConfig  # imported lazily at run time: it pulls in torch
+    from cnnlab.training.config import TrainConfig  # imported lazily at run time: it pulls in torch
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +115,8 @@ class JobManager:
     ) -> str:
         """Queue a run; returns its id. `config` is a TrainConfig or its dict.
 
-        Raises SpecError listing the spec's problems, or ConfigError (a SpecError too) for
-        the config's, before anything is recorded.
+        Raises SpecError listing the spec's problems, or ConfigError for the config's, before
+        anything is recorded.
         """
         if self._stop.is_set():
             raise RuntimeError("this job manager is shut down")
@@ -302,18 +301,15 @@ class JobManager:
 
 
 def _config_dict(config: TrainConfig | dict[str, Any], num_gpus: int) -> dict[str, Any]:
-    """A TrainConfig (or its dict) as a complete dict. Raises ConfigError (a SpecError) for
-    unknown fields, bad values, or device="cuda" on a server without a GPU: a student should
-    hear that at submit, not after waiting in the queue."""
-    from cnnlab.training.train import ConfigError, TrainConfig, config_problems  # lazy: imports torch
+    """A TrainConfig (or its dict) as a complete dict. Raises ConfigError for unknown fields,
+    bad values (TrainConfig checks them), or device="cuda" on a server without a GPU: a
+    student should hear that at submit, not after waiting in the queue."""
+    from cnnlab.training.config import TrainConfig  # lazy: imports torch
+    from cnnlab.training.setup import resolve_device
 
     if isinstance(config, dict):
         config = TrainConfig.from_dict(config)
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig or a dict, not {type(config).__name__}")
-    problems = config_problems(config)
-    if config.device == "cuda" and num_gpus == 0:
-        problems.append(Problem("device", "this server has no CUDA GPU", "use device cpu or auto"))
-    if problems:
-        raise ConfigError(problems)
+    resolve_device(config.device, gpus=num_gpus)
     return config.to_dict()

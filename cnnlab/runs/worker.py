@@ -81,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if args.threads:
             torch.set_num_threads(args.threads)
-        from cnnlab.training.train import run_recorded
+        from cnnlab.runs.recorded import run_recorded
 
         status = run_recorded(store, args.run_id)
     except (Terminated, KeyboardInterrupt) as exc:

@@ -21,7 +21,8 @@ from cnnlab.analysis.layers import Memory, inspect_spec
 from cnnlab.analysis.table_text import human_bytes
 from cnnlab.arch.families import FAMILIES
 from cnnlab.arch.specs import Spec
-from cnnlab.training.train import EVAL_BATCH_CAP, EVAL_PIXELS, TrainConfig
+from cnnlab.training.config import TrainConfig
+from cnnlab.training.setup import EVAL_BATCH_CAP, EVAL_PIXELS, subset_problems
 from cnnlab.errors import Problem
 
 # The estimate counts every layer's output once (cnnlab.analysis.layers.LayerTable.memory); autograd
@@ -30,7 +31,7 @@ from cnnlab.errors import Problem
 # DenseNet 1.7x (a DenseBlock's intermediate concatenations are not rows of the table).
 # Those two families' figures are their `Family.activation_slack` (cnnlab.arch.families).
 ACTIVATION_SLACK = 1.3
-# Evaluation runs without gradients, in batches of EVAL_PIXELS (cnnlab.training.train). Measured peak
+# Evaluation runs without gradients, in batches of EVAL_PIXELS (cnnlab.training.setup). Measured peak
 # over the widest pair of neighbouring activations (LayerTable.inference_memory): AlexNet
 # 0.9x, VGG 1.2x; branching networks keep more alive: GoogLeNet 2.0x, ResNet 2.4x, DenseNet 2.6x.
 # The last three are their `Family.eval_slack`.
@@ -38,7 +39,7 @@ EVAL_SLACK = 1.5
 # Each batch exists as uint8 images, float32 images and the resized float32 input at once.
 INPUT_COPIES = 3
 # What a worker holds besides the model: the torch runtime in RAM (790 MiB RSS measured after
-# importing torch and cnnlab.training.train), or a CUDA context plus cuDNN workspaces on a GPU.
+# importing torch and the training loop), or a CUDA context plus cuDNN workspaces on a GPU.
 RUNTIME_OVERHEAD = {"cpu": 800 * 2**20, "cuda": 1536 * 2**20}
 USABLE_SHARE = 0.9  # never plan to fill a device to the last byte
 CGROUP_V2 = Path("/sys/fs/cgroup")
@@ -110,17 +111,10 @@ def data_summary() -> str:
 def data_problems(config: TrainConfig) -> list[Problem]:
     """Problems with the config's data on this server: full data that is not installed, or a
     subset larger than the training set. Each names the field and a fix."""
-    problems = []
     if config.data == "full" and not full_data_found():
-        problems.append(Problem("data", "the full Fashion-MNIST is not installed on this server",
-                                f"use the sample, or install the Debian package "
-                                f"{data.DEBIAN_PACKAGE}"))
-        return problems
-    available = train_size(config.data)
-    if config.subset is not None and config.subset > available:
-        problems.append(Problem("subset", f"{config.subset:,} is more than the {available:,} "
-                                "training images", f"choose at most {available:,}"))
-    return problems
+        return [Problem("data", "the full Fashion-MNIST is not installed on this server",
+                        f"use the sample, or install the Debian package {data.DEBIAN_PACKAGE}")]
+    return subset_problems(config.subset, train_size(config.data))
 
 
 # ---------------------------------------------------------------- memory

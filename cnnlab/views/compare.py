@@ -14,7 +14,7 @@ from cnnlab.arch import presets
 from cnnlab.analysis.layers import inspect_spec
 from cnnlab.runs.store import Run, RunStore, Status
 from cnnlab.arch.specs import Spec
-from cnnlab.training.train import TEXTBOOK_RECIPES, TEXTBOOK_RESULTS
+from cnnlab.training.recipes import TEXTBOOK_RECIPES, TEXTBOOK_RESULTS
 from cnnlab.arch.checks import SpecError
 from cnnlab.arch.parse import spec_from_data
 

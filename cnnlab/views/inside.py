@@ -20,7 +20,7 @@ from cnnlab.training.data import NUM_CLASSES, to_input
 from cnnlab.arch.models import batch_norm_modules, build
 from cnnlab.runs.store import Run, RunStore, Status
 from cnnlab.arch.specs import Spec
-from cnnlab.training.train import make_model
+from cnnlab.training.setup import make_model
 from cnnlab.arch.checks import SpecError
 from cnnlab.arch.parse import spec_from_data
 

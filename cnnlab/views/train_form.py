@@ -15,8 +15,8 @@ from cnnlab.analysis.table_text import human_bytes
 from cnnlab.arch.specs import Spec
 from cnnlab.errors import Problem
 from cnnlab.training import resources
-from cnnlab.training.train import (TEXTBOOK_RECIPES, TEXTBOOK_RESULTS, ConfigError, TrainConfig,
-                                   default_config)
+from cnnlab.training.config import ConfigError, TrainConfig
+from cnnlab.training.recipes import TEXTBOOK_RECIPES, TEXTBOOK_RESULTS, default_config
 from cnnlab.arch.presets import preset_name
 
 RECIPE = ("epochs", "batch_size", "lr")  # what the textbook sets per model

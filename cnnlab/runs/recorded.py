@@ -1,0 +1,165 @@
+"""Recorded runs: the bridge from the training loop to the run store.
+
+`run_recorded(store, run_id)` trains a run the store has marked running and records it as it
+goes: metrics in batches, a checkpoint each epoch and a "final" one, and how it ended. The CLI
+runs it in the foreground with a progress bar; the job queue's workers run it in the background.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+import traceback
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnnlab.arch.checks import SpecError
+from cnnlab.arch.parse import spec_from_data
+from cnnlab.runs.store import RunStore, Status, checkpoint_name
+from cnnlab.training.config import ConfigError, TrainConfig
+from cnnlab.training.data import DataError
+from cnnlab.training.loop import train
+from cnnlab.training.reporter import Event
+from cnnlab.training.setup import load_data, resolve_device
+
+WRITE_EVERY_S = 1.0  # metric events are written to the store in batches at most this often
+POLL_EVERY_S = 0.5  # how often the store's cancel flag is read
+
+
+class _Recorder:
+    """Bridges the loop and the run store: buffered metrics, rate-limited cancel polls,
+    checkpoints, and an optional tqdm bar."""
+
+    def __init__(self, store: RunStore, run_id: str, meta: dict[str, Any], progress: bool) -> None:
+        self.store, self.run_id, self.meta = store, run_id, meta
+        self.buffer: list[Event] = []
+        self.last_write = time.monotonic()
+        self.last_poll = -math.inf
+        self.cancelled = False
+        self.bar: Any = None
+        self.progress = progress
+
+    def on_event(self, event: Event) -> None:
+        self.buffer.append(event)
+        if event["kind"] == "epoch" or time.monotonic() - self.last_write >= WRITE_EVERY_S:
+            self.flush()
+        if self.progress:
+            self._show(event)
+
+    def flush(self) -> None:
+        if self.buffer:
+            self.store.add_metrics(self.run_id, self.buffer)
+            self.buffer = []
+        self.last_write = time.monotonic()
+
+    def should_stop(self) -> bool:
+        # Polled every step: reading the store each time would cost more than a small step.
+        now = time.monotonic()
+        if not self.cancelled and now - self.last_poll >= POLL_EVERY_S:
+            self.last_poll = now
+            self.cancelled = self.store.cancel_requested(self.run_id)
+        return self.cancelled
+
+    def on_epoch_end(self, epoch: int, model: nn.Module, event: Event) -> None:
+        self.save(checkpoint_name(epoch), model, {"epoch": epoch, "metrics": event})
+
+    def save(self, name: str, model: nn.Module, meta: dict[str, Any]) -> None:
+        # Plain contiguous CPU tensors: the checkpoint loads anywhere, with weights_only=True.
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        self.store.save_checkpoint(self.run_id, name, state, {**self.meta, **meta})
+
+    def _show(self, event: Event) -> None:
+        from tqdm import tqdm  # the CLI's bar; workers never pay for the import
+
+        if self.bar is None and event["kind"] == "step":
+            self.bar = tqdm(total=event["total_steps"], unit="step", dynamic_ncols=True,
+                            file=sys.stderr)
+        if event["kind"] == "step":
+            self.bar.update(event["step"] - self.bar.n)
+            self.bar.set_postfix(loss=f"{event['train_loss']:.3f}", acc=f"{event['train_acc']:.3f}",
+                                 ex_s=f"{event['examples_per_s']:,.0f}")
+        elif self.bar is not None:
+            self.bar.write(f"epoch {event['epoch']:g}: loss {event['train_loss']:.3f}, "
+                           f"train acc {event['train_acc']:.3f}, test acc {event['test_acc']:.3f}, "
+                           f"{event['examples_per_s']:,.0f} examples/s", file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def describe_error(exc: BaseException) -> str:
+    """One clear line for a run's message: the problems of a bad spec or config, the data
+    finder's explanation, advice for out-of-memory, else the exception's type and text."""
+    if isinstance(exc, ConfigError):
+        return "invalid training config: " + "; ".join(str(p) for p in exc.problems)
+    if isinstance(exc, SpecError):
+        return "invalid spec: " + "; ".join(str(p) for p in exc.problems)
+    if isinstance(exc, DataError):
+        return str(exc)
+    if isinstance(exc, torch.OutOfMemoryError):
+        return f"out of memory: {exc}. Fix: lower the batch size, the input size or the width."
+    return f"{type(exc).__name__}: {exc}"
+
+
+def run_recorded(store: RunStore, run_id: str, *, progress: bool = False) -> Status:
+    """Execute a run already marked running in `store`: read its spec and config, train, write
+    metrics (batched), checkpoints each epoch and "final", and finish it as done, cancelled,
+    diverged or failed. Any exception becomes a failed run with a clear message (the traceback
+    goes to the result's "traceback"); Ctrl-C or SystemExit cancels the run and re-raises.
+    Raises ValueError only if the run is not running."""
+    run = store.get(run_id)
+    if run.status is not Status.RUNNING:
+        raise ValueError(f"run {run_id} is {run.status}, not running; mark it running first")
+    recorder = _Recorder(store, run_id, {"run_id": run_id, "model": run.model, "spec": run.spec,
+                                         "config": run.config}, progress)
+    try:
+        spec = spec_from_data(run.spec)
+        config = TrainConfig.from_dict(run.config)
+        device = resolve_device(config.device)
+        data = load_data(config)
+        store.update_result(run_id, {"data": data.describe(), "data_source": str(data.source),
+                                     "device": str(device), "pid": os.getpid()})
+        if progress:
+            print(f"data: {data.describe()}", file=sys.stderr)
+        result = train(spec, config, on_event=recorder.on_event, should_stop=recorder.should_stop,
+                       on_epoch_end=recorder.on_epoch_end, data=data)
+        recorder.flush()
+        if result.status in (Status.DONE, Status.CANCELLED) and result.model is not None:
+            recorder.save("final", result.model, {"epoch": result.epochs_done, "step": result.steps,
+                                                  "status": result.status.value,
+                                                  "metrics": result.metrics})
+        _finish(store, run_id, result.status, result.message, result.to_dict())
+        return result.status
+    except (KeyboardInterrupt, SystemExit) as exc:
+        _flush_quietly(recorder)
+        _finish(store, run_id, Status.CANCELLED, f"interrupted ({type(exc).__name__})")
+        raise
+    except Exception as exc:
+        _flush_quietly(recorder)
+        _finish(store, run_id, Status.FAILED, describe_error(exc),
+                {"traceback": traceback.format_exc()})
+        return Status.FAILED
+    finally:
+        recorder.close()
+
+
+def _finish(store: RunStore, run_id: str, status: Status, message: str,
+            result: dict[str, Any] | None = None) -> None:
+    """Finish the run unless someone else already did (e.g. marked it interrupted)."""
+    try:
+        store.finish(run_id, status, message, result)
+    except ValueError as exc:  # not running any more: keep the status that was set
+        print(f"run {run_id}: could not record {status}: {exc}", file=sys.stderr)
+
+
+def _flush_quietly(recorder: _Recorder) -> None:
+    # Keep the metrics gathered so far; the store may be the thing that failed.
+    try:
+        recorder.flush()
+    except Exception as exc:
+        print(f"could not write the last metrics: {exc}", file=sys.stderr)

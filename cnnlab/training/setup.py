@@ -1,0 +1,236 @@
+"""Setting up a run: from a checked spec and config to the model, optimizer and data on the
+device that will train them, with the layout, precision and batching rules of this machine.
+
+Everything the loop needs is decided here, once, so `loop.fit` can read like train_ch6.
+The facts about the machine (is there a GPU for "cuda", are there enough images for the
+subset) are asked here too: TrainConfig checks values, not machines.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from cnnlab.arch.checks import SpecError
+from cnnlab.arch.models import batch_norm_modules, build
+from cnnlab.arch.specs import Spec
+from cnnlab.errors import Problem
+from cnnlab.training.config import ConfigError, TrainConfig
+from cnnlab.training.data import NUM_CLASSES, DeviceData, FashionMNIST, load_fashion_mnist
+
+STEP_DECAY = ((0.5, 0.1), (0.75, 0.01))  # "step" schedule: lr x 0.1 at half, x 0.01 at 3/4
+# Evaluation batches hold about this many pixels (1024 images at 96 px): large for speed, yet
+# VGG at 224 px still fits. CPUs gain nothing from huge batches but answer a cancel later.
+EVAL_PIXELS = 1024 * 96 * 96
+EVAL_BATCH_CAP = {"cuda": 1024, "cpu": 256}
+
+
+# ---------------------------------------------------------------- what this machine has
+
+
+def resolve_device(name: str, gpus: int | None = None) -> torch.device:
+    """The device a config's `device` trains on: "auto" takes a GPU when there is one.
+
+    The one place that asks whether "cuda" can run: it depends on the machine, not the value.
+    `gpus` counts the GPUs of the machine that will train (default: those torch sees here; the
+    job manager passes its own count). Raises ConfigError for "cuda" without a GPU.
+    """
+    if gpus is None:
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if name == "auto":
+        return torch.device("cuda" if gpus else "cpu")
+    if name == "cuda" and not gpus:
+        raise ConfigError([Problem("device", f"CUDA is not available here (no GPU visible to "
+                                   f"torch {torch.__version__})", "use device cpu or auto")])
+    return torch.device(name)
+
+
+def subset_problems(subset: int | None, available: int) -> list[Problem]:
+    """A subset larger than the training images this machine has: the one message for it,
+    before loading (resources.data_problems) and after (training_data)."""
+    if subset is None or subset <= available:
+        return []
+    return [Problem("subset", f"{subset:,} is more than the {available:,} training images",
+                    f"choose at most {available:,}")]
+
+
+def load_data(config: TrainConfig) -> FashionMNIST:
+    """Fashion-MNIST as `config.data` asks ("auto" falls back to the bundled sample), before any
+    subset. Raises cnnlab.training.data.DataError with the places it looked."""
+    return _load(config.data)
+
+
+def _load(choice: str) -> FashionMNIST:
+    if choice == "auto":
+        return load_fashion_mnist(allow_sample=True)
+    return load_fashion_mnist(source=choice)
+
+
+def prefetch_data(choice: str) -> threading.Thread:
+    """Start decoding the data that `choice` (a config's `data`) loads, in a thread; join it
+    before load_data, which then finds the decoded arrays in data.py's cache.
+
+    Why: gunzipping the full set's idx files takes 0.2-0.3 s, and zlib releases the GIL while
+    it inflates, so on a second core it costs nothing while the caller imports and checks the
+    spec. Errors are left for load_data to raise, in their place.
+    """
+    def decode() -> None:
+        try:
+            _load(choice)
+        except Exception:  # noqa: BLE001 - load_data raises it again where it belongs
+            pass
+
+    thread = threading.Thread(target=decode, name="cnnlab-prefetch-data", daemon=True)
+    thread.start()
+    return thread
+
+
+def training_data(config: TrainConfig, data: FashionMNIST | None) -> FashionMNIST:
+    """`data` (loaded if None) cut to the config's class-balanced subset. Raises ConfigError
+    for a subset larger than the data."""
+    data = data if data is not None else load_data(config)
+    if config.subset is None:
+        return data
+    problems = subset_problems(config.subset, len(data.train_labels))
+    if problems:
+        raise ConfigError(problems)
+    return data.subset(config.subset, config.seed)
+
+
+def check_spec_fits_data(spec: Spec) -> None:
+    """Fashion-MNIST's shape: one channel in, ten classes out. Raises SpecError."""
+    problems = []
+    if spec.in_channels != 1:
+        problems.append(Problem("in_channels", f"Fashion-MNIST images have 1 channel, the spec "
+                                f"expects {spec.in_channels}", "set in_channels to 1"))
+    if spec.num_classes != NUM_CLASSES:
+        problems.append(Problem("num_classes", f"Fashion-MNIST has {NUM_CLASSES} classes, the "
+                                f"spec has {spec.num_classes}",
+                                f"set num_classes to {NUM_CLASSES}"))
+    if problems:
+        raise SpecError(problems)
+
+
+# ---------------------------------------------------------------- model, optimizer, schedule
+
+
+def init_cnn(module: nn.Module) -> None:
+    """d2l's `init_cnn`: Xavier-uniform weights for every Conv2d and Linear (the chapter's
+    MXNet train_ch6 initialises with init.Xavier(), the same uniform Glorot rule)."""
+    if isinstance(module, (nn.Conv2d, nn.Linear)):
+        nn.init.xavier_uniform_(module.weight)
+
+
+def make_model(spec: Spec, seed: int) -> nn.Module:
+    """The spec's network, initialised from `seed` on the CPU, so a seed gives the same weights
+    whatever device trains it."""
+    torch.manual_seed(seed)
+    model = build(spec)
+    model.apply(init_cnn)
+    return model
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
+                           weight_decay=config.weight_decay)
+
+
+def lr_at(config: TrainConfig, step: int, total_steps: int) -> float:
+    """Learning rate for 0-based `step` of `total_steps` under the config's schedule."""
+    progress = step / max(1, total_steps)
+    if config.schedule == "cosine":
+        return config.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+    if config.schedule == "step":
+        factor = 1.0
+        for at, f in STEP_DECAY:
+            if progress >= at:
+                factor = f
+        return config.lr * factor
+    return config.lr
+
+
+def cpu_channels_last(spec: Spec, model: nn.Module) -> bool:
+    """Whether channels-last is used on a CPU. oneDNN's channels-last convolutions run AlexNet,
+    VGG, NiN, GoogLeNet, ResNet and DenseNet 1.2-1.4x faster (2-core EPYC, torch 2.14), but
+    ResNet-18's weight gradients then sit 8.5e-3 from float64 instead of 4.3e-4 in NCHW (a 20x
+    loss, mostly BatchNorm's; `bench/precision.py`), so networks with BatchNorm stay NCHW.
+    LeNet's 6- and 16-channel convs run 10-16% slower in channels-last."""
+    return spec.family != "lenet" and not batch_norm_modules(model)
+
+
+def eval_batch_size(batch_size: int, device: torch.device, input_size: int) -> int:
+    """Evaluation batches: about EVAL_PIXELS, capped per device, never below the training's."""
+    return max(batch_size, min(EVAL_BATCH_CAP[device.type], EVAL_PIXELS // input_size ** 2))
+
+
+# ---------------------------------------------------------------- the whole set-up
+
+
+@dataclass
+class Setup:
+    """What the loop trains with, on its device. `model` is the plain module (checkpoints keep
+    its parameter names); `forward` is the same model, compiled when the config asks."""
+
+    model: nn.Module
+    forward: Callable[[torch.Tensor], torch.Tensor]
+    optimizer: torch.optim.Optimizer
+    train_data: DeviceData
+    test_data: DeviceData
+    device: torch.device
+    channels_last: bool  # the layout actually used (config.channels_last is a request)
+    amp: bool  # whether bf16 autocast is actually used
+    drop_last: bool
+    steps_per_epoch: int
+    total_steps: int
+    eval_batch: int
+    check_every: int  # steps between host reads of the losses (divergence checks)
+
+
+def prepare(spec: Spec, config: TrainConfig, device: torch.device,
+            dataset: FashionMNIST) -> Setup:
+    """The model, optimizer and data of a run on `device`, with this machine's rules."""
+    cuda = device.type == "cuda"
+    model = make_model(spec, config.seed)
+    # Tensor cores want NHWC; on a CPU only where it is both exact and faster.
+    channels_last = config.channels_last and (cuda or cpu_channels_last(spec, model))
+    # bf16 autocast needs no loss scaling; GPUs before Ampere lack bf16, so they stay float32.
+    amp = cuda and config.amp and torch.cuda.is_bf16_supported()
+    if cuda:
+        # Fixed input sizes: let cuDNN time its kernels once and keep the fastest.
+        torch.backends.cudnn.benchmark = True
+    memory_format = torch.channels_last if channels_last else torch.preserve_format
+    model = model.to(device, memory_format=memory_format)
+    train_data, test_data = (
+        DeviceData(images, labels, device, input_size=spec.input_size, channels_last=channels_last)
+        for images, labels in ((dataset.train_images, dataset.train_labels),
+                               (dataset.test_images, dataset.test_labels)))
+    n, bs = len(train_data), config.batch_size
+    # A last batch of one example breaks BatchNorm's training statistics; drop only that one.
+    # A compiled step would recompile for a short last batch (another ~30 s): drop it then.
+    drop_last = (n % bs == 1 or (config.compile and n % bs != 0)) and n > bs
+    steps_per_epoch = train_data.num_batches(bs, drop_last)
+    total_steps = config.epochs * steps_per_epoch
+    if config.max_steps is not None:
+        total_steps = min(total_steps, config.max_steps)
+    return Setup(
+        model=model,
+        forward=torch.compile(model, dynamic=False) if config.compile else model,
+        optimizer=make_optimizer(model, config),
+        train_data=train_data, test_data=test_data, device=device,
+        channels_last=channels_last, amp=amp, drop_last=drop_last,
+        steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+        eval_batch=eval_batch_size(bs, device, spec.input_size),
+        # On a CPU reading the loss every step costs nothing; on a GPU it would stall the
+        # queue, so losses are kept on the device and checked at each step event.
+        check_every=1 if device.type == "cpu" else config.log_every,
+    )

@@ -1,0 +1,57 @@
+"""Tests for the CLI's training commands: `train`, `runs` and `reproduce`, on the bundled
+sample, a few steps each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from cnnlab import cli
+from cnnlab.runs.store import RunStore, Status
+
+
+def test_cli_train_on_the_sample_records_a_run(runs_dir: Path, capsys) -> None:
+    assert cli.main(["train", "bn-lenet", "--data", "sample", "--max-steps", "5"]) == 0
+    (run,) = RunStore(runs_dir).list()
+    assert run.status is Status.DONE and run.result["steps"] == 5
+    assert run.config["lr"] == 1.0 and run.config["max_steps"] == 5  # the book's lr, our cap
+    out, err = capsys.readouterr()
+    assert f"run id: {run.id}" in out and "SAMPLE" in err
+
+
+def test_cli_runs_lists_recorded_runs(runs_dir: Path, capsys) -> None:
+    cli.main(["train", "bn-lenet", "--data", "sample", "--epochs", "1"])
+    capsys.readouterr()
+    assert cli.main(["runs"]) == 0
+    header, row = capsys.readouterr().out.strip().splitlines()
+    assert "best test acc" in header
+    assert row.split()[1:4] == ["bn-lenet", "done", "1"]
+
+
+def test_cli_train_with_a_bad_option_exits_2_without_a_traceback(runs_dir: Path, capsys) -> None:
+    assert cli.main(["train", "bn-lenet", "--lr", "-3", "--data", "sample"]) == 2
+    err = capsys.readouterr().err
+    assert "lr: must be a positive number" in err and "Traceback" not in err
+    assert RunStore(runs_dir).list() == []  # nothing recorded for a typo
+
+
+def test_cli_reproduce_prints_ours_next_to_the_book(runs_dir: Path, capsys) -> None:
+    argv = ["reproduce", "--models", "bn-lenet", "--data", "sample", "--max-steps", "3"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    (row,) = [line for line in out.splitlines() if line.startswith("bn-lenet ")]
+    assert "0.814" in row and "27,746" in row  # the book's test acc and examples/s
+    assert "SAMPLE" in out and len(RunStore(runs_dir).list()) == 1
+
+
+def test_cli_reproduce_refuses_models_the_chapter_does_not_train(runs_dir: Path, capsys) -> None:
+    assert cli.main(["reproduce", "--models", "vgg19"]) == 2
+    assert "not a model the chapter trains: vgg19" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cli_train_on_cuda_without_a_gpu_exits_2(runs_dir: Path, capsys) -> None:
+    assert cli.main(["train", "bn-lenet", "--device", "cuda", "--data", "sample"]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
