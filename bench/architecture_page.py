@@ -27,12 +27,13 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from playwright.sync_api import Error as PlaywrightError
+from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
 from cnnlab.analysis.layers import inspect_spec
 from cnnlab.arch.presets import PRESETS
 from cnnlab.views.editor import FAMILY_TITLES, presets_for
-from playwright.sync_api import Error as PlaywrightError
-from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
-from playwright.sync_api import Page, sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"

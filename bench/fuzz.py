@@ -47,7 +47,6 @@ from cnnlab.arch.presets import PRESETS  # noqa: E402
 from cnnlab.cli import main as cli_main  # noqa: E402
 from cnnlab.views.editor import spec_from_json_bytes  # noqa: E402
 
-
 # --- random values ---------------------------------------------------------------------------
 
 

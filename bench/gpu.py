@@ -45,12 +45,12 @@ from typing import Any  # noqa: E402
 
 import torch  # noqa: E402
 
-from cnnlab.training import data as cnndata  # noqa: E402
-from cnnlab.training import resources  # noqa: E402
-from cnnlab.runs.jobs import JobManager  # noqa: E402
-from cnnlab.runs.store import RunStore, Status  # noqa: E402
 from cnnlab.arch.presets import PRESETS  # noqa: E402
 from cnnlab.arch.specs import Spec  # noqa: E402
+from cnnlab.runs.jobs import JobManager  # noqa: E402
+from cnnlab.runs.store import RunStore, Status  # noqa: E402
+from cnnlab.training import data as cnndata  # noqa: E402
+from cnnlab.training import resources  # noqa: E402
 from cnnlab.training.config import TrainConfig  # noqa: E402
 from cnnlab.training.loop import train  # noqa: E402
 from cnnlab.training.recipes import TEXTBOOK_RESULTS, textbook_config  # noqa: E402

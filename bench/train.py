@@ -33,9 +33,9 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-from cnnlab.training import data as cnndata  # noqa: E402
 from cnnlab.analysis.layers import inspect_spec  # noqa: E402
 from cnnlab.arch.presets import PRESETS  # noqa: E402
+from cnnlab.training import data as cnndata  # noqa: E402
 from cnnlab.training.config import DEVICES  # noqa: E402
 from cnnlab.training.loop import train  # noqa: E402
 from cnnlab.training.recipes import TEXTBOOK_RESULTS, textbook_config  # noqa: E402

@@ -14,12 +14,18 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from cnnlab.arch import presets
-from cnnlab.arch.specs import Spec
 from cnnlab.arch.checks import SpecError, check
 from cnnlab.arch.parse import spec_from_data, spec_from_json
+from cnnlab.arch.specs import Spec
 from cnnlab.errors import Problem
-from cnnlab.training.config import (DATA_CHOICES, DEVICES, OPTIMIZERS, SCHEDULES, ConfigError,
-                                    TrainConfig)
+from cnnlab.training.config import (
+    DATA_CHOICES,
+    DEVICES,
+    OPTIMIZERS,
+    SCHEDULES,
+    ConfigError,
+    TrainConfig,
+)
 
 EXIT_BAD_INPUT = 2
 

@@ -14,7 +14,6 @@ import streamlit as st
 from cnnlab.arch.specs import Spec
 from cnnlab.views import editor as editing
 
-
 WIDGETS = "form.widgets"  # session key: widget key -> (field, kind) of the form last drawn
 
 

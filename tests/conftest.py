@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from cnnlab.arch.models import build
-from cnnlab.runs.store import RunStore, Status
 from cnnlab.arch.presets import PRESETS
 from cnnlab.arch.specs import Spec
 from cnnlab.runs.recorded import run_recorded
+from cnnlab.runs.store import RunStore, Status
 from cnnlab.training.config import TrainConfig
 from cnnlab.training.data import FashionMNIST, load_fashion_mnist
 

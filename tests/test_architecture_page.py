@@ -15,9 +15,9 @@ import torch
 from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
-from cnnlab.views.editor import FAMILY_TITLES, presets_for
 from cnnlab.analysis.layers import inspect_spec
 from cnnlab.arch.presets import PRESETS, VGG_D
+from cnnlab.views.editor import FAMILY_TITLES, presets_for
 from cnnlab.views.figures import params_flops_bars
 
 APP = Path(__file__).parent.parent / "app.py"

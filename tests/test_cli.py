@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from cnnlab.cli import main
 from cnnlab.arch.presets import PRESETS
+from cnnlab.cli import main
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:

@@ -15,10 +15,10 @@ import torch
 
 from cnnlab.analysis.codegen import to_python
 from cnnlab.analysis.layers import inspect_spec
+from cnnlab.arch.checks import SpecError
 from cnnlab.arch.models import build
 from cnnlab.arch.presets import PRESETS, VGG_B
 from cnnlab.arch.specs import VGGSpec
-from cnnlab.arch.checks import SpecError
 from tests.conftest import meta_model
 
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from cnnlab.analysis.layers import inspect_spec
+from cnnlab.arch.presets import PRESETS
+from cnnlab.runs.store import RunStore
+from cnnlab.training.recipes import TEXTBOOK_RESULTS
 from cnnlab.views.compare import (
     COLUMNS,
     compare_table,
@@ -11,14 +15,7 @@ from cnnlab.views.compare import (
     textbook_key,
     textbook_references,
 )
-from cnnlab.analysis.layers import inspect_spec
-from cnnlab.runs.store import RunStore
-from cnnlab.arch.presets import PRESETS
-from cnnlab.training.recipes import TEXTBOOK_RESULTS
 from tests.conftest import ONE_EPOCH, record_tiny_run
-
-
-
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,14 @@ import torch
 import torch.nn.functional as F
 
 from cnnlab.training import data
-from cnnlab.training.data import DataCorrupt, DataNotFound, DeviceData, Source, batches, load_fashion_mnist
+from cnnlab.training.data import (
+    DataCorrupt,
+    DataNotFound,
+    DeviceData,
+    Source,
+    batches,
+    load_fashion_mnist,
+)
 
 needs_debian = pytest.mark.skipif(
     not data.DEBIAN_DIR.is_dir(),

@@ -8,12 +8,12 @@ import math
 
 import pytest
 
-from cnnlab.views import editor as editing
 from cnnlab.analysis.layers import inspect_spec
+from cnnlab.arch.checks import SpecError
 from cnnlab.arch.presets import PRESETS, VGG_A, VGG_D, preset_name
 from cnnlab.arch.specs import GoogLeNetSpec, VGGSpec
-from cnnlab.arch.checks import SpecError
 from cnnlab.errors import errors, warnings
+from cnnlab.views import editor as editing
 
 VGG11 = PRESETS["vgg11"]
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cnnlab.views import inside
-from cnnlab.training.data import load_fashion_mnist
 from cnnlab.analysis.layers import inspect_spec
-from cnnlab.arch.models.lenet import BatchNorm
-from cnnlab.runs.store import RunStore
 from cnnlab.arch.checks import SpecError
+from cnnlab.arch.models.lenet import BatchNorm
 from cnnlab.arch.presets import PRESETS
+from cnnlab.runs.store import RunStore
+from cnnlab.training.data import load_fashion_mnist
 from cnnlab.training.setup import make_model
+from cnnlab.views import inside
 from tests.conftest import ONE_EPOCH, record_tiny_run
 
 BN_WIDTHS = [6, 16, 120, 84]  # conv1, conv2, fc1, fc2 of BN-LeNet (d2l 7.5.4)

@@ -11,8 +11,8 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from cnnlab.runs.store import RunStore
 from cnnlab.arch.presets import PRESETS
+from cnnlab.runs.store import RunStore
 from tests.conftest import ONE_EPOCH, record_tiny_run
 
 APP = Path(__file__).resolve().parent.parent / "app.py"

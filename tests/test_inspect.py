@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from cnnlab.analysis import layers
 from cnnlab.analysis.layers import (
     InspectionError,
     forward_failure,
@@ -17,11 +18,10 @@ from cnnlab.analysis.layers import (
     inspect_spec,
     smallest_input_size,
 )
-from cnnlab.analysis import layers
 from cnnlab.analysis.table_text import human_bytes
 from cnnlab.arch.checks import check, validate
-from cnnlab.arch.parse import spec_from_data
 from cnnlab.arch.models import build
+from cnnlab.arch.parse import spec_from_data
 from cnnlab.arch.presets import PRESETS
 from tests.conftest import meta_model
 

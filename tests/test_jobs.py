@@ -19,13 +19,13 @@ from pathlib import Path
 
 import pytest
 
+from cnnlab.arch.checks import SpecError
 from cnnlab.arch.presets import PRESETS
 from cnnlab.runs.jobs import JobManager
 from cnnlab.runs.processes import pid_alive, worker_env
 from cnnlab.runs.slots import choose_device
 from cnnlab.runs.store import RunStore, Status
 from cnnlab.training.config import ConfigError, TrainConfig
-from cnnlab.arch.checks import SpecError
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = PRESETS["bn-lenet"]  # 28 px, 45k parameters: thousands of examples/s on a CPU

@@ -7,8 +7,8 @@ import time
 import pytest
 
 from cnnlab.runs.live import RunEvents, progress
-from cnnlab.views.text import progress_text
 from cnnlab.runs.store import RunStore, Status
+from cnnlab.views.text import progress_text
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cnnlab.arch import specs
-from cnnlab.arch.models import build
 from cnnlab.arch.checks import validate
+from cnnlab.arch.models import build
 from cnnlab.errors import Problem, errors
 from tests.conftest import block_shapes
 

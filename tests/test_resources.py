@@ -6,11 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from cnnlab.training import data
-from cnnlab.training import resources
-from cnnlab.training.resources import DeviceMemory, estimate, fits_device
 from cnnlab.arch.presets import PRESETS
+from cnnlab.training import data, resources
 from cnnlab.training.config import TrainConfig
+from cnnlab.training.resources import DeviceMemory, estimate, fits_device
 
 GiB = 2**30
 CPU_20G = DeviceMemory("cpu", "the CPU's RAM", total=24 * GiB, free=20 * GiB)

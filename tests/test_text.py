@@ -8,8 +8,17 @@ import pytest
 
 from cnnlab.errors import Problem
 from cnnlab.runs.store import Run, Status
-from cnnlab.views.text import (data_label, decimal, duration, inline_code, markdown_text,
-                               problem_markdown, run_option, sentence, short)
+from cnnlab.views.text import (
+    data_label,
+    decimal,
+    duration,
+    inline_code,
+    markdown_text,
+    problem_markdown,
+    run_option,
+    sentence,
+    short,
+)
 
 
 def unescaped(markdown: str) -> str:

@@ -16,8 +16,8 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from cnnlab.runs.store import RunStore, Status
 from cnnlab.arch.presets import PRESETS
+from cnnlab.runs.store import RunStore, Status
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
 RUN_TIMEOUT_S = 90  # a tiny run takes ~5 s; the worker's first torch import can take more

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from cnnlab.arch.presets import PRESETS
-from cnnlab.arch.specs import AlexNetSpec, GoogLeNetSpec, VGGSpec
 from cnnlab.arch.checks import SpecError, check, parse_literal, smallest_input, validate
 from cnnlab.arch.parse import spec_from_data, spec_from_json
+from cnnlab.arch.presets import PRESETS
+from cnnlab.arch.specs import AlexNetSpec, GoogLeNetSpec, VGGSpec
 from cnnlab.errors import errors, warnings
 
 

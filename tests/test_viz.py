@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from cnnlab.views import figures as viz
 from cnnlab.training.data import CLASSES
+from cnnlab.views import figures as viz
 
 
 def heatmaps(fig) -> list:

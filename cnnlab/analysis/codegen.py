@@ -19,9 +19,9 @@ import types
 from typing import Any
 
 from cnnlab.analysis.layers import inspect_spec
+from cnnlab.arch.checks import check
 from cnnlab.arch.families import FAMILIES
 from cnnlab.arch.specs import Spec
-from cnnlab.arch.checks import check
 from cnnlab.shapes import shape_text
 
 # What the script imports; the copied code may use these names and builtins, nothing else.

@@ -19,12 +19,12 @@ import torch
 from torch import nn
 
 from cnnlab.analysis.layers import inspect_model, inspect_spec
-from cnnlab.errors import CnnlabError
 from cnnlab.arch.models import build
 from cnnlab.arch.models.densenet import DenseBlock
 from cnnlab.arch.models.googlenet import Inception
 from cnnlab.arch.models.resnet import Residual
 from cnnlab.arch.specs import Spec
+from cnnlab.errors import CnnlabError
 from cnnlab.shapes import pair, shape_text
 
 Shape = tuple[int, ...]

@@ -17,8 +17,14 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from cnnlab.analysis.meta import (ShapeOnly, meta_input, on_meta_in_eval, own_parameters,
-                                  to_meta, with_batch)
+from cnnlab.analysis.meta import (
+    ShapeOnly,
+    meta_input,
+    on_meta_in_eval,
+    own_parameters,
+    to_meta,
+    with_batch,
+)
 from cnnlab.analysis.recorder import Field, Recorder, first_tensor
 from cnnlab.analysis.table_text import format_table
 from cnnlab.arch.models import build

@@ -25,6 +25,11 @@ def check_name(kind: str, value: str) -> str:
     return value
 
 
+
+def checkpoint_name(epoch: int) -> str:
+    """The file name of the checkpoint saved after `epoch` complete epochs: "epoch-003"."""
+    return f"epoch-{epoch:03d}"
+
 class Checkpoints:
     """The checkpoint files of every run under one runs directory."""
 

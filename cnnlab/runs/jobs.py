@@ -34,12 +34,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cnnlab.arch.parse import spec_from_data
+from cnnlab.arch.specs import Spec
 from cnnlab.runs import processes
 from cnnlab.runs.processes import pid_alive
 from cnnlab.runs.slots import choose_device, cpu_threads_per_slot, visible_gpus
 from cnnlab.runs.store import Run, RunStore, Status
-from cnnlab.arch.specs import Spec
-from cnnlab.arch.parse import spec_from_data
 
 if TYPE_CHECKING:
     from cnnlab.training.config import TrainConfig  # imported lazily at run time: it pulls in torch

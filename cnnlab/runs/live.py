@@ -15,9 +15,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from cnnlab.arch.checks import is_number
 from cnnlab.runs.metrics import Event
 from cnnlab.runs.store import Run, RunStore, Status
-from cnnlab.arch.checks import is_number
 
 
 class RunEvents:

@@ -19,7 +19,8 @@ from torch import nn
 
 from cnnlab.arch.checks import SpecError
 from cnnlab.arch.parse import spec_from_data
-from cnnlab.runs.store import RunStore, Status, checkpoint_name
+from cnnlab.runs.checkpoints import checkpoint_name
+from cnnlab.runs.store import RunStore, Status
 from cnnlab.training.config import ConfigError, TrainConfig
 from cnnlab.training.data import DataError
 from cnnlab.training.loop import train
@@ -150,11 +151,11 @@ def run_recorded(store: RunStore, run_id: str, *, progress: bool = False) -> Sta
 
 def _finish(store: RunStore, run_id: str, status: Status, message: str,
             result: dict[str, Any] | None = None) -> None:
-    """Finish the run unless someone else already did (e.g. marked it interrupted)."""
-    try:
-        store.finish(run_id, status, message, result)
-    except ValueError as exc:  # not running any more: keep the status that was set
-        print(f"run {run_id}: could not record {status}: {exc}", file=sys.stderr)
+    """Finish the run unless someone else already did (e.g. marked it interrupted): the
+    first final status stays."""
+    if not store.finish_unless_final(run_id, status, message, result):
+        print(f"run {run_id}: could not record {status}: it already ended or is gone",
+              file=sys.stderr)
 
 
 def _flush_quietly(recorder: _Recorder) -> None:

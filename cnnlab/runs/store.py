@@ -135,11 +135,6 @@ def new_run_id(now: float | None = None) -> str:
     return f"{stamp}-{secrets.token_hex(3)}"
 
 
-# Here rather than in checkpoints.py only until training's recorder imports it from there.
-def checkpoint_name(epoch: int) -> str:
-    return f"epoch-{epoch:03d}"
-
-
 class StoreError(CnnlabError):
     """The run store could not be read or written (a locked, full or damaged database)."""
 

@@ -22,8 +22,14 @@ from cnnlab.runs.store import Status
 from cnnlab.training.config import TrainConfig
 from cnnlab.training.data import DeviceData, FashionMNIST
 from cnnlab.training.reporter import Event, Reporter
-from cnnlab.training.setup import (Setup, check_spec_fits_data, lr_at, prepare, resolve_device,
-                                   training_data)
+from cnnlab.training.setup import (
+    Setup,
+    check_spec_fits_data,
+    lr_at,
+    prepare,
+    resolve_device,
+    training_data,
+)
 
 StopCheck = Callable[[], bool]
 EpochEnd = Callable[[int, nn.Module, Event], None]

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-Event = dict[str, Any]
+from cnnlab.runs.metrics import Event
 
 # A run has diverged once its training loss is not finite, or above DIVERGE_FACTOR x the first
 # step's loss (cross-entropy starts near ln 10 = 2.3, so ~115), or above DIVERGE_LIMIT anyway.

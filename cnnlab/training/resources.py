@@ -16,14 +16,14 @@ from pathlib import Path
 
 import torch
 
-from cnnlab.training import data
 from cnnlab.analysis.layers import Memory, inspect_spec
 from cnnlab.analysis.table_text import human_bytes
 from cnnlab.arch.families import FAMILIES
 from cnnlab.arch.specs import Spec
+from cnnlab.errors import Problem
+from cnnlab.training import data
 from cnnlab.training.config import TrainConfig
 from cnnlab.training.setup import EVAL_BATCH_CAP, EVAL_PIXELS, subset_problems
-from cnnlab.errors import Problem
 
 # The estimate counts every layer's output once (cnnlab.analysis.layers.LayerTable.memory); autograd
 # also keeps dropout masks, pooling indices and more. Measured peak RSS growth over that

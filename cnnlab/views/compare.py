@@ -10,13 +10,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from cnnlab.arch import presets
 from cnnlab.analysis.layers import inspect_spec
-from cnnlab.runs.store import Run, RunStore, Status
-from cnnlab.arch.specs import Spec
-from cnnlab.training.recipes import TEXTBOOK_RECIPES, TEXTBOOK_RESULTS
+from cnnlab.arch import presets
 from cnnlab.arch.checks import SpecError
 from cnnlab.arch.parse import spec_from_data
+from cnnlab.arch.specs import Spec
+from cnnlab.runs.store import Run, RunStore, Status
+from cnnlab.training.recipes import TEXTBOOK_RECIPES, TEXTBOOK_RESULTS
 
 Row = dict[str, Any]
 

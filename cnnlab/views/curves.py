@@ -16,9 +16,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from cnnlab.arch.checks import is_number
+from cnnlab.runs.metrics import Event
 from cnnlab.views.style import BLUE, FONT, GREEN, GREY, SKY, VERMILLION, run_colour
-
-Event = dict[str, Any]
 
 MAX_POINTS = 2000
 COLORS = {"train_loss": BLUE, "test_loss": SKY, "train_acc": VERMILLION, "test_acc": GREEN,

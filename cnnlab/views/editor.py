@@ -16,10 +16,10 @@ from collections.abc import Callable
 from typing import Any
 
 from cnnlab.arch import specs
-from cnnlab.arch.presets import PRESETS, preset_name
-from cnnlab.arch.specs import Spec
 from cnnlab.arch.checks import MAX_TEXT, SpecError, parse_literal, validate
 from cnnlab.arch.parse import spec_from_json
+from cnnlab.arch.presets import PRESETS, preset_name
+from cnnlab.arch.specs import Spec
 from cnnlab.errors import Problem, errors
 
 # Names as the chapter writes them, in the chapter's order.

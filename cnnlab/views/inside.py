@@ -15,14 +15,14 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from cnnlab.errors import CnnlabError
-from cnnlab.training.data import NUM_CLASSES, to_input
-from cnnlab.arch.models import batch_norm_modules, build
-from cnnlab.runs.store import Run, RunStore, Status
-from cnnlab.arch.specs import Spec
-from cnnlab.training.setup import make_model
 from cnnlab.arch.checks import SpecError
+from cnnlab.arch.models import batch_norm_modules, build
 from cnnlab.arch.parse import spec_from_data
+from cnnlab.arch.specs import Spec
+from cnnlab.errors import CnnlabError
+from cnnlab.runs.store import Run, RunStore, Status
+from cnnlab.training.data import NUM_CLASSES, to_input
+from cnnlab.training.setup import make_model
 
 PREDICT_BATCH = 256
 # The first BN layer's gamma and beta after 10 epochs of the from-scratch BN-LeNet, as d2l 7.5.4

@@ -12,12 +12,12 @@ from typing import Any
 
 from cnnlab.analysis.layers import InspectionError
 from cnnlab.analysis.table_text import human_bytes
+from cnnlab.arch.presets import preset_name
 from cnnlab.arch.specs import Spec
 from cnnlab.errors import Problem
 from cnnlab.training import resources
 from cnnlab.training.config import ConfigError, TrainConfig
 from cnnlab.training.recipes import TEXTBOOK_RECIPES, TEXTBOOK_RESULTS, default_config
-from cnnlab.arch.presets import preset_name
 
 RECIPE = ("epochs", "batch_size", "lr")  # what the textbook sets per model
 HYPERPARAMETERS = (*RECIPE, "optimizer", "momentum", "weight_decay", "label_smoothing",

@@ -6,7 +6,7 @@ from collections import OrderedDict
 
 from torch import nn
 
-from cnnlab.arch.checks import Checker, MAX_CHANNELS
+from cnnlab.arch.checks import MAX_CHANNELS, Checker
 from cnnlab.arch.families import Family, register
 from cnnlab.arch.models.common import conv_relu
 from cnnlab.arch.specs import NiNSpec

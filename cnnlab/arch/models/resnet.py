@@ -11,7 +11,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from cnnlab.arch.checks import Checker, MAX_CHANNELS, MAX_CONVS_PER_BLOCK, is_int
+from cnnlab.arch.checks import MAX_CHANNELS, MAX_CONVS_PER_BLOCK, Checker, is_int
 from cnnlab.arch.families import Family, register
 from cnnlab.arch.specs import ResNetSpec
 
