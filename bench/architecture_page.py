@@ -14,26 +14,27 @@ measurement with N fresh servers.
 
 from __future__ import annotations
 
-import argparse
 import os
-import signal
-import socket
-import statistics
-import subprocess
 import sys
-import tempfile
-import time
-import urllib.error
-import urllib.request
-from pathlib import Path
 
-from playwright.sync_api import Error as PlaywrightError
-from playwright.sync_api import Page, sync_playwright
-from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+# The checkout's root first on sys.path: cnnlab (and the tests' server helper) import without
+# being installed.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cnnlab.analysis.layers import inspect_spec
-from cnnlab.arch.presets import PRESETS
-from cnnlab.views.editor import FAMILY_TITLES, presets_for
+import argparse  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from playwright.sync_api import Error as PlaywrightError  # noqa: E402
+from playwright.sync_api import Page, sync_playwright  # noqa: E402
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError  # noqa: E402
+
+from cnnlab.analysis.layers import inspect_spec  # noqa: E402
+from cnnlab.arch.presets import PRESETS  # noqa: E402
+from cnnlab.views.editor import FAMILY_TITLES, presets_for  # noqa: E402
+from tests import app_server  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -76,44 +77,6 @@ ARM_JS = """(params) => {
     window.__observer.observe(document.body,
                               {subtree: true, childList: true, characterData: true});
 }"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(runs: Path, log: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {**os.environ, "CNNLAB_RUNS": str(runs), "PYTHONPATH": str(ROOT)}
-    with open(log, "wb") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-             "--server.address", "127.0.0.1", "--server.port", str(port),
-             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as reply:
-                if reply.read().decode().strip() == "ok":
-                    return server, url
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.1)  # 503 or refused until the server is up
-    stop(server)
-    raise SystemExit(f"streamlit did not start:\n{log.read_text()}")
-
-
-def stop(server: subprocess.Popen) -> None:
-    if server.poll() is None:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(10)
 
 
 def wait_idle(page: Page) -> None:
@@ -179,7 +142,7 @@ def failed(page: Page, family: str, width: str) -> None:
 
 def measure(rounds: int) -> tuple[float, dict[str, list[float]], list[str]]:
     with tempfile.TemporaryDirectory() as tmp:
-        server, url = start_server(Path(tmp) / "runs", Path(tmp) / "streamlit.log")
+        server, url = app_server.start(Path(tmp) / "runs", Path(tmp) / "streamlit.log")
         try:
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -206,7 +169,7 @@ def measure(rounds: int) -> tuple[float, dict[str, list[float]], list[str]]:
                 finally:
                     browser.close()
         finally:
-            stop(server)
+            app_server.stop(server)
     return load, latencies, failures
 
 

@@ -38,6 +38,8 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from bench.textbook_data import extract_raw  # noqa: E402
+
 STARTED = time.perf_counter()  # the child's own start, as close to process start as Python gets
 
 
@@ -126,19 +128,6 @@ def textbook_child(root: str, preset: str, resize: bool) -> None:
     test_s = time.perf_counter() - start
     print(json.dumps({"setup": setup, "train": train_s, "test": test_s,
                       "test_acc": correct / len(test_set)}))
-
-
-def extract_raw(root: Path) -> None:
-    """The Debian .gz idx files, decompressed where torchvision's FashionMNIST looks for them."""
-    import gzip
-
-    from cnnlab.training import data as cnndata
-
-    raw = root / "FashionMNIST" / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    for name in cnndata.IDX_FILES.values():
-        with gzip.open(cnndata.DEBIAN_DIR / f"{name}.gz", "rb") as src:
-            (raw / name).write_bytes(src.read())
 
 
 def main() -> None:

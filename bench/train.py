@@ -23,7 +23,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
-import gzip  # noqa: E402
 import math  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -33,6 +32,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
+from bench.textbook_data import extract_raw  # noqa: E402
 from cnnlab.analysis.layers import inspect_spec  # noqa: E402
 from cnnlab.arch.presets import PRESETS  # noqa: E402
 from cnnlab.training import data as cnndata  # noqa: E402
@@ -96,15 +96,6 @@ def cnnlab_rate(name: str, full: cnndata.FashionMNIST, device: torch.device, war
     seconds = sum(config.batch_size / e["examples_per_s"] for e in timed)
     layout = "NHWC" if result.channels_last else "NCHW"
     return len(timed) * config.batch_size / seconds, layout + ("+c" if compile else "")
-
-
-def extract_raw(root: Path) -> None:
-    """The Debian .gz idx files, decompressed where torchvision's FashionMNIST looks for them."""
-    raw = root / "FashionMNIST" / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    for name in cnndata.IDX_FILES.values():
-        with gzip.open(cnndata.DEBIAN_DIR / f"{name}.gz", "rb") as src:
-            (raw / name).write_bytes(src.read())
 
 
 def textbook_rate(name: str, root: Path, device: torch.device, warmup: int, steps: int) -> float:

@@ -21,7 +21,7 @@ from cnnlab.views.editor import FAMILY_TITLES, presets_for
 from cnnlab.views.figures import params_flops_bars
 
 APP = Path(__file__).parent.parent / "app.py"
-VGG11_PARAMS, VGG16_PARAMS = "128,806,154", "134,300,362"  # DESIGN.md; VGG paper config D
+VGG11_PARAMS, VGG16_PARAMS = "128,806,154", "134,300,362"  # VGG-11 (the book); VGG paper config D
 
 
 @pytest.fixture

@@ -10,17 +10,13 @@ import importlib.util
 import os
 import shutil
 import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from cnnlab.runs.store import RunStore, Status
+from tests import app_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -47,39 +43,6 @@ from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
 expect.set_options(timeout=STEP_TIMEOUT_S * 1000)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(url: str, server: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"streamlit exited with {server.returncode}:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as reply:
-                if reply.read().decode().strip() == "ok":
-                    return
-        except (urllib.error.URLError, OSError):
-            pass  # 503 or refused until the server is up
-        time.sleep(0.2)
-    pytest.fail(f"streamlit did not become healthy in {START_TIMEOUT_S} s:\n{log.read_text()}")
-
-
-def stop(server: subprocess.Popen) -> None:
-    """SIGTERM the server's process group, then SIGKILL it after 10 s."""
-    if server.poll() is not None:
-        return
-    os.killpg(server.pid, signal.SIGTERM)
-    try:
-        server.wait(10)
-    except subprocess.TimeoutExpired:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait(10)
-
-
 def stop_workers(runs: Path) -> None:
     """Workers run in sessions of their own and outlive the server: stop this test's."""
     for run in RunStore(runs).list(Status.RUNNING):
@@ -93,20 +56,14 @@ def stop_workers(runs: Path) -> None:
 @pytest.fixture
 def server(tmp_path):
     runs, log = tmp_path / "runs", tmp_path / "streamlit.log"
-    port = free_port()
-    env = {**os.environ, "CNNLAB_RUNS": str(runs), "PYTHONPATH": str(ROOT)}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-             "--server.address", "127.0.0.1", "--server.port", str(port),
-             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
     try:
-        wait_healthy(url, proc, log)
+        proc, url = app_server.start(runs, log, START_TIMEOUT_S)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    try:
         yield url
     finally:
-        stop(proc)
+        app_server.stop(proc)
         stop_workers(runs)
 
 

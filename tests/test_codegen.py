@@ -112,7 +112,7 @@ def test_the_script_runs_as_a_program_where_cnnlab_cannot_be_imported(tmp_path):
                             cwd=tmp_path, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "conv1                output shape: (1, 6, 12, 12)" in result.stdout
-    assert "44,878 parameters" in result.stdout  # BN-LeNet, DESIGN.md's reference number
+    assert "44,878 parameters" in result.stdout  # BN-LeNet's parameters in d2l 7.5
 
 
 def test_the_script_says_what_it_builds():

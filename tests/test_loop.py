@@ -60,7 +60,7 @@ def test_events_have_the_promised_keys(sample: FashionMNIST) -> None:
 def test_result_says_which_data_and_how_fast(sample: FashionMNIST) -> None:
     result = train(SPEC, FAST.replace(epochs=1), data=sample)
     assert result.data_source == "sample" and "SAMPLE" in result.data
-    assert result.params == 44_878  # BN-LeNet, DESIGN.md's reference table
+    assert result.params == 44_878  # BN-LeNet's parameters in d2l 7.5
     assert result.epochs_done == 1 and result.steps == 12
     assert json.loads(json.dumps(result.to_dict()))["best_test_acc"] == result.metrics["test_acc"]
 

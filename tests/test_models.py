@@ -17,7 +17,7 @@ def params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-# DESIGN.md's reference table: the chapter's code with a 1-channel input and 10 classes.
+# The reference table of the chapter's numbers: its code with a 1-channel input and 10 classes.
 TEXTBOOK_PARAMS = {
     "alexnet": 46_764_746,
     "vgg11": 128_806_154,
