@@ -17,13 +17,12 @@ from cnnlab.arch import presets
 from cnnlab.arch.checks import SpecError, check
 from cnnlab.arch.parse import spec_from_data, spec_from_json
 from cnnlab.arch.specs import Spec
-from cnnlab.errors import Problem
+from cnnlab.errors import CnnlabError, Problem
 from cnnlab.training.config import (
     DATA_CHOICES,
     DEVICES,
     OPTIMIZERS,
     SCHEDULES,
-    ConfigError,
     TrainConfig,
 )
 
@@ -58,6 +57,17 @@ def load_spec(args: argparse.Namespace) -> Spec:
         raise SpecError([Problem("preset", f"unknown preset {args.preset!r}",
                                   f"choose one of: {', '.join(presets.PRESETS)}")])
     return spec_from_data(presets.PRESETS[args.preset].to_dict(), overrides=overrides)
+
+
+def _positive_int(text: str) -> int:
+    """argparse type for counts: a whole number >= 1, else argparse's usage error (exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
@@ -308,7 +318,7 @@ def parser() -> argparse.ArgumentParser:
     summary = commands.add_parser("summary", help="layer table: shapes, params, FLOPs, memory")
     _spec_arguments(summary)
     summary.add_argument("--json", action="store_true", help="print one JSON object")
-    summary.add_argument("--batch-size", type=int, default=256,
+    summary.add_argument("--batch-size", type=_positive_int, default=256,
                          help="batch size for the training-memory estimate (default 256)")
     summary.set_defaults(run=cmd_summary)
 
@@ -341,7 +351,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.run(args)
-    except (SpecError, ConfigError) as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
+    except CnnlabError as exc:  # a bad spec or config, missing data, an unreadable run store
+        for line in exc.problems or [exc]:
+            print(line, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as exc:  # e.g. `diagram -o` into a folder that does not exist
+        print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
         return EXIT_BAD_INPUT

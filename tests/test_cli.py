@@ -10,6 +10,7 @@ import pytest
 
 from cnnlab.arch.presets import PRESETS
 from cnnlab.cli import main
+from cnnlab.runs.store import DB_NAME
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:
@@ -94,3 +95,27 @@ def test_diagram_writes_an_svg(capsys, tmp_path):
 def test_diagram_prints_dot_without_an_output_file(capsys):
     code, out, _ = run_cli(capsys, "diagram", "googlenet")
     assert code == 0 and out.startswith("digraph") and "concat" in out
+
+
+def test_a_corrupt_run_store_is_a_message_not_a_traceback(capsys, runs_dir):
+    runs_dir.mkdir(parents=True)
+    (runs_dir / DB_NAME).write_bytes(b"this is not an SQLite database" * 100)
+    code, _, err = run_cli(capsys, "runs")
+    assert code == 2
+    assert "run store" in err and "Traceback" not in err
+
+
+def test_diagram_into_a_missing_folder_says_so(capsys, tmp_path):
+    target = tmp_path / "no" / "such" / "folder" / "net.dot"
+    code, _, err = run_cli(capsys, "diagram", "bn-lenet", "-o", str(target))
+    assert code == 2
+    assert "No such file or directory" in err and str(target) in err
+    assert not target.exists()
+
+
+@pytest.mark.parametrize("value", ["-5", "0", "lots"])
+def test_summary_refuses_a_batch_size_below_one(capsys, value):
+    with pytest.raises(SystemExit) as stop:
+        main(["summary", "bn-lenet", "--batch-size", value])
+    assert stop.value.code == 2
+    assert "--batch-size" in capsys.readouterr().err
