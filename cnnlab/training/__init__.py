@@ -1,1 +1,3 @@
-"""How a network learns: the training config, the textbook's recipes, Fashion-MNIST on the device, the loop."""
+"""How a network learns: the training config and its checks, the textbook's recipes and results,
+Fashion-MNIST held on the device, the set-up of a run, the loop and what it reports, and whether
+a run fits the device's memory."""
