@@ -90,7 +90,7 @@ def textbook_child(root: str, preset: str, resize: bool) -> None:
     from torch.utils.data import DataLoader
     from torchvision import datasets, transforms
 
-    from cnnlab.arch.specs import PRESETS
+    from cnnlab.arch.presets import PRESETS
     from cnnlab.training.recipes import textbook_config
     from cnnlab.training.setup import make_model
 

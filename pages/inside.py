@@ -16,6 +16,7 @@ import streamlit as st
 
 from cnnlab.analysis.layers import inspect_spec
 from cnnlab.arch import presets
+from cnnlab.arch.checks import check
 from cnnlab.arch.parse import spec_from_json
 from cnnlab.arch.specs import Spec
 from cnnlab.errors import CnnlabError
@@ -182,7 +183,7 @@ def choose() -> Subject:
         subject = choose_run(runs) if source == RUN else choose_spec()
         if subject is None:
             st.stop()
-        inside.checked_spec(subject.spec)  # an edited spec must still be valid to be built
+        check(subject.spec)  # an edited spec must still be valid to be built
         model_for(*subject.key)
     except (CnnlabError, KeyError, OSError) as exc:  # KeyError: a run deleted meanwhile
         st.error(f"Cannot load this network: {markdown_text(str(exc))}", icon=":material/error:")

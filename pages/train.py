@@ -22,19 +22,12 @@ from cnnlab.training.config import OPTIMIZERS, SCHEDULES, TrainConfig
 from cnnlab.training.recipes import default_config
 from cnnlab.views import train_form
 from cnnlab.views.text import markdown_text, short
-from pages._run_view import all_runs, watch, watched_run
+from pages._run_view import all_runs, key, watch, watched_run
 from pages._shared import job_manager, show_problems
 
 FROM_ARCHITECTURE = "architecture"  # the model choice that means st.session_state["spec"]
 DEFAULT_PRESET = "bn-lenet"  # trains in a minute on a CPU: a good first run
 KEEP = "session"  # the settings survive a visit to another page (widgets' persist_state)
-OPTIMIZER_NAMES = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
-SCHEDULE_NAMES = {"constant": "constant", "cosine": "cosine decay",
-                  "step": "steps (x0.1 at 1/2, 3/4)"}
-
-
-def key(field: str) -> str:
-    return f"train.{field}"
 
 
 # --- callbacks (they run before the script, so the widgets below see what they set) ---------
@@ -131,7 +124,7 @@ def hyperparameters(spec: Spec, form: Form) -> None:
         form(st.number_input, "lr", "Learning rate", step=0.01, format="%g")
     with row[3]:
         form(st.selectbox, "optimizer", "Optimizer", options=OPTIMIZERS,
-             format_func=OPTIMIZER_NAMES.get)
+             format_func=train_form.OPTIMIZER_NAMES.get)
     row = st.columns(4)
     with row[0]:
         form(st.number_input, "momentum", "Momentum", step=0.1, format="%g",
@@ -144,7 +137,7 @@ def hyperparameters(spec: Spec, form: Form) -> None:
         form(st.number_input, "label_smoothing", "Label smoothing", step=0.05, format="%g")
     with row[3]:
         form(st.selectbox, "schedule", "Learning-rate schedule", options=SCHEDULES,
-             format_func=SCHEDULE_NAMES.get)
+             format_func=train_form.SCHEDULE_NAMES.get)
 
 
 def data_and_device(form: Form) -> None:

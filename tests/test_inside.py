@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cnnlab.analysis.layers import inspect_spec
-from cnnlab.arch.checks import SpecError
+from cnnlab.arch.checks import SpecError, check
 from cnnlab.arch.models.lenet import BatchNorm
 from cnnlab.arch.presets import PRESETS
 from cnnlab.runs.store import RunStore
@@ -228,7 +228,7 @@ def test_feature_maps_and_predictions_need_a_fashion_mnist_network() -> None:
 
 def test_an_invalid_edited_spec_is_refused_before_it_is_built() -> None:
     with pytest.raises(SpecError):
-        inside.checked_spec(PRESETS["vgg11"].replace(input_size=16))
+        check(PRESETS["vgg11"].replace(input_size=16))
 
 
 def test_small_networks_expand_every_batch_norm_layer_and_big_ones_the_first() -> None:

@@ -18,7 +18,7 @@ from cnnlab.runs.store import Status
 from cnnlab.training.config import TrainConfig
 from cnnlab.training.data import FashionMNIST
 from cnnlab.training.loop import recalibrate_batch_norm, train
-from cnnlab.training.setup import lr_at
+from cnnlab.training.setup import lr_at, prepare
 from tests.conftest import FAST, SPEC
 
 STEP_KEYS = {"kind", "step", "epoch", "time", "train_loss", "train_acc", "examples_per_s", "eta_s",
@@ -136,7 +136,7 @@ def test_a_small_width_resnet_trains_at_28_pixels(sample: FashionMNIST) -> None:
 
 
 @pytest.mark.parametrize(("name", "expected"), [("alexnet-small", True), ("resnet18", False),
-                                               ("bn-lenet", False)])
+                                               ("bn-lenet", False), ("lenet", False)])
 def test_on_the_cpu_channels_last_is_used_only_without_batch_norm(
         sample: FashionMNIST, name: str, expected: bool) -> None:
     # PyTorch's CPU BatchNorm is far less precise in channels-last; LeNet is faster in NCHW.
@@ -181,3 +181,11 @@ def test_a_compiled_run_trains_and_saves_plain_parameter_names(sample):
     result = train(spec, config, data=sample)
     assert result.status == "done"
     assert set(result.model.state_dict()) == set(build(spec).state_dict())
+
+
+def test_a_compiled_run_drops_a_short_last_batch_so_it_compiles_once(sample: FashionMNIST) -> None:
+    # 3,000 sample images in batches of 256 leave a last batch of 184; torch.compile would
+    # compile again for that shape. torch.compile itself is lazy: nothing compiles here.
+    cpu = torch.device("cpu")
+    assert prepare(SPEC, FAST.replace(compile=True), cpu, sample).drop_last
+    assert not prepare(SPEC, FAST, cpu, sample).drop_last

@@ -216,3 +216,16 @@ def test_the_training_device_follows_the_config(monkeypatch):
 @pytest.mark.parametrize("batch, friendly", [(1, 1), (3, 2), (100, 64), (130, 128), (1000, 992)])
 def test_suggested_batch_sizes_are_round_numbers(batch, friendly):
     assert resources._round_down(batch) == friendly
+
+
+def test_a_familys_registered_slack_scales_its_activation_estimate(monkeypatch):
+    import dataclasses
+
+    from cnnlab.arch import families
+
+    spec, config = PRESETS["densenet"], TrainConfig(batch_size=256)
+    before = estimate(spec, config, "cpu").per_image
+    densenet = families.FAMILIES["densenet"]
+    monkeypatch.setitem(families.FAMILIES, "densenet", dataclasses.replace(
+        densenet, activation_slack=2 * densenet.activation_slack))
+    assert estimate(spec, config, "cpu").per_image > 1.9 * before  # the input part is small

@@ -8,7 +8,7 @@ from cnnlab.arch.presets import PRESETS
 from cnnlab.runs.live import progress
 from cnnlab.runs.store import Run, Status
 from cnnlab.training import resources
-from cnnlab.training.config import TrainConfig
+from cnnlab.training.config import DATA_CHOICES, OPTIMIZERS, SCHEDULES, TrainConfig
 from cnnlab.views import run_display, train_form
 
 
@@ -97,3 +97,17 @@ def test_the_runs_table_keeps_missing_numbers_numeric():
     columns = run_display.runs_columns(runs, [progress(r, []) for r in runs])
     assert columns["status"] == ["done", "waiting"] and columns["data"] == ["auto", "sample"]
     assert math.isnan(columns["best test acc"][1]) and columns["progress"] == [1.0, 0.0]
+
+
+def test_every_choice_the_config_accepts_has_a_name_on_the_form():
+    assert set(train_form.OPTIMIZER_NAMES) == set(OPTIMIZERS)
+    assert set(train_form.SCHEDULE_NAMES) == set(SCHEDULES)
+    assert set(train_form.DATA_NAMES) <= set(DATA_CHOICES)
+
+
+def test_a_resized_preset_keeps_its_recipe_note_but_not_the_books_result():
+    resized = PRESETS["bn-lenet"].replace(input_size=32)
+    assert train_form.recipe_values(resized)["lr"] == 1.0  # bn-lenet's recipe
+    note = train_form.recipe_note(resized)
+    assert "textbook's for bn-lenet" in note and "d2l 7.5.5" in note
+    assert "0.814" not in note  # the book trained it at 28 px

@@ -37,7 +37,7 @@ def spec_from_data(data: Any, *, overrides: dict[str, Any] | None = None) -> Spe
                                  "field", FIX)])
     data = {**data, **(overrides or {})}
     cls = _spec_class(data.get("family"))
-    values = {key: _frozen(key, value) for key, value in _known_fields(cls, data).items()}
+    values = {key: freeze(key, value) for key, value in _known_fields(cls, data).items()}
     spec = cls(**values)
     check(spec)
     return spec
@@ -86,7 +86,7 @@ def _known_fields(cls: type[Spec], data: dict[Any, Any]) -> dict[str, Any]:
     return {key: value for key, value in data.items() if key != "family"}
 
 
-def _frozen(field: str, value: Any, depth: int = 0) -> Any:
+def freeze(field: str, value: Any, depth: int = 0) -> Any:
     """Lists (and tuples) to tuples, all the way down: specs hold tuples, hashable so they
     key caches. Raises SpecError past MAX_DEPTH rather than recursing a thousand levels."""
     if not isinstance(value, (list, tuple)):
@@ -94,5 +94,5 @@ def _frozen(field: str, value: Any, depth: int = 0) -> Any:
     if depth >= MAX_DEPTH:
         raise SpecError([Problem(field, f"is nested more than {MAX_DEPTH} levels deep",
                                  "write lists of numbers, as in a preset's JSON")])
-    return tuple(_frozen(field, item, depth + 1) for item in value)
+    return tuple(freeze(field, item, depth + 1) for item in value)
 

@@ -19,12 +19,12 @@ from torch import nn
 
 from cnnlab.arch.checks import SpecError
 from cnnlab.arch.parse import spec_from_data
+from cnnlab.errors import CnnlabError
 from cnnlab.runs.checkpoints import checkpoint_name
+from cnnlab.runs.metrics import Event
 from cnnlab.runs.store import RunStore, Status
 from cnnlab.training.config import ConfigError, TrainConfig
-from cnnlab.training.data import DataError
 from cnnlab.training.loop import train
-from cnnlab.training.reporter import Event
 from cnnlab.training.setup import load_data, resolve_device
 
 WRITE_EVERY_S = 1.0  # metric events are written to the store in batches at most this often
@@ -96,12 +96,10 @@ class _Recorder:
 def describe_error(exc: BaseException) -> str:
     """One clear line for a run's message: the problems of a bad spec or config, the data
     finder's explanation, advice for out-of-memory, else the exception's type and text."""
-    if isinstance(exc, ConfigError):
-        return "invalid training config: " + "; ".join(str(p) for p in exc.problems)
-    if isinstance(exc, SpecError):
-        return "invalid spec: " + "; ".join(str(p) for p in exc.problems)
-    if isinstance(exc, DataError):
-        return str(exc)
+    prefix = {ConfigError: "invalid training config: ", SpecError: "invalid spec: "}
+    if isinstance(exc, CnnlabError):  # a spec, config, data or store problem the user can fix
+        text = "; ".join(str(p) for p in exc.problems) if exc.problems else str(exc)
+        return prefix.get(type(exc), "") + text
     if isinstance(exc, torch.OutOfMemoryError):
         return f"out of memory: {exc}. Fix: lower the batch size, the input size or the width."
     return f"{type(exc).__name__}: {exc}"

@@ -23,12 +23,13 @@ from cnnlab.arch.specs import Spec
 from cnnlab.errors import Problem
 from cnnlab.training import data
 from cnnlab.training.config import TrainConfig
-from cnnlab.training.setup import EVAL_BATCH_CAP, EVAL_PIXELS, subset_problems
+from cnnlab.training.setup import eval_batch_size, subset_problems
 
 # The estimate counts every layer's output once (cnnlab.analysis.layers.LayerTable.memory); autograd
 # also keeps dropout masks, pooling indices and more. Measured peak RSS growth over that
 # count on a CPU (3 steps, torch 2.14): VGG 1.02x, ResNet-18 and AlexNet 1.2x, GoogLeNet 1.3x,
-# DenseNet 1.7x (a DenseBlock's intermediate concatenations are not rows of the table).
+# DenseNet 1.7x when the table had no rows for a DenseBlock's intermediate concatenations;
+# with them (21% more activation bytes) the same measurement is 1.34x.
 # Those two families' figures are their `Family.activation_slack` (cnnlab.arch.families).
 ACTIVATION_SLACK = 1.3
 # Evaluation runs without gradients, in batches of EVAL_PIXELS (cnnlab.training.setup). Measured peak
@@ -205,7 +206,7 @@ class Estimate:
     batch_size: int
     fixed: int  # weights, gradients, optimizer state, the data set and the runtime
     per_image: int  # training: activations (with slack) and input copies, per image
-    eval_images: int  # evaluation batches hold at least this many images (train.EVAL_PIXELS)
+    eval_images: int  # evaluation batches hold at least this many images (setup.eval_batch_size)
     eval_per_image: int  # evaluation: the widest activations (with slack), per image
 
     def at(self, batch_size: int) -> int:
@@ -253,7 +254,7 @@ def estimate(spec: Spec, config: TrainConfig, device: str | None = None) -> Esti
     widest = table.inference_memory(1) - memory.weights  # two neighbouring activations
     eval_slack = family.eval_slack or EVAL_SLACK
     eval_per_image = math.ceil(widest * eval_slack) + input_bytes
-    eval_images = min(EVAL_BATCH_CAP[kind], EVAL_PIXELS // spec.input_size ** 2)
+    eval_images = eval_batch_size(1, torch.device(kind), spec.input_size)
     images = sum(data.FULL_SIZES if train_size(config.data) == data.FULL_SIZES[0]
                  else data.SAMPLE_SIZES)
     fixed = (memory.weights + memory.gradients + memory.optimizer_state

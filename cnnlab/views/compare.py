@@ -17,6 +17,7 @@ from cnnlab.arch.parse import spec_from_data
 from cnnlab.arch.specs import Spec
 from cnnlab.runs.store import Run, RunStore, Status
 from cnnlab.training.recipes import TEXTBOOK_RECIPES, TEXTBOOK_RESULTS
+from cnnlab.views.text import data_label
 
 Row = dict[str, Any]
 
@@ -37,14 +38,6 @@ COLUMNS: dict[str, str] = {
     "status": "Status",
     "model": "Model",
 }
-# The curves a page can overlay: metric key -> label.
-METRICS: dict[str, str] = {
-    "test_acc": "test accuracy",
-    "train_loss": "training loss",
-    "train_acc": "training accuracy",
-    "test_loss": "test loss",
-    "examples_per_s": "examples/s",
-}
 
 
 def _spec(run: Run) -> Spec | None:
@@ -58,11 +51,9 @@ def textbook_key(run: Run) -> str | None:
     """The TEXTBOOK_RESULTS entry for the run's model: the preset whose spec equals the run's
     (at any input size), else the run's model name if the book trained a model of that name."""
     spec = _spec(run)
-    if spec is not None:
-        for name in TEXTBOOK_RESULTS:
-            preset = presets.PRESETS.get(name)
-            if preset is not None and spec.replace(input_size=preset.input_size) == preset:
-                return name
+    name = presets.preset_name(spec, any_input_size=True) if spec is not None else None
+    if name in TEXTBOOK_RESULTS:
+        return name
     return run.model if run.model in TEXTBOOK_RESULTS else None
 
 
@@ -84,13 +75,6 @@ def _last(events: list[dict[str, Any]], key: str) -> Any:
     return None
 
 
-def _data_label(run: Run) -> str | None:
-    source = run.result.get("data_source") or run.data_source
-    if source is None:
-        return None
-    return "sample" if source == "sample" else "full"
-
-
 def run_row(store: RunStore, run: Run) -> Row:
     """One run's row: what it costs, how fast it trained and how accurate it ended."""
     spec = _spec(run)
@@ -108,7 +92,7 @@ def run_row(store: RunStore, run: Run) -> Row:
     speed = result.get("examples_per_s") or _last(epochs, "examples_per_s")
     return {
         "run": run.label, "source": "this run", "model": run.model, "status": str(run.status),
-        "data": _data_label(run), "input_size": spec.input_size if spec else None,
+        "data": data_label(run), "input_size": spec.input_size if spec else None,
         "params": result.get("params", params), "flops": flops,
         "epochs": result.get("epochs_done", len(epochs)), "time_s": seconds,
         "examples_per_s": speed, "test_acc": test_acc, "vs_book": None,

@@ -17,16 +17,14 @@ from typing import Any
 
 from cnnlab.arch import specs
 from cnnlab.arch.checks import MAX_TEXT, SpecError, parse_literal, validate
-from cnnlab.arch.parse import spec_from_json
+from cnnlab.arch.families import FAMILIES
+from cnnlab.arch.parse import freeze, spec_from_json
 from cnnlab.arch.presets import PRESETS, preset_name
 from cnnlab.arch.specs import Spec
 from cnnlab.errors import Problem, errors
 
 # Names as the chapter writes them, in the chapter's order.
-FAMILY_TITLES = {
-    "alexnet": "AlexNet", "vgg": "VGG", "nin": "NiN", "googlenet": "GoogLeNet",
-    "lenet": "LeNet", "resnet": "ResNet", "densenet": "DenseNet",
-}
+FAMILY_TITLES = {name: family.title for name, family in FAMILIES.items()}  # chapter order
 
 Row = dict[str, Any]
 
@@ -96,19 +94,12 @@ def parse_tuple(text: str, field: str) -> Any:
     Lists become tuples. Raises SpecError naming `field` when the text is not a literal;
     the shape and the types inside are checked by `validation.validate`.
     """
-    return _frozen(parse_literal(text, field))
+    return freeze(field, parse_literal(text, field))
 
 
 def format_tuple(value: tuple) -> str:
     """((1, 64), (1, 128)) -> "((1, 64), (1, 128))", the textbook's way to write `conv_arch`."""
     return repr(tuple(value))
-
-
-def _frozen(value: Any) -> Any:
-    """Lists to tuples, all the way down: specs hold tuples (hashable, so they key caches)."""
-    if isinstance(value, (list, tuple)):
-        return tuple(_frozen(v) for v in value)
-    return value
 
 
 # --- table cells -----------------------------------------------------------------------------
@@ -379,7 +370,7 @@ def _changes(spec: Spec, field: str, value: Any) -> dict[str, Any]:
     if field not in names:
         raise SpecError([Problem(field, f"is not a field of a {spec.family} spec",
                                  f"use one of {', '.join(sorted(names))}")])
-    return {field: _frozen(value)}
+    return {field: freeze(field, value)}
 
 
 def apply_edits(spec: Spec, edits: dict[str, Any]) -> tuple[Spec | None, list[Problem]]:

@@ -272,11 +272,6 @@ def fits_fashion_mnist(spec: Spec) -> bool:
     return spec.in_channels == 1 and spec.num_classes == NUM_CLASSES
 
 
-def checked_spec(spec: Spec) -> Spec:
-    """`spec` if it is valid (an edited one may not be); raises SpecError listing its problems."""
-    return spec_from_data(spec.to_dict())
-
-
 def layers_to_expand(paths: list[str], at_most: int = 4) -> list[str]:
     """The BatchNorm layers drawn channel by channel at first: all of a small network's, else
     the first (ResNet's and DenseNet's dozens would fill the page)."""

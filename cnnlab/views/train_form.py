@@ -26,6 +26,9 @@ MORE_OPTIONS = ("max_steps", "log_every", "flip")
 DATA_AND_DEVICE = ("data", "subset", "device")
 FIELDS = HYPERPARAMETERS + DATA_AND_DEVICE + MORE_OPTIONS  # every value the form holds
 DATA_NAMES = {"full": "full (60,000 / 10,000)", "sample": "sample (3,000 / 1,000)"}
+OPTIMIZER_NAMES = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
+SCHEDULE_NAMES = {"constant": "constant", "cosine": "cosine decay",
+                  "step": "steps (x0.1 at 1/2, 3/4)"}
 
 
 def model_name(spec: Spec) -> str:
@@ -66,14 +69,16 @@ def recipe_values(spec: Spec, fields: tuple[str, ...] = RECIPE) -> dict[str, Any
 
 def recipe_note(spec: Spec) -> str:
     """Markdown: where the form's recipe comes from, and what the book reached with it."""
-    name = model_name(spec)
+    # The recipe is a preset's at any input size (as default_config picks it); the book's
+    # result only compares at the preset's own size.
+    name = preset_name(spec, any_input_size=True) or model_name(spec)
     recipe = TEXTBOOK_RECIPES.get(name)
     if recipe is None:
         return (f"The book does not train {name}: epochs, batch size and learning rate are its "
                 f"{spec.family} recipe, with plain SGD as in `train_ch6`.")
     note = (f"Epochs, batch size and learning rate are the textbook's for {name} "
             f"(d2l {recipe.source.removeprefix('d2l ')}), with plain SGD as in `train_ch6`.")
-    book = TEXTBOOK_RESULTS.get(name)
+    book = TEXTBOOK_RESULTS.get(model_name(spec))
     if book is not None:
         note += (f" The book reached **{book.test_acc:.3f}** test accuracy after 10 epochs, at "
                  f"{book.examples_per_s:,.0f} examples/s on its GPU.")

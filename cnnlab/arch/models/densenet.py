@@ -86,6 +86,8 @@ def _check(c: Checker, s: DenseNetSpec) -> None:
 register(Family(
     name="densenet", title="DenseNet", spec=DenseNetSpec, build=densenet, check=_check,
     recipe=lambda spec: "densenet",
-    # A DenseBlock's concatenations are not rows of the layer table (cnnlab.training.resources).
-    activation_slack=1.8, eval_slack=3.0,
+    # Autograd keeps more than one copy of each output here: peak RSS was 1.7x the table's
+    # activations before the table counted the blocks' intermediate concatenations (21% more
+    # bytes), so 1.8 then is 1.4 now (cnnlab.training.resources).
+    activation_slack=1.4, eval_slack=3.0,
 ))
