@@ -1,17 +1,53 @@
-"""cnnlab's Streamlit entry point: `streamlit run app.py`. Pages live in pages/."""
+"""cnnlab's Streamlit entry point: `streamlit run app.py`. Pages live in pages/.
+
+This file is read twice. `streamlit run` imports it as a module and finds `app`, an `st.App`
+whose start-up hook warms the server (below); each browser session then runs it as a script
+(`__name__ == "__main__"`), which lays out the navigation. AppTest runs it as a script too.
+"""
+
+import importlib
+import threading
+from contextlib import asynccontextmanager
 
 import streamlit as st
 
-from pages._sidebar import show_sidebar
+# What the first page a visitor sees needs: importing torch and the page's modules takes about
+# 2.5 s on two cores, which the first visitor after a server start would otherwise wait for.
+WARM_MODULES = ("torch", "pandas", "plotly.graph_objects", "cnnlab.analysis.layers",
+                "cnnlab.analysis.codegen", "cnnlab.analysis.diagram", "cnnlab.views.cost_tables",
+                "cnnlab.views.figures", "cnnlab.runs.jobs", "cnnlab.training.resources")
 
-st.set_page_config(page_title="cnnlab", page_icon=":material/grid_view:", layout="wide")
 
-page = st.navigation([
-    st.Page("pages/architecture.py", title="Architecture", icon=":material/account_tree:",
-            default=True),
-    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
-    st.Page("pages/inside.py", title="Inside", icon=":material/visibility:"),
-    st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
-])
-show_sidebar()  # device, data and the shared queue, on every page
-page.run()
+def warm_up() -> None:
+    """Import what the pages use and shape the default network once (lru-cached)."""
+    for name in WARM_MODULES:
+        importlib.import_module(name)
+    from cnnlab.analysis.layers import inspect_spec
+    from cnnlab.arch.presets import PRESETS
+
+    inspect_spec(PRESETS["alexnet"])
+
+
+@asynccontextmanager
+async def lifespan(_app):
+    # A thread, so the server answers at once; a visitor who comes sooner waits on the import
+    # lock for what is left, never for the whole of it twice.
+    threading.Thread(target=warm_up, name="cnnlab-warm-up", daemon=True).start()
+    yield
+
+
+if __name__ == "__main__":  # a browser session (or AppTest) runs the script
+    from pages._sidebar import show_sidebar
+
+    st.set_page_config(page_title="cnnlab", page_icon=":material/grid_view:", layout="wide")
+    page = st.navigation([
+        st.Page("pages/architecture.py", title="Architecture", icon=":material/account_tree:",
+                default=True),
+        st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+        st.Page("pages/inside.py", title="Inside", icon=":material/visibility:"),
+        st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
+    ])
+    show_sidebar()  # device, data and the shared queue, on every page
+    page.run()
+else:  # `streamlit run app.py` imports this module and serves `app`
+    app = st.App(__file__, lifespan=lifespan)

@@ -33,6 +33,7 @@ from pages._shared import show_problem, show_problems
 from pages._spec_form import EDITORS, Form
 
 DEFAULT_PRESET = "alexnet"
+VIEWS = ("Layers", "Cost", "Memory", "Diagram and code")
 SHARE = st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="percent")
 COUNT = st.column_config.NumberColumn(format="localized")
 COMPACT = st.column_config.NumberColumn(format="compact")
@@ -171,30 +172,9 @@ def totals(table: LayerTable) -> None:
                       f"{shape_text(table.output_shape)}")
 
 
-def split_and_memory(table: LayerTable) -> None:
-    left, right = st.columns(2)
-    with left:
-        st.markdown("**Convolutions vs fully connected layers**")
-        st.dataframe(pd.DataFrame(cost_tables.conv_fc_split(table)), hide_index=True,
-                     column_config={"params": COUNT, "of params": SHARE, "FLOPs": COMPACT,
-                                    "of FLOPs": SHARE})
-    with right:
-        st.markdown("**Memory (float32)**")
-        inputs = st.columns(2)
-        batch_size = inputs[0].number_input("Training batch size", min_value=1,
-                                            max_value=65536, value=128, key="batch_size")
-        optimizer = inputs[1].selectbox("Optimizer", list(cost_tables.OPTIMIZERS),
-                                        format_func=cost_tables.OPTIMIZERS.get, key="optimizer")
-        st.dataframe(pd.DataFrame(cost_tables.training_memory(table, batch_size, optimizer)),
-                     hide_index=True, column_config={"share": SHARE})
-        st.caption(f"Predicting one image needs about **{human_bytes(table.inference_memory(1))}**"
-                   ": the weights and the two largest neighbouring activations.")
-
-
 def layers(spec: Spec, table: LayerTable) -> None:
-    st.subheader("Layers: where the parameters and the FLOPs are")
+    st.subheader("Every block's shape, parameters, FLOPs and memory")
     every_layer = st.toggle("Every layer instead of every block", key="every_layer")
-    st.plotly_chart(bars(spec.to_json(), "layer" if every_layer else "block"))
     columns = cost_tables.layer_rows(table) if every_layer else cost_tables.block_rows(table)
     frame = pd.DataFrame(columns)
     st.dataframe(frame, hide_index=True, height=min(36 * (len(frame) + 1) + 2, 600),
@@ -208,6 +188,29 @@ def layers(spec: Spec, table: LayerTable) -> None:
                      "receptive field": st.column_config.NumberColumn(
                          help="Side of the input patch one output unit sees, in pixels "
                               "(padding included)")})
+
+
+def cost(spec: Spec, table: LayerTable) -> None:
+    st.subheader("Where the parameters and the FLOPs are")
+    every_layer = st.toggle("Every layer instead of every block", key="bars_every_layer")
+    st.plotly_chart(bars(spec.to_json(), "layer" if every_layer else "block"))
+    st.markdown("**Convolutions vs fully connected layers**")
+    st.dataframe(pd.DataFrame(cost_tables.conv_fc_split(table)), hide_index=True,
+                 column_config={"params": COUNT, "of params": SHARE, "FLOPs": COMPACT,
+                                "of FLOPs": SHARE})
+
+
+def memory(table: LayerTable) -> None:
+    st.subheader("Memory (float32)")
+    inputs = st.columns(4)
+    batch_size = inputs[0].number_input("Training batch size", min_value=1, max_value=65536,
+                                        value=128, key="batch_size")
+    optimizer = inputs[1].selectbox("Optimizer", list(cost_tables.OPTIMIZERS),
+                                    format_func=cost_tables.OPTIMIZERS.get, key="optimizer")
+    st.dataframe(pd.DataFrame(cost_tables.training_memory(table, batch_size, optimizer)),
+                 hide_index=True, column_config={"share": SHARE})
+    st.caption(f"Predicting one image needs about **{human_bytes(table.inference_memory(1))}**"
+               ": the weights and the two largest neighbouring activations.")
 
 
 def diagram_and_code(spec: Spec, name: str) -> None:
@@ -263,9 +266,17 @@ def workbench() -> None:
         if edit(spec, form):
             last_valid.info("Showing the last valid model: fix the problem marked above to "
                             "update it.", icon=":material/info:")
-    split_and_memory(table)
-    layers(spec, table)
-    diagram_and_code(spec, cost_tables.export_name(preset, bool(changed)))
+    # One view at a time, run only when open: the browser draws one heavy section, not all
+    # of them (bench/architecture_page.py: the first load fell from 5.5 s to under 3).
+    views = dict(zip(VIEWS, st.tabs(list(VIEWS), key="view", on_change="rerun")))
+    shown = {"Layers": lambda: layers(spec, table), "Cost": lambda: cost(spec, table),
+             "Memory": lambda: memory(table),
+             "Diagram and code": lambda: diagram_and_code(
+                 spec, cost_tables.export_name(preset, bool(changed)))}
+    for name, tab in views.items():
+        if tab.open:
+            with tab:
+                shown[name]()
 
 
 st.title("Architecture")

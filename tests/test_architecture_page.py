@@ -53,6 +53,12 @@ def pick(at: AppTest, family: str, preset: str | None = None) -> AppTest:
     return at
 
 
+def open_view(at: AppTest, view: str) -> AppTest:
+    """Open one of the page's lazy tabs (only the open one runs)."""
+    at.session_state["view"] = view
+    return at.run()
+
+
 def params(at: AppTest) -> str:
     return next(m.value for m in at.metric if m.label == "Parameters")
 
@@ -108,7 +114,12 @@ def test_every_family_renders_its_first_preset(app, family):
     assert shows_clean(app)
     assert app.selectbox(key="preset").value == preset
     assert params(app) == f"{inspect_spec(PRESETS[preset]).total_params:,}"
-    assert app.get("graphviz_chart") and app.get("plotly_chart")
+    assert not app.get("graphviz_chart") and not app.get("plotly_chart")  # lazy: not open
+    assert table_with(app, "block")["block"].tolist() == [
+        b.name for b in inspect_spec(PRESETS[preset]).blocks]
+    assert open_view(app, "Cost").get("plotly_chart") and not app.get("graphviz_chart")
+    assert open_view(app, "Diagram and code").get("graphviz_chart")
+    assert not app.get("plotly_chart") and shows_clean(app)
 
 
 def test_every_preset_renders_without_a_problem(app):
@@ -122,6 +133,7 @@ def test_every_preset_renders_without_a_problem(app):
 def test_choosing_resnet18_shows_its_textbook_parameter_count(app):
     pick(app, "resnet", "resnet18")
     assert params(app) == "11,178,378"
+    open_view(app, "Diagram and code")
     assert "resnet_block1" in app.get("graphviz_chart")[0].proto.spec
 
 
@@ -258,7 +270,7 @@ def test_a_resnet_switch_changes_the_block(app):
 
 
 def test_the_bar_charts_have_a_bar_for_every_block(app):
-    pick(app, "densenet")
+    open_view(pick(app, "densenet"), "Cost")
     figure = json.loads(app.get("plotly_chart")[0].proto.spec)
     assert bar_names(figure) == [b.name for b in inspect_spec(PRESETS["densenet"]).blocks]
 
@@ -271,7 +283,7 @@ def test_every_layer_shows_the_layer_table(app):
 
 
 def test_the_conv_fc_split_shows_that_dense_layers_hold_vggs_parameters(app):
-    pick(app, "vgg")
+    open_view(pick(app, "vgg"), "Cost")
     split = table_with(app, "of params").set_index("layers")
     assert split.loc["fully connected", "of params"] > 0.9
     assert split.loc["convolutions", "of FLOPs"] > 0.9
@@ -279,7 +291,7 @@ def test_the_conv_fc_split_shows_that_dense_layers_hold_vggs_parameters(app):
 
 def test_training_memory_follows_the_batch_size_and_the_optimizer(app):
     memory = lambda: table_with(app, "training").set_index("training")["memory"]  # noqa: E731
-    pick(app, "lenet")
+    open_view(pick(app, "lenet"), "Memory")
     small = memory()["activations"]
     app.number_input(key="batch_size").set_value(1024).run()
     app.selectbox(key="optimizer").set_value("adam").run()
@@ -287,7 +299,7 @@ def test_training_memory_follows_the_batch_size_and_the_optimizer(app):
 
 
 def test_the_diagram_can_show_every_repeated_block(app):
-    pick(app, "resnet", "resnet34")
+    open_view(pick(app, "resnet", "resnet34"), "Diagram and code")
     collapsed = app.get("graphviz_chart")[0].proto.spec
     app.toggle(key="collapse").set_value(False).run()
     assert len(app.get("graphviz_chart")[0].proto.spec) > len(collapsed)
@@ -316,7 +328,7 @@ def test_params_flops_bars_puts_params_and_flops_side_by_side():
 
 
 def test_the_exported_json_round_trips_through_import(app, downloads):
-    pick(app, "vgg")
+    open_view(pick(app, "vgg"), "Diagram and code")
     app.text_input(key="edit.vgg.conv_arch.text").set_value(repr(VGG_D)).run()
     app.number_input(key="edit.vgg.width").set_value(0.5).run()
     edited = app.session_state["spec"]
@@ -340,7 +352,7 @@ def test_a_bad_upload_is_explained_and_changes_nothing(app):
 
 
 def test_the_exported_code_rebuilds_the_network_on_screen(app, downloads):
-    pick(app, "googlenet")
+    open_view(pick(app, "googlenet"), "Diagram and code")
     edit_table(app, "edit.googlenet.inception.table", edited={"8": {"c4": 256}})
     code = downloads["googlenet_edited.py"].decode()
     assert app.code[0].value.strip() == code.strip()
@@ -364,8 +376,15 @@ def test_the_diagram_exports_as_svg_when_graphviz_is_installed(app, monkeypatch)
         return add_deferred(self, data_callable, mimetype, coordinates, file_name, **kwargs)
 
     monkeypatch.setattr(MediaFileManager, "add_deferred", recording)
-    pick(app, "nin")
+    open_view(pick(app, "nin"), "Diagram and code")
     if "nin.svg" not in deferred:
         assert "apt-get install graphviz" in messages(app.info)
         pytest.skip("Graphviz's dot is not installed")
     assert deferred["nin.svg"]().lstrip().startswith((b"<?xml", b"<svg"))
+
+
+def test_the_open_view_stays_open_across_a_family_switch(app):
+    open_view(app, "Memory")
+    pick(app, "resnet")
+    assert table_with(app, "training") is not None and not app.get("plotly_chart")
+    assert app.session_state["view"] == "Memory"
