@@ -20,3 +20,33 @@ def app():
 def test_the_app_starts_on_the_architecture_page(app):
     assert not app.exception
     assert app.title[0].value == "Architecture"
+
+
+def test_streamlit_run_serves_an_st_app_that_warms_the_server_at_start():
+    """`streamlit run app.py` finds `app` (an st.App) and serves it; its start-up hook imports
+    what the first page needs and shapes the default network, so the first visitor does not."""
+    import asyncio
+    import importlib.util
+    import sys
+
+    from streamlit.web.server.app_discovery import discover_asgi_app
+
+    from cnnlab.analysis import layers
+
+    app_py = Path(__file__).parent.parent / "app.py"
+    assert discover_asgi_app(app_py).import_string == "app:app"
+    spec = importlib.util.spec_from_file_location("cnnlab_app_module", app_py)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # imported, not run: no navigation, no page
+    assert isinstance(module.app, st.App)
+    layers._cached_inspect_spec.cache_clear()
+
+    async def start_and_stop():
+        async with module.lifespan(module.app):
+            pass
+
+    asyncio.run(start_and_stop())
+    warm = next(t for t in __import__("threading").enumerate() if t.name == "cnnlab-warm-up")
+    warm.join(60)
+    assert all(name in sys.modules for name in module.WARM_MODULES)
+    assert layers._cached_inspect_spec.cache_info().currsize >= 1  # AlexNet, the page's default, is shaped
