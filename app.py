@@ -10,6 +10,7 @@ import threading
 from contextlib import asynccontextmanager
 
 import streamlit as st
+from streamlit.runtime.pages_manager import PagesManager
 
 # What the first page a visitor sees needs: importing torch and the page's modules takes about
 # 2.5 s on two cores, which the first visitor after a server start would otherwise wait for.
@@ -30,6 +31,11 @@ def warm_up() -> None:
 
 @asynccontextmanager
 async def lifespan(_app):
+    # Pages come from st.navigation below. Streamlit still guesses its legacy multipage mode
+    # from the pages/ folder until a script has called st.navigation, so a fresh server whose
+    # first visitor opens /train would list every file in pages/ and run that file alone;
+    # st.navigation clears the same flag, this clears it before the first visitor.
+    PagesManager.uses_pages_directory = False
     # A thread, so the server answers at once; a visitor who comes sooner waits on the import
     # lock for what is left, never for the whole of it twice.
     threading.Thread(target=warm_up, name="cnnlab-warm-up", daemon=True).start()

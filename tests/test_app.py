@@ -50,3 +50,23 @@ def test_streamlit_run_serves_an_st_app_that_warms_the_server_at_start():
     warm.join(60)
     assert all(name in sys.modules for name in module.WARM_MODULES)
     assert layers._cached_inspect_spec.cache_info().currsize >= 1  # AlexNet, the page's default, is shaped
+
+
+def test_the_server_listens_on_loopback_and_takes_small_uploads_by_default(monkeypatch):
+    """Streamlit's own defaults listen on every interface and accept 200 MB uploads; the
+    project's config (read by `streamlit run` from the repository root) narrows both."""
+    from streamlit import config
+
+    from cnnlab.arch.parse import MAX_JSON_BYTES
+
+    root = Path(__file__).parent.parent
+    monkeypatch.chdir(root)
+    config.get_config_options(force_reparse=True)
+    try:
+        assert config.get_option("server.address") == "127.0.0.1"
+        limit_mb = config.get_option("server.maxUploadSize")
+        assert MAX_JSON_BYTES <= limit_mb * 1024 * 1024 < 200 * 1024 * 1024
+        assert config.get_option("runner.postScriptGC") is False
+    finally:
+        monkeypatch.undo()
+        config.get_config_options(force_reparse=True)

@@ -131,6 +131,15 @@ def test_the_app_in_a_browser(server, chromium_page):
 
 
 def walk_through_the_app(page: Page, url: str) -> None:
+    # A deep link is the fresh server's first request: Streamlit must not fall into its legacy
+    # multipage mode (which listed every file in pages/ and ran train.py alone).
+    page.goto(f"{url}/train?shared=1")
+    expect(page.get_by_role("heading", name="Train", level=1)).to_be_visible(timeout=60_000)
+    links = page.locator('[data-testid="stSidebarNav"]').get_by_role("link")
+    expect(links).to_have_count(4)
+    expect(links).to_contain_text(["Architecture", "Train", "Inside", "Compare"])
+    wait_idle(page)
+    no_exception(page)
     page.goto(url)
     expect(page.get_by_role("heading", name="Architecture", level=1)).to_be_visible(
         timeout=60_000)
