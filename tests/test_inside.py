@@ -10,6 +10,8 @@ from cnnlab.analysis.layers import inspect_spec
 from cnnlab.arch.checks import SpecError, check
 from cnnlab.arch.models.lenet import BatchNorm
 from cnnlab.arch.presets import PRESETS
+from cnnlab.errors import CnnlabError
+from cnnlab.runs.checkpoints import CheckpointError
 from cnnlab.runs.store import RunStore
 from cnnlab.training.data import load_fashion_mnist
 from cnnlab.training.setup import make_model
@@ -63,6 +65,26 @@ def test_an_epoch_checkpoint_loads_too(store, runs) -> None:
 def test_a_missing_checkpoint_says_which_ones_exist(store, runs) -> None:
     with pytest.raises(inside.NoCheckpoint, match="epoch-001, final"):
         inside.load_run_model(store, runs["torch"], "epoch-009")
+
+
+DAMAGE = {
+    "empty": b"",
+    "random bytes": bytes(range(256)) * 8,
+    "a pickle of other things": __import__("pickle").dumps({"not": "weights", "x": {1, 2}}),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_a_damaged_checkpoint_is_a_message_offering_the_others(store, model, damage) -> None:
+    run = store.create("bn-lenet", PRESETS["bn-lenet"].to_dict(), ONE_EPOCH.to_dict())
+    store.save_checkpoint(run.id, "epoch-001", model.state_dict(), {})
+    store.save_checkpoint(run.id, "final", model.state_dict(), {})
+    store.checkpoint_path(run.id, "final").write_bytes(DAMAGE[damage])
+    with pytest.raises(CheckpointError) as caught:
+        inside.load_run_model(store, run.id, "final")
+    assert "'final' is damaged" in str(caught.value) and "epoch-001" in str(caught.value)
+    assert isinstance(caught.value, CnnlabError)  # what pages and the CLI catch
+    assert inside.load_run_model(store, run.id, "epoch-001") is not None  # the others still load
 
 
 def test_a_run_without_checkpoints_says_when_one_will_come(store) -> None:
@@ -157,8 +179,8 @@ def test_scratch_batch_norm_reads_gamma_beta_and_moving_statistics(store, runs) 
 
 def test_gamma_and_beta_start_at_one_and_zero_and_training_moves_them(model) -> None:
     untrained = inside.batch_norm_layers(inside.untrained_model(PRESETS["bn-lenet-scratch"]))
-    assert all(torch.equal(l.gamma, torch.ones_like(l.gamma)) for l in untrained)
-    assert all(torch.equal(l.beta, torch.zeros_like(l.beta)) for l in untrained)
+    assert all(torch.equal(bn.gamma, torch.ones_like(bn.gamma)) for bn in untrained)
+    assert all(torch.equal(bn.beta, torch.zeros_like(bn.beta)) for bn in untrained)
     trained = inside.batch_norm_layers(model)
     assert not torch.allclose(trained[0].gamma, torch.ones(6))
 

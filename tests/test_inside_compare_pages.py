@@ -164,6 +164,21 @@ def test_inside_reports_weights_that_do_not_fit_without_a_traceback(runs_dir, id
     assert not find(at, "First-layer filters")
 
 
+def test_inside_explains_a_damaged_checkpoint_and_offers_the_others(runs_dir, ids) -> None:
+    store = RunStore(runs_dir)
+    weights = store.load_checkpoint(ids["torch"], "final")["state_dict"]
+    run = store.create("bn-lenet", PRESETS["bn-lenet"].to_dict(), ONE_EPOCH.to_dict(),
+                       name="damaged")
+    store.save_checkpoint(run.id, "epoch-001", weights, {})
+    store.save_checkpoint(run.id, "final", weights, {})
+    store.checkpoint_path(run.id, "final").write_bytes(b"")  # a disk that filled up
+    at = open_page("pages/inside.py", selected_run=run.id)
+    assert any("damaged" in e.value and "epoch-001" in e.value for e in at.error)
+    at.selectbox(key=f"inside.checkpoint.{run.id}").set_value("epoch-001").run()
+    assert not at.exception and not at.error
+    assert find(at, "First-layer filters")
+
+
 # ---------------------------------------------------------------- Compare
 
 

@@ -8,14 +8,27 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
+import zipfile
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from cnnlab.errors import CnnlabError
 from cnnlab.runs.encoding import dumps
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+# What torch.load(weights_only=True) raises for a file that is not a checkpoint: a 0-byte file
+# (EOFError), random bytes (RuntimeError from the zip reader, or IndexError / UnpicklingError
+# from the legacy format), a pickle of other objects (UnpicklingError).
+DAMAGED = (EOFError, IndexError, pickle.UnpicklingError, RuntimeError, ValueError,
+           zipfile.BadZipFile, UnicodeDecodeError)
+
+
+class CheckpointError(CnnlabError):
+    """A checkpoint file exists but cannot be read as one (truncated, overwritten, foreign)."""
 
 
 def check_name(kind: str, value: str) -> str:
@@ -56,7 +69,22 @@ class Checkpoints:
         """Returns {"state_dict": ..., "meta": ...}; weights_only refuses arbitrary pickled objects."""
         import torch  # lazy: the UI can list runs without paying for a torch import
 
-        return torch.load(self.path(run_id, name), weights_only=True, map_location="cpu")
+        path = self.path(run_id, name)
+        try:
+            payload = torch.load(path, weights_only=True, map_location="cpu")
+        except DAMAGED as exc:
+            raise self._damaged(run_id, name, f"{type(exc).__name__}: {exc}") from None
+        if not (isinstance(payload, dict) and isinstance(payload.get("state_dict"), dict)):
+            raise self._damaged(run_id, name, "it holds no state_dict")
+        return payload
+
+    def _damaged(self, run_id: str, name: str, why: str) -> CheckpointError:
+        others = [n for n in self.names(run_id) if n != name]
+        offer = (f"choose another: {', '.join(others)}" if others
+                 else "the run has no other checkpoint")
+        first_line = why.splitlines()[0][:200] if why else "unreadable"
+        return CheckpointError(f"run {run_id}: checkpoint {name!r} is damaged and cannot be "
+                               f"loaded ({first_line}); {offer}")
 
     def names(self, run_id: str) -> list[str]:
         """Checkpoint names of a run, sorted (epoch-001, epoch-002, ..., final)."""
