@@ -123,13 +123,13 @@ def choose_run(runs: list[Run]) -> Subject | None:
     wanted = st.session_state.get("selected_run")
     left, right = st.columns([3, 1], vertical_alignment="bottom")
     run_id = left.selectbox("Run", list(by_id), index=list(by_id).index(wanted)
-                            if wanted in by_id else 0, key="inside.run",
+                            if wanted in by_id else 0, key="inside.run", bind="query-params",
                             format_func=lambda i: run_option(by_id[i], test_acc=True))
     run = by_id[run_id]
     latest = inside.latest_checkpoint(store, run_id)
     chosen = right.selectbox(
         "Checkpoint", [LATEST] + store.checkpoints(run_id)[::-1],
-        key=f"inside.checkpoint.{run_id}",
+        key=f"inside.checkpoint.{run_id}", bind="query-params",
         format_func=lambda n: f"latest ({latest})" if n == LATEST and latest else n)
     if run.status is Status.RUNNING:
         note = f"showing its checkpoint {markdown_text(latest)}" if latest else "no checkpoint yet"
@@ -151,12 +151,12 @@ def choose_spec() -> Subject:
     options = ([ARCHITECTURE_SPEC] if isinstance(edited, Spec) else []) + list(presets.PRESETS)
     left, right = st.columns([3, 1], vertical_alignment="bottom")
     name = left.selectbox(
-        "Network", options, key="inside.preset",
+        "Network", options, key="inside.preset", bind="query-params",
         index=0 if options[0] == ARCHITECTURE_SPEC else options.index("bn-lenet"),
         format_func=lambda o: (f"{o} ({edited.family}, {edited.input_size} px)"
                                if o == ARCHITECTURE_SPEC else o))
     seed = int(right.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1,
-                                  key="inside.seed"))
+                                  key="inside.seed", bind="query-params"))
     spec = edited if name == ARCHITECTURE_SPEC else presets.PRESETS[name]
     st.caption(caption("Architecture page" if name == ARCHITECTURE_SPEC else name, spec,
                        f"untrained: Xavier-uniform initialisation, seed {seed}"))
@@ -178,7 +178,7 @@ def choose() -> Subject:
         runs = []
     default = RUN if runs else UNTRAINED
     source = st.segmented_control("Look at", [RUN, UNTRAINED], default=default,
-                                  key="inside.source") or default
+                                  key="inside.source", bind="query-params") or default
     try:
         subject = choose_run(runs) if source == RUN else choose_spec()
         if subject is None:
@@ -231,7 +231,7 @@ def feature_maps_section(subject: Subject, data: FashionMNIST | None) -> None:
                 icon=":material/info:")
         return
     count = len(data.test_labels)
-    index = st.slider("Test image", 0, count - 1, 0, key="inside.image",
+    index = st.slider("Test image", 0, count - 1, 0, key="inside.image", bind="query-params",
                       help=f"One of the {count:,} test images of the bundled sample")
     st.caption(f"Test image {index}: a **{CLASSES[int(data.test_labels[index])]}**. "
                f"The top row is what the network sees (resized to {spec.input_size} px); below, "

@@ -215,3 +215,33 @@ def test_compare_without_runs_says_how_to_start_one(tmp_path, monkeypatch) -> No
 
         job_manager().shutdown(wait=True, cancel=True)
         st.cache_resource.clear()
+
+
+def test_a_link_opens_the_same_inside_view(runs_dir, ids) -> None:
+    """The Inside page's choices live in the URL: a pasted link shows the same view."""
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.query_params.update({"inside.source": "An untrained model", "inside.preset": "resnet18",
+                            "inside.seed": "3", "inside.image": "7"})
+    at.run()
+    at.switch_page("pages/inside.py").run()
+    assert not at.exception
+    assert at.selectbox(key="inside.preset").value == "resnet18"
+    assert any("seed 3" in c.value for c in at.caption)
+    assert at.slider(key="inside.image").value == 7
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.query_params.update({"inside.source": "A training run", "inside.run": ids["scratch"]})
+    at.run()
+    at.switch_page("pages/inside.py").run()
+    assert at.selectbox(key="inside.run").value == ids["scratch"]
+
+
+def test_a_hand_edited_inside_link_falls_back_to_the_default_view(runs_dir) -> None:
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.query_params.update({"inside.source": "An untrained model", "inside.preset": "vgg99",
+                            "inside.seed": "-5", "inside.image": "lots"})
+    at.run()
+    at.switch_page("pages/inside.py").run()
+    assert not at.exception
+    assert at.selectbox(key="inside.preset").value == "the spec on the Architecture page"
+    assert at.number_input(key="inside.seed").value == 0
+    assert dict(at.query_params) == {"inside.source": "An untrained model"}  # bad ones dropped
