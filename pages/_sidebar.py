@@ -8,6 +8,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.runs.live import progress
 from cnnlab.runs.store import Status
 from cnnlab.training import resources
+from cnnlab.views.links import share_link
 from cnnlab.views.text import duration, markdown_text
 from pages._shared import job_manager, run_events
 
@@ -48,9 +49,19 @@ def queue() -> None:
         st.caption("Nothing is training. Start a run on the Train page.")
 
 
+def share() -> None:
+    """The view's link, to paste into another browser: every page keeps its state in the URL."""
+    with st.popover("Share this view", icon=":material/share:", width="stretch"):
+        page_url = st.context.url or ""
+        st.caption("Anyone who opens this link on this server sees what you see now.")
+        st.code(share_link(page_url, st.query_params.to_dict()), language=None,
+                wrap_lines=True)
+
+
 def show_sidebar() -> None:
     """Device, data and the queue, under the page links."""
     with st.sidebar:
+        share()
         st.markdown("**This server**")
         # Paths and device names are text from the system: an underscore must not italicise.
         st.caption(f":material/memory: Trains on: {markdown_text(device())}")

@@ -223,6 +223,8 @@ def test_a_link_opens_the_same_inside_view(runs_dir, ids) -> None:
     at.query_params.update({"inside.source": "An untrained model", "inside.preset": "resnet18",
                             "inside.seed": "3", "inside.image": "7"})
     at.run()
+    shared = [c.value for c in at.sidebar.get("code") if "inside.preset=resnet18" in c.value]
+    assert shared and "inside.seed=3" in shared[0]  # the sidebar's "Share this view"
     at.switch_page("pages/inside.py").run()
     assert not at.exception
     assert at.selectbox(key="inside.preset").value == "resnet18"

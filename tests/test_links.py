@@ -86,3 +86,13 @@ def test_spec_and_config_parameters_never_share_a_name():
     """One URL carries both on the Train page; a shared name would be read twice."""
     assert not SPEC_FIELDS & CONFIG_FIELDS
     assert MODEL not in SPEC_FIELDS | CONFIG_FIELDS
+
+
+def test_a_share_link_is_the_page_address_with_the_views_parameters():
+    from cnnlab.views.links import share_link
+
+    link = share_link("http://lab:8501/train?old=1#top", {"model": "vgg11",
+                                                          "conv_arch": "((1,64),(2,128))"})
+    assert link == "http://lab:8501/train?model=vgg11&conv_arch=((1,64),(2,128))"
+    assert share_link("http://lab:8501/", {}) == "http://lab:8501/"
+    assert "%26" in share_link("http://lab/", {"name": "a&b"})  # values cannot add parameters

@@ -128,3 +128,11 @@ def config_from_query(query: Mapping[str, str], base: TrainConfig
         return base.replace(**changes), []
     except CnnlabError as exc:  # ConfigError: TrainConfig checks itself
         return None, exc.problems
+
+
+def share_link(page_url: str, query: Mapping[str, str]) -> str:
+    """The link to send someone: the page's address with the view's query parameters."""
+    from urllib.parse import urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(page_url)
+    return urlunsplit(parts._replace(query=urlencode(dict(query), safe="(),"), fragment=""))
