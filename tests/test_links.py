@@ -96,3 +96,21 @@ def test_a_share_link_is_the_page_address_with_the_views_parameters():
     assert link == "http://lab:8501/train?model=vgg11&conv_arch=((1,64),(2,128))"
     assert share_link("http://lab:8501/", {}) == "http://lab:8501/"
     assert "%26" in share_link("http://lab/", {"name": "a&b"})  # values cannot add parameters
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+PARAM_NAMES = st.sampled_from(sorted(SPEC_FIELDS | CONFIG_FIELDS | {MODEL, "run", "x"}))
+PARAM_TEXT = st.one_of(st.text(max_size=40), st.sampled_from(
+    ["0", "-1", "1e999", "nan", "True", "None", "()", "((1,64),)", "[[1]]", "'a'", "9" * 400,
+     "(" * 300, "max", "vgg11", "lenet", "resnet18"]))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(query=st.dictionaries(PARAM_NAMES, PARAM_TEXT, max_size=6))
+def test_any_link_gives_a_checked_spec_and_config_or_problems(query):
+    spec, problems = spec_from_query(query)
+    assert (spec is None) or not problems
+    config, config_problems = config_from_query(query, TrainConfig())
+    assert (config is None) == bool(config_problems)
