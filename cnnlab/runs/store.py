@@ -417,6 +417,14 @@ class RunStore:
             conn.execute("UPDATE runs SET result_json = ? WHERE id = ?", (dumps(merged), run_id))
             return Run.from_row(self._fetch(conn, run_id))
 
+    def set_group(self, run_id: str, group: str) -> bool:
+        """Put a run that is in no group into `group`; False if it already is in one."""
+        with self._write() as conn:
+            self._fetch(conn, run_id)  # KeyError for an unknown run
+            changed = conn.execute("UPDATE runs SET run_group = ? WHERE id = ? AND run_group IS"
+                                   " NULL", (group, run_id)).rowcount
+        return changed == 1
+
     def request_cancel(self, run_id: str) -> Status:
         """Cancel a queued run now, or flag a running one for its worker; returns the new status."""
         with self._write() as conn:
