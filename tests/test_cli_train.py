@@ -65,7 +65,7 @@ def test_cli_runs_json_and_csv_show_estimated_and_measured_memory(runs_dir: Path
     capsys.readouterr()
     assert cli.main(["runs", "--json"]) == 0
     (record,) = json.loads(capsys.readouterr().out)
-    assert record["name"] == "a, b" and record["data"] == "sample (3,000 images)"
+    assert record["name"] == "a, b" and record["data"] == "sample"
     # The CLI trains in its own process: the measured peak is that process's resident set.
     assert record["memory_estimated"] > 0 and record["memory_measured"] > 0
     assert record["spec"]["family"] == "lenet"

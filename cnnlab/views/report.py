@@ -32,7 +32,7 @@ EPOCH_FIELDS = ("epoch", "step", "train_loss", "train_acc", "test_loss", "test_a
 
 
 def data_text(run: Run) -> str:
-    """What the run trained on: 'full', 'sample (3,000 images)', 'full, subset of 3,000'.
+    """What the run trained on: 'full', 'sample' (3,000 images), 'full, subset of 3,000'.
     Before the worker chose, what the config asked for ('auto')."""
     source = run.result.get("data_source") or run.data_source
     data = run.config.get("data", "auto") if source is None else (
@@ -40,7 +40,12 @@ def data_text(run: Run) -> str:
     subset = run.config.get("subset")
     if subset:
         return f"{data}, subset of {subset:,}"
-    return "sample (3,000 images)" if data == "sample" else data
+    return data
+
+
+def comparable_with_book(run: Run) -> bool:
+    """Whether the run trained on what the book did: all 60,000 training images."""
+    return data_text(run) == "full"
 
 
 def run_record(run: Run) -> dict[str, Any]:
