@@ -201,3 +201,19 @@ def test_a_killed_ray_worker_fails_the_run_with_rays_reason_and_keeps_its_epochs
     assert "Ray task failed" in run.message and "Error" in run.message, run.message
     assert store.metrics(run_id, "epoch")[0]["epoch"] == 1
     assert "epoch-001" in store.checkpoints(run_id)
+
+
+def test_a_cluster_the_server_cannot_use_is_a_message_on_the_page_not_a_traceback(
+        tmp_path, monkeypatch) -> None:
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("CNNLAB_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("CNNLAB_RAY_ADDRESS", "ray://head:10001")
+    st.cache_resource.clear()  # the job manager is shared between AppTest instances
+    app = Path(__file__).resolve().parent.parent / "app.py"
+    at = AppTest.from_file(str(app), default_timeout=60).run()
+    st.cache_resource.clear()
+    assert not at.exception
+    errors = [e.value for e in at.sidebar.error]
+    assert any("Ray Client" in e and "CNNLAB_RAY_ADDRESS=auto" in e for e in errors), errors
