@@ -107,6 +107,18 @@ def test_a_ray_client_address_is_refused_with_the_fix(monkeypatch) -> None:
         choose_executor("ray://head:10001", cpu_threads=1)
 
 
+def test_a_cluster_address_with_nothing_listening_is_refused_at_once_with_the_fix(
+        monkeypatch) -> None:
+    import cnnlab.runs.ray_executor as ray_executor
+
+    monkeypatch.setattr(ray_executor.ray, "is_initialized", lambda: False)  # as at server start
+    started = time.monotonic()
+    with pytest.raises(ExecutorError, match=r"cannot use the Ray cluster at '127\.0\.0\.1:1'.*"
+                                            r"ray start --head"):
+        choose_executor("127.0.0.1:1", cpu_threads=1)
+    assert time.monotonic() - started < ray_executor.PROBE_TIMEOUT_S + 1
+
+
 def test_ray_missing_is_a_message_naming_the_install_and_the_variable(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as if not installed
     monkeypatch.delitem(sys.modules, "cnnlab.runs.ray_executor")

@@ -29,6 +29,7 @@ import logging
 import os
 import queue
 import re
+import socket
 import threading
 import traceback
 from collections.abc import Iterator
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 CPUS_PER_RUN = 1  # torch threads and Ray CPUs of a CPU run (one per GPU run, for its launches)
 FLAG_TIMEOUT_S = 5.0  # a cancel poll that waits longer counts as "not cancelled"; force follows
 KILL_WAIT_S = 5.0  # how long a forced cancel may take to end the consumer
+PROBE_TIMEOUT_S = 3.0  # ray.init waits minutes for a head that is not there; a socket says at once
 REASON_CHARS = 400  # how much of Ray's error text goes into the run's message
 # The writes a recorded run makes (recorded.Sink), the only messages the server applies.
 MESSAGES = frozenset({"add_metrics", "save_checkpoint", "update_result", "finish"})
@@ -309,6 +311,7 @@ def connect(address: str) -> bool:
     if ray.is_initialized():
         return False
     try:
+        _probe(address)
         ray.init(address=address, log_to_driver=False)
     except Exception as exc:  # ConnectionError, or a version mismatch's RuntimeError
         raise ExecutorError(
@@ -317,6 +320,14 @@ def connect(address: str) -> bool:
             f" this one), check {RAY_ADDRESS_ENV}, or unset it to train in local worker"
             " processes.") from None
     return True
+
+
+def _probe(address: str) -> None:
+    """Raise OSError at once when a HOST:PORT address has nothing listening ("auto" finds
+    the local cluster itself and fails fast on its own)."""
+    host, colon, port = address.rpartition(":")
+    if colon and port.isdigit():
+        socket.create_connection((host, int(port)), timeout=PROBE_TIMEOUT_S).close()
 
 
 def _streaming(remote: _RemoteRun) -> bool:
