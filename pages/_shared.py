@@ -4,7 +4,8 @@ the one way problems are shown.
 Pages import them: `from pages._shared import job_manager, run_store, run_events`. Each is
 created once per server process (`st.cache_resource`), so every student's session sees the
 same queue and the same runs. The store's directory is $CNNLAB_RUNS (default ./runs), read
-when the store is first created.
+when the store is first created; runs train in local worker processes, or on the Ray cluster
+that $CNNLAB_RAY_ADDRESS names.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any
 import streamlit as st
 
 from cnnlab.errors import Problem
-from cnnlab.runs.jobs import JobManager
+from cnnlab.runs.executors import ExecutorError
+from cnnlab.runs.jobs import JobManager, make_job_manager
 from cnnlab.runs.live import RunEvents
 from cnnlab.runs.store import RunStore
 from cnnlab.views.text import problem_markdown
@@ -28,9 +30,21 @@ def run_store() -> RunStore:
 
 
 @st.cache_resource(show_spinner=False)
+def _job_manager() -> JobManager:
+    return make_job_manager(run_store())
+
+
 def job_manager() -> JobManager:
-    """The queue: one training worker process per run, a bounded number at once."""
-    return JobManager(run_store())
+    """The queue: one training worker process (or Ray task) per run, a bounded number at once.
+
+    When $CNNLAB_RAY_ADDRESS names a cluster this server cannot use (Ray not installed, the
+    cluster down), the page says why and how to fix it, and stops; nothing is cached, so the
+    next rerun tries again."""
+    try:
+        return _job_manager()
+    except ExecutorError as exc:
+        st.error(str(exc), icon=":material/error:")
+        st.stop()
 
 
 @st.cache_resource(show_spinner=False)

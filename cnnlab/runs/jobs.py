@@ -10,8 +10,10 @@ server slowed its steps from 25 to 65 ms and its health checks to a 216 ms p95 (
 both); a process can also be killed when it ignores a cancel, and a crash in it (a
 segfault, the OOM killer) leaves the server standing and the run marked with the reason.
 
-Which device a run gets is `cnnlab.runs.slots`; starting and killing the worker processes is
-`cnnlab.runs.processes`. This module keeps the queue and the dispatcher that joins them.
+Which device a run gets is `cnnlab.runs.slots`; starting, watching and killing the runs is an
+executor's job (`cnnlab.runs.executors`): local worker processes by default, or Ray tasks on a
+cluster (`cnnlab.runs.ray_executor`). This module keeps the queue and the dispatcher that
+joins them, the same for both; `make_job_manager` is the one place that chooses.
 
 Several servers on one runs dir: each manager counts every running run in the store against
 its slots, its own workers and the others', so servers with the same settings together keep
@@ -26,19 +28,16 @@ a runs dir on a network share between machines would see every other machine's r
 from __future__ import annotations
 
 import logging
-import subprocess
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cnnlab.arch.parse import spec_from_data
 from cnnlab.arch.specs import Spec
-from cnnlab.runs import processes
+from cnnlab.runs.executors import Executor, LocalProcesses, choose_executor
 from cnnlab.runs.processes import pid_alive
-from cnnlab.runs.slots import choose_device, cpu_threads_per_slot, visible_gpus
+from cnnlab.runs.slots import choose_device, cpu_threads_per_slot
 from cnnlab.runs.store import Run, RunStore, Status
 
 if TYPE_CHECKING:
@@ -49,49 +48,42 @@ log = logging.getLogger(__name__)
 CANCEL_GRACE_S = 5.0  # the worker polls the cancel flag every ~0.5 s; 5 s covers a slow step
 
 
-@dataclass
-class _Worker:
-    """A worker process this manager started, and where it runs."""
-
-    run_id: str
-    proc: subprocess.Popen[bytes]
-    device: str  # "cpu" or "cuda:N"
-    log_path: Path
-
-
 class JobManager:
     """Queue, start, watch and cancel training runs. One per server process, shared by all sessions.
 
     `cpu_slots` and `gpu_slots` bound how many runs train at once; the rest wait in the
-    store's queue, oldest first. `gpu_slots=None` means one slot per visible GPU.
+    store's queue, oldest first. `cpu_slots=None` is the executor's default (1 locally);
+    `gpu_slots=None` means one slot per GPU the executor has.
     `cpu_threads=None` picks torch threads for a CPU worker: all cores but one, shared out
-    between the CPU slots, so the server keeps a core to answer on.
+    between the CPU slots, so the server keeps a core to answer on. `executor` trains the
+    runs (default: local worker processes with those threads).
     """
 
     def __init__(
         self,
         store: RunStore | None = None,
         *,
-        cpu_slots: int = 1,
+        cpu_slots: int | None = None,
         gpu_slots: int | None = None,
         poll_interval: float = 0.5,
         cancel_grace: float = CANCEL_GRACE_S,
         cpu_threads: int | None = None,
+        executor: Executor | None = None,
     ) -> None:
-        if cpu_slots < 0 or (gpu_slots is not None and gpu_slots < 0):
+        if (cpu_slots is not None and cpu_slots < 0) or (gpu_slots is not None and gpu_slots < 0):
             raise ValueError("slot counts cannot be negative")
         self.store = store if store is not None else RunStore()
-        self.cpu_slots = cpu_slots
-        self.num_gpus = visible_gpus()
+        self.cpu_threads = cpu_threads or cpu_threads_per_slot(cpu_slots or 1)
+        self.executor = executor or LocalProcesses(self.cpu_threads)
+        self.cpu_slots = self.executor.default_cpu_slots() if cpu_slots is None else cpu_slots
+        self.num_gpus = self.executor.num_gpus
         self.gpu_slots = self.num_gpus if gpu_slots is None else gpu_slots
         if self.num_gpus == 0:
             self.gpu_slots = 0  # nothing to put them on
         self.poll_interval = poll_interval
         self.cancel_grace = cancel_grace
-        self.cpu_threads = cpu_threads or cpu_threads_per_slot(cpu_slots)
 
-        self._lock = threading.Lock()  # guards _workers and _cancel_deadlines
-        self._workers: dict[str, _Worker] = {}
+        self._lock = threading.Lock()  # guards the executor's run table and _cancel_deadlines
         self._cancel_deadlines: dict[str, float] = {}  # run id -> monotonic time to kill at
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -167,7 +159,7 @@ class JobManager:
         """
         if cancel:
             with self._lock:
-                mine = list(self._workers)
+                mine = list(self.executor.running())
             for run_id in mine:
                 try:
                     self.cancel(run_id)
@@ -181,12 +173,13 @@ class JobManager:
         self._stop.set()
         self._wake.set()
         self._thread.join()
+        self.executor.close()
 
     # -- the dispatcher thread ---------------------------------------------------------------
 
     def _has_workers(self) -> bool:
         with self._lock:
-            return bool(self._workers)
+            return bool(self.executor.running())
 
     def _dispatch_loop(self) -> None:
         while not self._stop.is_set():
@@ -206,31 +199,9 @@ class JobManager:
             self._launch(running)
 
     def _reap(self) -> None:
-        """Account for workers that have exited; mark runs they left unfinished."""
+        """Let the executor account for runs that ended (and record crashes)."""
         with self._lock:
-            exited = {rid: w for rid, w in self._workers.items() if w.proc.poll() is not None}
-            for run_id in exited:
-                del self._workers[run_id]
-        for worker in exited.values():
-            self._after_exit(worker)
-
-    def _after_exit(self, worker: _Worker) -> None:
-        try:
-            run = self.store.get(worker.run_id)
-        except KeyError:
-            return  # deleted while it ran
-        ours = run.status is Status.RUNNING and run.worker_pid == worker.proc.pid
-        # Still queued: the worker died before it could claim the run (a broken install, a
-        # bad interpreter). Fail the run rather than start the same doomed worker forever.
-        if not ours and run.status is not Status.QUEUED:
-            return  # finished normally, or another manager's worker took it
-        reason = processes.exit_reason(worker.proc.returncode)
-        tail = processes.log_tail(worker.log_path)
-        message = f"worker process {worker.proc.pid} {reason}" + (
-            " without finishing the run; metrics up to that point are kept" if ours
-            else " before it could start the run")
-        message += f". Last output: {tail}" if tail else ""
-        self.store.finish_unless_final(run.id, Status.FAILED, message)
+            self.executor.poll(self.store)
 
     def _enforce_cancels(self) -> None:
         """Kill workers that ignored a cancel for longer than the grace period."""
@@ -245,7 +216,7 @@ class JobManager:
             if run is not None and run.status is Status.RUNNING:
                 if self._kill(run):
                     self.store.finish_unless_final(
-                        run_id, Status.CANCELLED, f"stopped by force: the worker did not stop"
+                        run_id, Status.CANCELLED, f"stopped by force: the run did not stop"
                         f" within {self.cancel_grace:g} s of the cancel")
                 else:  # still flagged: the worker finishes it as cancelled if it ever wakes up
                     log.warning("could not kill worker %s of run %s", run.worker_pid, run_id)
@@ -253,18 +224,14 @@ class JobManager:
                 self._cancel_deadlines.pop(run_id, None)
 
     def _kill(self, run: Run) -> bool:
-        """SIGKILL the run's worker and its process group; True once it is gone."""
+        """Stop the run's training by force (SIGKILL, ray.cancel); True once it is gone."""
         with self._lock:
-            worker = self._workers.get(run.id)
-        if worker is not None:
-            return processes.kill_child(worker.proc)
-        # Another manager's worker, or one that outlived a previous server.
-        return processes.kill_worker(run.worker_pid, run.id)
+            return self.executor.kill(self.store, run)
 
     def _interrupt_stale(self, running: list[Run]) -> None:
         """Mark runs interrupted whose worker died outside this manager's sight."""
         with self._lock:
-            mine = {w.proc.pid for w in self._workers.values()}
+            mine = self.executor.pids()
         if any(r.worker_pid not in mine and not pid_alive(r.worker_pid) for r in running):
             # Our own workers count as alive here: _reap gives them a message with the exit code.
             self.store.mark_interrupted(alive=lambda pid: pid in mine or pid_alive(pid))
@@ -272,8 +239,9 @@ class JobManager:
     def _launch(self, running: list[Run]) -> None:
         """Start workers for the oldest queued runs while their kind of slot is free."""
         with self._lock:
-            busy = Counter(w.device for w in self._workers.values())
-            launched = set(self._workers)
+            ours = self.executor.running()
+        busy = Counter(ours.values())
+        launched = set(ours)
         # Runs other managers (or an earlier server) started take slots here too.
         busy.update(r.device or "cpu" for r in running
                     if r.id not in launched and pid_alive(r.worker_pid))
@@ -283,22 +251,20 @@ class JobManager:
             device = choose_device(run.config.get("device", "auto"), busy,
                                    self.cpu_slots, self.gpu_slots, self.num_gpus)
             if device is not None:
-                self._start_worker(run.id, device)
+                with self._lock:
+                    self.executor.start(self.store, run.id, device)
                 busy[device] += 1
 
-    def _start_worker(self, run_id: str, device: str) -> None:
-        """Start a worker process for the run; its output goes to <run dir>/worker.log."""
-        log_path = self.store.run_dir(run_id) / "worker.log"
-        try:
-            proc = processes.launch_worker(self.store.runs_dir, run_id, device, self.cpu_threads,
-                                           log_path)
-        except OSError as exc:  # too many processes, a full disk: fail it, do not retry forever
-            self.store.finish_unless_final(run_id, Status.FAILED,
-                                           f"could not start a worker: {exc}")
-            return
-        with self._lock:
-            self._workers[run_id] = _Worker(run_id, proc, device, log_path)
-        log.info("started worker %s for run %s on %s", proc.pid, run_id, device)
+
+def make_job_manager(store: RunStore | None = None, *, ray_address: str | None = None,
+                     **options: Any) -> JobManager:
+    """The job manager the app and the CLI use: local worker processes, or a Ray cluster when
+    `ray_address` or $CNNLAB_RAY_ADDRESS names one. `options` go to JobManager. Raises
+    ExecutorError (a CnnlabError naming the fix) when Ray is missing or unreachable."""
+    cpu_threads = options.pop("cpu_threads", None) or cpu_threads_per_slot(
+        options.get("cpu_slots") or 1)
+    executor = choose_executor(ray_address, cpu_threads=cpu_threads)
+    return JobManager(store, executor=executor, cpu_threads=cpu_threads, **options)
 
 
 # -- helpers --------------------------------------------------------------------------------

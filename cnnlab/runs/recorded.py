@@ -3,6 +3,10 @@
 `run_recorded(store, run_id)` trains a run the store has marked running and records it as it
 goes: metrics in batches, a checkpoint each epoch and a "final" one, and how it ended. The CLI
 runs it in the foreground with a progress bar; the job queue's workers run it in the background.
+
+What to record is decided here once (`record_run`); where it goes is a `Sink`: `StoreSink`
+writes to the run store, and a Ray task's sink (`cnnlab.runs.ray_executor`) streams the same
+calls back to the server, which is the only writer of the store.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import os
 import sys
 import time
 import traceback
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -22,9 +26,9 @@ from cnnlab.arch.parse import spec_from_data
 from cnnlab.errors import CnnlabError
 from cnnlab.runs.checkpoints import checkpoint_name
 from cnnlab.runs.metrics import Event
-from cnnlab.runs.store import RunStore, Status
-from cnnlab.training.config import ConfigError, TrainConfig
+from cnnlab.runs.store import Run, RunStore, Status
 from cnnlab.training import resources
+from cnnlab.training.config import ConfigError, TrainConfig
 from cnnlab.training.loop import train
 from cnnlab.training.setup import load_data, resolve_device
 
@@ -32,12 +36,50 @@ WRITE_EVERY_S = 1.0  # metric events are written to the store in batches at most
 POLL_EVERY_S = 0.5  # how often the store's cancel flag is read
 
 
+class Sink(Protocol):
+    """Where one recorded run's results go: every write a recorded run makes, and its one read."""
+
+    def add_metrics(self, events: list[Event]) -> None: ...
+
+    def save_checkpoint(self, name: str, state: dict[str, Any], meta: dict[str, Any]) -> None: ...
+
+    def update_result(self, result: dict[str, Any]) -> None: ...
+
+    def finish(self, status: Status, message: str, result: dict[str, Any] | None = None) -> None:
+        ...
+
+    def cancel_requested(self) -> bool: ...
+
+
+class StoreSink:
+    """A run's results written straight to the run store (the worker, the CLI, the server
+    recording what a Ray task streams back)."""
+
+    def __init__(self, store: RunStore, run_id: str) -> None:
+        self.store, self.run_id = store, run_id
+
+    def add_metrics(self, events: list[Event]) -> None:
+        self.store.add_metrics(self.run_id, events)
+
+    def save_checkpoint(self, name: str, state: dict[str, Any], meta: dict[str, Any]) -> None:
+        self.store.save_checkpoint(self.run_id, name, state, meta)
+
+    def update_result(self, result: dict[str, Any]) -> None:
+        self.store.update_result(self.run_id, result)
+
+    def finish(self, status: Status, message: str, result: dict[str, Any] | None = None) -> None:
+        _finish(self.store, self.run_id, status, message, result)
+
+    def cancel_requested(self) -> bool:
+        return self.store.cancel_requested(self.run_id)
+
+
 class _Recorder:
-    """Bridges the loop and the run store: buffered metrics, rate-limited cancel polls,
+    """Bridges the loop and a sink: buffered metrics, rate-limited cancel polls,
     checkpoints, and an optional tqdm bar."""
 
-    def __init__(self, store: RunStore, run_id: str, meta: dict[str, Any], progress: bool) -> None:
-        self.store, self.run_id, self.meta = store, run_id, meta
+    def __init__(self, sink: Sink, meta: dict[str, Any], progress: bool) -> None:
+        self.sink, self.meta = sink, meta
         self.buffer: list[Event] = []
         self.last_write = time.monotonic()
         self.last_poll = -math.inf
@@ -54,7 +96,7 @@ class _Recorder:
 
     def flush(self) -> None:
         if self.buffer:
-            self.store.add_metrics(self.run_id, self.buffer)
+            self.sink.add_metrics(self.buffer)
             self.buffer = []
         self.last_write = time.monotonic()
 
@@ -63,7 +105,7 @@ class _Recorder:
         now = time.monotonic()
         if not self.cancelled and now - self.last_poll >= POLL_EVERY_S:
             self.last_poll = now
-            self.cancelled = self.store.cancel_requested(self.run_id)
+            self.cancelled = self.sink.cancel_requested()
         return self.cancelled
 
     def on_epoch_end(self, epoch: int, model: nn.Module, event: Event) -> None:
@@ -72,7 +114,7 @@ class _Recorder:
     def save(self, name: str, model: nn.Module, meta: dict[str, Any]) -> None:
         # Plain contiguous CPU tensors: the checkpoint loads anywhere, with weights_only=True.
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        self.store.save_checkpoint(self.run_id, name, state, {**self.meta, **meta})
+        self.sink.save_checkpoint(name, state, {**self.meta, **meta})
 
     def _show(self, event: Event) -> None:
         from tqdm import tqdm  # the CLI's bar; workers never pay for the import
@@ -115,15 +157,24 @@ def run_recorded(store: RunStore, run_id: str, *, progress: bool = False) -> Sta
     run = store.get(run_id)
     if run.status is not Status.RUNNING:
         raise ValueError(f"run {run_id} is {run.status}, not running; mark it running first")
-    recorder = _Recorder(store, run_id, {"run_id": run_id, "model": run.model, "spec": run.spec,
-                                         "config": run.config}, progress)
+    return record_run(StoreSink(store, run_id), run, progress=progress)
+
+
+def record_run(sink: Sink, run: Run, *, progress: bool = False, gpus: int | None = None,
+               where: dict[str, Any] | None = None) -> Status:
+    """Train `run` (its spec and config) and send everything run_recorded records to `sink`.
+
+    `gpus` is what resolve_device may use ("auto" on a CPU slot must mean the CPU); `where`
+    adds to the result what the caller knows about the machine (a Ray node's address)."""
+    recorder = _Recorder(sink, {"run_id": run.id, "model": run.model, "spec": run.spec,
+                                "config": run.config}, progress)
     try:
         spec = spec_from_data(run.spec)
         config = TrainConfig.from_dict(run.config)
-        device = resolve_device(config.device)
+        device = resolve_device(config.device, gpus=gpus)
         data = load_data(config)
-        store.update_result(run_id, {"data": data.describe(), "data_source": str(data.source),
-                                     "device": str(device), "pid": os.getpid()})
+        sink.update_result({"data": data.describe(), "data_source": str(data.source),
+                            "device": str(device), "pid": os.getpid(), **(where or {})})
         if progress:
             print(f"data: {data.describe()}", file=sys.stderr)
         resources.reset_peak_memory(device)
@@ -134,17 +185,16 @@ def run_recorded(store: RunStore, run_id: str, *, progress: bool = False) -> Sta
             recorder.save("final", result.model, {"epoch": result.epochs_done, "step": result.steps,
                                                   "status": result.status.value,
                                                   "metrics": result.metrics})
-        _finish(store, run_id, result.status, result.message,
-                {**result.to_dict(), **resources.measured_peak(device)})
+        sink.finish(result.status, result.message,
+                    {**result.to_dict(), **resources.measured_peak(device)})
         return result.status
     except (KeyboardInterrupt, SystemExit) as exc:
         _flush_quietly(recorder)
-        _finish(store, run_id, Status.CANCELLED, f"interrupted ({type(exc).__name__})")
+        sink.finish(Status.CANCELLED, f"interrupted ({type(exc).__name__})")
         raise
     except Exception as exc:
         _flush_quietly(recorder)
-        _finish(store, run_id, Status.FAILED, describe_error(exc),
-                {"traceback": traceback.format_exc()})
+        sink.finish(Status.FAILED, describe_error(exc), {"traceback": traceback.format_exc()})
         return Status.FAILED
     finally:
         recorder.close()
