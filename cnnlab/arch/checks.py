@@ -11,7 +11,7 @@ import math
 import reprlib
 from typing import Any
 
-from cnnlab.arch.specs import Spec
+from cnnlab.arch.specs import NORM_KINDS, NormSwitches, Spec
 from cnnlab.errors import CnnlabError, Problem, errors, warnings
 
 # Generous caps: far beyond the chapter's networks, small enough to stay on a laptop.
@@ -150,6 +150,25 @@ class Checker:
         if self.tuple_of(field, values, None, "(4096, 4096)", min_items=0):
             for i, v in enumerate(values):
                 self.int_in(f"{field}[{i}]", v, 1, high)
+
+
+def check_norm(c: Checker, s: NormSwitches, inactive: str = "") -> None:
+    """The normalization switches (`NormSwitches`). `inactive` says why they do nothing in this
+    spec ("batch_norm is off"), which a warning repeats for each switch moved off its default:
+    a student who unticks conv_bias on a VGG without batch norm should know nothing changed."""
+    c.choice("norm_kind", s.norm_kind, NORM_KINDS)
+    c.flag("conv_bias", s.conv_bias)
+    c.flag("norm_affine", s.norm_affine)
+    defaults = {"norm_kind": "batch", "conv_bias": True, "norm_affine": True}
+    if not inactive and s.norm_kind == "none":  # no norm: nothing absorbs or scales
+        inactive = "norm_kind is 'none'"
+        del defaults["norm_kind"]
+    if not inactive:
+        return
+    for field, default in defaults.items():
+        if getattr(s, field) != default:
+            c.warn(field, f"has no effect while {inactive}", f"turn normalization on, or "
+                   f"set {field} back to {echo(default)}")
 
 
 def _check_common(c: Checker, spec: Spec) -> None:
