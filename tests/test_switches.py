@@ -296,3 +296,11 @@ def test_compare_specs_puts_the_chapters_networks_side_by_side():
     assert rows["MACs"] == [t.total_flops // 2 for t in tables]
     assert rows["smallest input"] == [67, 32, 67, 1]
     assert len(rows["training memory"]) == len(rows["inference memory"]) == 4
+
+
+def test_the_inside_view_reads_a_scratch_batch_norm_without_gamma_and_beta():
+    from cnnlab.views.inside import batch_norm_layers
+
+    layers = batch_norm_layers(build(PRESETS["bn-lenet-scratch"].replace(norm_affine=False)))
+    assert len(layers) == 4 and torch.equal(layers[0].gamma, torch.ones(6))
+    assert torch.equal(layers[0].beta, torch.zeros(6))
