@@ -277,6 +277,10 @@ def test_googlenet_keeps_its_maps_above_1x1_from_33_pixels():
     spec = PRESETS["googlenet"]
     least = smallest_uncollapsed_input(spec)
     assert smallest_input(spec) == 1 and least == 33
+    # At one pixel it still builds and runs (padded 3x3/2 pools keep 1x1 at 1x1), with a warning.
+    assert inspect_spec(spec.replace(input_size=1)).output_shape == (10,)
+    assert fields_of(validate(spec.replace(input_size=1))) == ["input_size"]
+    assert not errors(validate(spec.replace(input_size=1)))
     assert collapsed_before_end(inspect_spec(spec.replace(input_size=least))) is None
     assert collapsed_before_end(inspect_spec(spec.replace(input_size=least - 1))) == \
         ("b4.5", "b5.0.p1.0")
