@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from cnnlab.analysis.meta import MetaMode, fast_result, own_parameters
+from cnnlab.analysis.meta import TOO_SMALL, MetaMode, fast_result, own_parameters
 from cnnlab.shapes import largest_side
 
 BATCH_NORM_OPS_PER_ELEMENT = 4  # (x - mean) / std * gamma + beta
@@ -165,7 +165,7 @@ class Recorder(MetaMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = fast_result(func, args, kwargs)
-        if out is None:
+        if out is None or out is TOO_SMALL:  # PyTorch's kernel runs, or says what is wrong
             out = func(*args, **kwargs)
         self._propagate_field(func, args, out)
         if self.stack:
