@@ -69,3 +69,15 @@ def test_a_summary_imports_neither_dynamo_nor_sympy_nor_the_flop_counter():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                          text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
     assert out.strip() == "[]"
+
+
+def test_probing_for_the_smallest_input_imports_neither_dynamo_nor_sympy():
+    # The probes fail on purpose; PyTorch's error path for a collapsed map imports sympy, which
+    # on a busy server held an Architecture page edit for seconds.
+    code = ("import sys; from cnnlab.analysis.layers import smallest_input; "
+            "from cnnlab.arch.presets import PRESETS\n"
+            "for spec in PRESETS.values(): smallest_input(spec)\n"
+            "print(sorted(m for m in ('torch._dynamo', 'sympy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
+    assert out.strip() == "[]"

@@ -1,8 +1,8 @@
 """Running a module on the `meta` device: shapes without allocating, and quickly.
 
 A meta copy of a real module (no weights copied), eval mode for the pass, an empty meta
-input, and fast meta kernels for the common ops (convolution, pooling, pointwise ops, batch
-norm, reductions, matrix products, concatenation). PyTorch's own meta kernels for these run
+input, and fast meta kernels for the common ops (convolution, pooling, pointwise ops, batch,
+group and layer norm, reductions, matrix products, concatenation). PyTorch's own meta kernels for these run
 Python code: most of a meta forward's time, and on first use they import torch._dynamo and
 sympy, which would double a cold `cnnlab summary`. Anything unusual or invalid still goes to
 PyTorch's kernel, which raises its own error.
@@ -49,12 +49,22 @@ class MetaMode(TorchDispatchMode):
         return False
 
 
+class TooSmall(RuntimeError):
+    """A sliding window found no room: the feature map shrinks below 1x1. A RuntimeError, as
+    PyTorch's kernels raise for it."""
+
+
 class ShapeOnly(MetaMode):
-    """Runs ops on meta with the fast kernels below, counting nothing (size probing)."""
+    """Runs ops on meta with the fast kernels below, counting nothing (size probing). A map
+    that shrinks to nothing raises TooSmall at once: PyTorch's own kernel would explain it,
+    but its error path imports sympy (0.4 s, seconds on a busy server) on first use, and
+    `cnnlab.analysis.layers.smallest_input` probes sizes that fail on purpose."""
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         result = fast_result(func, args, kwargs)
+        if result is TOO_SMALL:
+            raise TooSmall("the feature map shrinks to nothing")
         return func(*args, **kwargs) if result is None else result
 
 
@@ -113,6 +123,10 @@ def on_meta_in_eval(model: nn.Module) -> Iterator[nn.Module]:
 
 # --- fast meta kernels ----------------------------------------------------------------------
 
+# What a window op's fast kernel returns when the map shrinks below 1x1 (ShapeOnly raises;
+# the Recorder runs PyTorch's kernel for its message).
+TOO_SMALL = object()
+
 
 def _like(tensor: torch.Tensor) -> torch.Tensor:
     # Not torch.empty_like: on meta that goes through Python reference code too (0.1 ms).
@@ -121,7 +135,8 @@ def _like(tensor: torch.Tensor) -> torch.Tensor:
 
 def fast_result(func: Any, args: tuple, kwargs: dict) -> Any:
     """The output of a common op made directly from the input shapes, or None to run the op
-    itself. Only for meta tensors of one dtype, where the shape rule is plain."""
+    itself, or TOO_SMALL for a convolution or pool whose map shrinks below 1x1. Only for meta
+    tensors of one dtype, where the shape rule is plain."""
     if kwargs.get("out") is not None:
         return None
     if func is aten.cat.default:
@@ -136,6 +151,17 @@ def fast_result(func: Any, args: tuple, kwargs: dict) -> Any:
         # (output, saved mean, saved inverse std), as the meta kernel returns them.
         channels = torch.empty((x.shape[1],), dtype=x.dtype, device="meta")
         return _like(x), channels, channels.clone()
+    if func is aten.native_group_norm.default and args[0].dim() >= 2:
+        x, groups = args[0], args[6]
+        # (output, mean, inverse std), each statistic one per image and group.
+        stats = torch.empty((x.shape[0], groups), dtype=x.dtype, device="meta")
+        return _like(x), stats, stats.clone()
+    if func is aten.native_layer_norm.default and args[0].dim() >= 1:
+        x, normalized = args[0], len(args[1])
+        # The statistics keep the leading dimensions, with 1 for each normalized one.
+        stats = torch.empty((*x.shape[:x.dim() - normalized], *[1] * normalized),
+                            dtype=x.dtype, device="meta")
+        return _like(x), stats, stats.clone()
     if func is aten.convolution.default and not kwargs:
         return _fast_conv(*args)
     if func in (aten.max_pool2d_with_indices.default, aten.avg_pool2d.default) and not kwargs:
@@ -163,21 +189,21 @@ def _window_side(size: int, kernel: int, stride: int, padding: int, dilation: in
 
 def _fast_conv(x: torch.Tensor, weight: torch.Tensor, bias: Any, stride: Any, padding: Any,
                dilation: Any, transposed: bool, output_padding: Any,
-               groups: int) -> torch.Tensor | None:
-    """A 2-D convolution's output; None (run the op, which explains) for anything unusual or
-    wrong: transposed, a channel mismatch, a map that shrinks to nothing."""
+               groups: int) -> Any:
+    """A 2-D convolution's output; TOO_SMALL for a map that shrinks to nothing; None (run the
+    op, which explains) for anything unusual or wrong: transposed, a channel mismatch."""
     if transposed or x.dim() != 4 or weight.dim() != 4 or x.shape[1] != weight.shape[1] * groups:
         return None
     sides = [_window_side(x.shape[2 + i], weight.shape[2 + i], pair(stride)[i],
                           pair(padding)[i], pair(dilation)[i]) for i in (0, 1)]
     if min(sides) < 1:
-        return None
+        return TOO_SMALL
     return torch.empty((x.shape[0], weight.shape[0], *sides), dtype=x.dtype, device="meta")
 
 
 def _fast_pool(func: Any, args: tuple) -> Any:
-    """max_pool2d_with_indices' (output, indices) or avg_pool2d's output; None (run the op)
-    for anything aten would refuse."""
+    """max_pool2d_with_indices' (output, indices) or avg_pool2d's output; TOO_SMALL for a map
+    that shrinks to nothing; None (run the op) for anything else aten would refuse."""
     x, kernel = args[0], pair(args[1])
     stride = pair(args[2]) if len(args) > 2 and args[2] else kernel
     padding = pair(args[3]) if len(args) > 3 else (0, 0)
@@ -189,7 +215,7 @@ def _fast_pool(func: Any, args: tuple) -> Any:
     sides = [_window_side(x.shape[2 + i], kernel[i], stride[i], padding[i], dilation[i],
                           ceil_mode) for i in (0, 1)]
     if min(sides) < 1:
-        return None
+        return TOO_SMALL
     shape = (*x.shape[:2], *sides)
     out = torch.empty(shape, dtype=x.dtype, device="meta")
     return (out, torch.empty(shape, dtype=torch.int64, device="meta")) if is_max else out

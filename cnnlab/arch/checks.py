@@ -11,7 +11,7 @@ import math
 import reprlib
 from typing import Any
 
-from cnnlab.arch.specs import Spec
+from cnnlab.arch.specs import NORM_KINDS, NormSwitches, Spec
 from cnnlab.errors import CnnlabError, Problem, errors, warnings
 
 # Generous caps: far beyond the chapter's networks, small enough to stay on a laptop.
@@ -152,6 +152,25 @@ class Checker:
                 self.int_in(f"{field}[{i}]", v, 1, high)
 
 
+def check_norm(c: Checker, s: NormSwitches, inactive: str = "") -> None:
+    """The normalization switches (`NormSwitches`). `inactive` says why they do nothing in this
+    spec ("batch_norm is off"), which a warning repeats for each switch moved off its default:
+    a student who unticks conv_bias on a VGG without batch norm should know nothing changed."""
+    c.choice("norm_kind", s.norm_kind, NORM_KINDS)
+    c.flag("conv_bias", s.conv_bias)
+    c.flag("norm_affine", s.norm_affine)
+    defaults = {"norm_kind": "batch", "conv_bias": True, "norm_affine": True}
+    if not inactive and s.norm_kind == "none":  # no norm: nothing absorbs or scales
+        inactive = "norm_kind is 'none'"
+        del defaults["norm_kind"]
+    if not inactive:
+        return
+    for field, default in defaults.items():
+        if getattr(s, field) != default:
+            c.warn(field, f"has no effect while {inactive}", f"turn normalization on, or "
+                   f"set {field} back to {echo(default)}")
+
+
 def _check_common(c: Checker, spec: Spec) -> None:
     c.int_in("input_size", spec.input_size, 1, MAX_INPUT_SIZE)
     c.int_in("in_channels", spec.in_channels, 1, 64)
@@ -164,26 +183,23 @@ def _check_common(c: Checker, spec: Spec) -> None:
 # --- building checks ---------------------------------------------------------------------
 
 
-def smallest_input(spec: Spec, upper: int = MAX_INPUT_SIZE) -> int | None:
-    """The smallest square input size this spec's network accepts, or None up to `upper`."""
-    from cnnlab.analysis.layers import smallest_input_size
-    from cnnlab.arch.models import build
-
-    # A factory rebuilds the dense head for each size, as the spec would at that size.
-    return smallest_input_size(lambda size: build(spec.replace(input_size=size)),
-                               spec.in_channels, upper)
-
-
 def _check_build(c: Checker, spec: Spec) -> None:
     """Build on meta and push an input through: catches the spatial collapse and giant nets."""
-    from cnnlab.analysis.layers import InspectionError, inspect_spec
+    from cnnlab.analysis.layers import (
+        InspectionError,
+        collapsed_before_end,
+        inspect_spec,
+        smallest_input,
+        smallest_uncollapsed_input,
+    )
     from cnnlab.arch.models.common import SpatialCollapse
 
     size = spec.input_size
     failure = None
     try:
         # The cached table the summary and the pages show next: one meta forward for all.
-        params = inspect_spec(spec).total_params
+        table = inspect_spec(spec)
+        params = table.total_params
     except InspectionError as exc:
         failure = (exc.layer, exc.message)
     except SpatialCollapse as exc:  # the dense head found no features left to size itself
@@ -200,6 +216,12 @@ def _check_build(c: Checker, spec: Spec) -> None:
     if params > MAX_PARAMS:
         c.error("spec", f"the network has {params:,} parameters",
                 f"stay under {MAX_PARAMS:,}: lower the width, channels or dense sizes")
+    collapse = collapsed_before_end(table)
+    if collapse is not None:
+        c.warn("input_size", f"at {size}x{size} the feature maps are 1x1 after layer "
+               f"'{collapse[0]}', so '{collapse[1]}' and the convolutions after it see a single "
+               "pixel", f"use an input size of at least {smallest_uncollapsed_input(spec)}, or "
+               "fewer downsampling layers")
 
 
 def validate(spec: Spec) -> list[Problem]:

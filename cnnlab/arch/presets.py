@@ -45,6 +45,9 @@ PRESETS: dict[str, Spec] = {
     "lenet": LeNetSpec(),
     "bn-lenet": LeNetSpec(first_padding=0, pool="max", batch_norm="torch"),
     "bn-lenet-scratch": LeNetSpec(first_padding=0, pool="max", batch_norm="scratch"),
+    # Exercise 7.5.2: BN-LeNet without batch norm, trained with BN-LeNet's recipe, so that a
+    # comparison differs in batch norm alone. The book prints no result for it.
+    "bn-lenet-no-bn": LeNetSpec(first_padding=0, pool="max", batch_norm="none"),
     "resnet18": ResNetSpec(),
     "resnet34": ResNetSpec(stages=((3, 64), (4, 128), (6, 256), (3, 512))),
     "resnet50": ResNetSpec(

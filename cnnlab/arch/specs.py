@@ -18,6 +18,19 @@ ConvLayer = tuple[int, int, int, int]
 # A GoogLeNet Inception block: (c1, (c2a, c2b), (c3a, c3b), c4), as in d2l 7.4.1.
 InceptionSplit = tuple[int, tuple[int, int], tuple[int, int], int]
 
+# What stands where a family puts BatchNorm (`norm_kind`): "batch", "group" (GroupNorm with
+# gcd(32, C) groups), "layer" (GroupNorm(1, C): LayerNorm over C, H, W) or "none".
+NORM_KINDS = ("batch", "group", "layer", "none")
+
+
+@dataclass(frozen=True, kw_only=True)
+class NormSwitches:
+    """The normalization switches of the families that use BatchNorm (exercises 7.5.1-7.5.5)."""
+
+    norm_kind: str = "batch"  # see NORM_KINDS
+    conv_bias: bool = True  # False: no bias on a conv (or dense) layer a norm follows (7.5.1)
+    norm_affine: bool = True  # False: gamma = 1 and beta = 0, fixed (exercise 7.5.5)
+
 
 @dataclass(frozen=True, kw_only=True)
 class Spec:
@@ -61,7 +74,7 @@ class AlexNetSpec(Spec):
 
 
 @dataclass(frozen=True, kw_only=True)
-class VGGSpec(Spec):
+class VGGSpec(NormSwitches, Spec):
     """VGG (d2l 7.2): `conv_arch` is a tuple of (num_convs, channels), one per `vgg_block`."""
 
     family: ClassVar[str] = "vgg"
@@ -69,6 +82,8 @@ class VGGSpec(Spec):
     hidden: tuple[int, ...] = (4096, 4096)
     dropout: float = 0.5
     batch_norm: bool = False
+    norm_in_head: bool = False  # with batch_norm, a norm after each hidden dense layer (7.5.3)
+    head: str = "dense"  # "dense" (the book's) or "gap": global average pooling, then Linear
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,7 +104,7 @@ class NiNSpec(Spec):
 
 
 @dataclass(frozen=True, kw_only=True)
-class GoogLeNetSpec(Spec):
+class GoogLeNetSpec(NormSwitches, Spec):
     """GoogLeNet (d2l 7.4): stem b1, b2, then Inception stages b3, b4, b5 split by `stages`."""
 
     family: ClassVar[str] = "googlenet"
@@ -110,7 +125,7 @@ class GoogLeNetSpec(Spec):
 
 
 @dataclass(frozen=True, kw_only=True)
-class LeNetSpec(Spec):
+class LeNetSpec(NormSwitches, Spec):
     """LeNet (d2l 6.6) and BN-LeNet (d2l 7.5.4): two 5x5 convs, pools, three dense layers."""
 
     family: ClassVar[str] = "lenet"
@@ -121,10 +136,12 @@ class LeNetSpec(Spec):
     pool: str = "avg"  # "avg" (6.6) or "max" (7.5.4)
     activation: str = "sigmoid"  # "sigmoid" or "relu"
     batch_norm: str = "none"  # "none", "scratch" (d2l's batch_norm function) or "torch"
+    norm_in_head: bool = True  # 7.5.4 normalizes the dense layers too (exercise 7.5.3)
+    dropout: float = 0.0  # after each hidden dense layer (exercise 7.1.5)
 
 
 @dataclass(frozen=True, kw_only=True)
-class ResNetSpec(Spec):
+class ResNetSpec(NormSwitches, Spec):
     """ResNet (d2l 7.6): a 7x7 stem, then stages of (num_residuals, channels) `Residual` blocks."""
 
     family: ClassVar[str] = "resnet"
@@ -136,7 +153,7 @@ class ResNetSpec(Spec):
 
 
 @dataclass(frozen=True, kw_only=True)
-class DenseNetSpec(Spec):
+class DenseNetSpec(NormSwitches, Spec):
     """DenseNet (d2l 7.7): a 7x7 stem, `DenseBlock`s joined by `transition_block`s."""
 
     family: ClassVar[str] = "densenet"
@@ -146,3 +163,4 @@ class DenseNetSpec(Spec):
     block_sizes: tuple[int, ...] = (4, 4, 4, 4)  # convs per dense block
     compression: float = 0.5  # transition blocks keep this share of the channels
     bottleneck: bool = False  # DenseNet-BC: a 1x1 conv to 4 * growth_rate before each 3x3
+    transition_pool: str = "avg"  # the transition block's 2x2 pool: "avg" or "max" (7.7.1)

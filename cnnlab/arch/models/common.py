@@ -7,6 +7,37 @@ from torch import nn
 from cnnlab.shapes import pair
 
 
+def group_count(channels: int) -> int:
+    """gcd(32, channels): 32 groups as in Wu & He (2018), fewer when they would not divide the
+    channels evenly (the largest power of two up to 32 that does)."""
+    return next(g for g in (32, 16, 8, 4, 2, 1) if channels % g == 0)
+
+
+def norm2d(kind: str, channels: int, affine: bool = True) -> nn.Module | None:
+    """The layer that stands where the family puts BatchNorm2d (`NormSwitches.norm_kind`):
+    "batch", "group" (gcd(32, C) groups: 32 as in Wu & He 2018, fewer when C is not a multiple),
+    "layer" (one group: mean and variance over C, H and W) or "none" (None: no layer).
+    `affine=False` fixes gamma = 1 and beta = 0 (exercise 7.5.5)."""
+    if kind == "batch":
+        return nn.BatchNorm2d(channels, affine=affine)
+    if kind == "group":
+        return nn.GroupNorm(group_count(channels), channels, affine=affine)
+    if kind == "layer":
+        return nn.GroupNorm(1, channels, affine=affine)
+    return None
+
+
+def norm1d(kind: str, features: int, affine: bool = True) -> nn.Module | None:
+    """`norm2d` after a dense layer: BatchNorm1d, GroupNorm on (N, C), LayerNorm, or None."""
+    if kind == "batch":
+        return nn.BatchNorm1d(features, affine=affine)
+    if kind == "group":
+        return nn.GroupNorm(group_count(features), features, affine=affine)
+    if kind == "layer":
+        return nn.LayerNorm(features, elementwise_affine=affine)
+    return None
+
+
 def conv_relu(
     in_channels: int,
     out_channels: int,
@@ -14,11 +45,19 @@ def conv_relu(
     stride: int = 1,
     padding: int = 0,
     batch_norm: bool = False,
+    norm_kind: str = "batch",
+    conv_bias: bool = True,
+    norm_affine: bool = True,
 ) -> nn.Sequential:
-    """Conv2d, optional BatchNorm2d, ReLU: MXNet's `Conv2D(..., activation='relu')` in d2l."""
-    layers: list[nn.Module] = [nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding)]
-    if batch_norm:
-        layers.append(nn.BatchNorm2d(out_channels))
+    """Conv2d, optional norm, ReLU: MXNet's `Conv2D(..., activation='relu')` in d2l. With
+    `batch_norm`, a `norm2d(norm_kind)` follows the conv, which then drops its bias unless
+    `conv_bias` (the norm's shift absorbs it: exercise 7.5.1)."""
+    norm = norm2d(norm_kind, out_channels, norm_affine) if batch_norm else None
+    bias = conv_bias or norm is None
+    layers: list[nn.Module] = [nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding,
+                                         bias=bias)]
+    if norm is not None:
+        layers.append(norm)
     layers.append(nn.ReLU())
     return nn.Sequential(*layers)
 
@@ -60,12 +99,18 @@ def flat_features(features: nn.Module, channels: int, input_size: int) -> int:
 
 
 def dense_head(
-    in_features: int, hidden: tuple[int, ...], num_classes: int, dropout: float
+    in_features: int, hidden: tuple[int, ...], num_classes: int, dropout: float,
+    norm_kind: str = "none", bias: bool = True, norm_affine: bool = True,
 ) -> list[tuple[str, nn.Module]]:
-    """AlexNet's and VGG's classifier: (Linear, ReLU, Dropout) per hidden size, then Linear."""
+    """AlexNet's and VGG's classifier: (Linear, norm, ReLU, Dropout) per hidden size, then
+    Linear. The norm (`norm1d(norm_kind)`, none by default) is VGG's `norm_in_head`; a Linear
+    it follows keeps its bias only with `bias`."""
     layers: list[tuple[str, nn.Module]] = [("flatten", nn.Flatten())]
     for i, units in enumerate(hidden, start=1):
-        layers.append((f"fc{i}", nn.Sequential(nn.Linear(in_features, units), nn.ReLU(), nn.Dropout(dropout))))
+        norm = norm1d(norm_kind, units, norm_affine)
+        linear = nn.Linear(in_features, units, bias=bias or norm is None)
+        parts = [linear] + ([norm] if norm is not None else []) + [nn.ReLU(), nn.Dropout(dropout)]
+        layers.append((f"fc{i}", nn.Sequential(*parts)))
         in_features = units
     layers.append(("output", nn.Linear(in_features, num_classes)))
     return layers

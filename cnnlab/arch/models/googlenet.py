@@ -7,7 +7,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from cnnlab.arch.checks import MAX_CHANNELS, Checker
+from cnnlab.arch.checks import MAX_CHANNELS, Checker, check_norm
 from cnnlab.arch.families import Family, register
 from cnnlab.arch.models.common import conv_relu
 from cnnlab.arch.specs import GoogLeNetSpec, InceptionSplit
@@ -21,16 +21,18 @@ class Inception(nn.Module):
     """
 
     def __init__(self, in_channels: int, c1: int, c2: tuple[int, int], c3: tuple[int, int],
-                 c4: int, batch_norm: bool = False):
+                 c4: int, batch_norm: bool = False, norm_kind: str = "batch",
+                 conv_bias: bool = True, norm_affine: bool = True):
         super().__init__()
-        bn = batch_norm
-        self.p1 = conv_relu(in_channels, c1, 1, batch_norm=bn)
-        self.p2 = nn.Sequential(conv_relu(in_channels, c2[0], 1, batch_norm=bn),
-                                conv_relu(c2[0], c2[1], 3, padding=1, batch_norm=bn))
-        self.p3 = nn.Sequential(conv_relu(in_channels, c3[0], 1, batch_norm=bn),
-                                conv_relu(c3[0], c3[1], 5, padding=2, batch_norm=bn))
+        norm = dict(batch_norm=batch_norm, norm_kind=norm_kind, conv_bias=conv_bias,
+                    norm_affine=norm_affine)
+        self.p1 = conv_relu(in_channels, c1, 1, **norm)
+        self.p2 = nn.Sequential(conv_relu(in_channels, c2[0], 1, **norm),
+                                conv_relu(c2[0], c2[1], 3, padding=1, **norm))
+        self.p3 = nn.Sequential(conv_relu(in_channels, c3[0], 1, **norm),
+                                conv_relu(c3[0], c3[1], 5, padding=2, **norm))
         self.p4 = nn.Sequential(nn.MaxPool2d(kernel_size=3, stride=1, padding=1),
-                                conv_relu(in_channels, c4, 1, batch_norm=bn))
+                                conv_relu(in_channels, c4, 1, **norm))
         self.out_channels = c1 + c2[1] + c3[1] + c4
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -44,18 +46,20 @@ def _scaled(split: InceptionSplit, spec: GoogLeNetSpec) -> InceptionSplit:
 
 
 def googlenet(spec: GoogLeNetSpec) -> nn.Sequential:
-    ch, bn = spec.channels, spec.batch_norm
-    b1 = nn.Sequential(conv_relu(spec.in_channels, ch(64), 7, stride=2, padding=3, batch_norm=bn),
+    ch = spec.channels
+    norm = dict(batch_norm=spec.batch_norm, norm_kind=spec.norm_kind, conv_bias=spec.conv_bias,
+                norm_affine=spec.norm_affine)
+    b1 = nn.Sequential(conv_relu(spec.in_channels, ch(64), 7, stride=2, padding=3, **norm),
                        nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
-    b2 = nn.Sequential(conv_relu(ch(64), ch(64), 1, batch_norm=bn),
-                       conv_relu(ch(64), ch(192), 3, padding=1, batch_norm=bn),
+    b2 = nn.Sequential(conv_relu(ch(64), ch(64), 1, **norm),
+                       conv_relu(ch(64), ch(192), 3, padding=1, **norm),
                        nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
     stages: list[tuple[str, nn.Module]] = [("b1", b1), ("b2", b2)]
     channels, splits = ch(192), iter(spec.inception)
     for s, count in enumerate(spec.stages):
         blocks: list[nn.Module] = []
         for _ in range(count):
-            blocks.append(Inception(channels, *_scaled(next(splits), spec), batch_norm=bn))
+            blocks.append(Inception(channels, *_scaled(next(splits), spec), **norm))
             channels = blocks[-1].out_channels
         last = s == len(spec.stages) - 1
         blocks += [nn.AdaptiveAvgPool2d(1), nn.Flatten()] if last else [
@@ -84,6 +88,7 @@ def _check(c: Checker, s: GoogLeNetSpec) -> None:
                     f"`inception` lists {len(s.inception)}",
                     "make the stage sizes add up to the number of Inception blocks")
     c.flag("batch_norm", s.batch_norm)
+    check_norm(c, s, "" if s.batch_norm is True else "batch_norm is off")
 
 
 register(Family(
