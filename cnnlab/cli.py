@@ -182,11 +182,12 @@ def _record_and_train(store: Any, model: str, spec: Spec, config: TrainConfig, d
                       name: str | None = None) -> Any:
     """Create a run, mark it running here and train it with a progress bar; the finished Run."""
     from cnnlab.runs.recorded import run_recorded
+    from cnnlab.training.resources import estimate_record
     from cnnlab.training.setup import resolve_device
 
     device = str(resolve_device(config.device))
     run = store.create(model, spec.to_dict(), config.to_dict(), name=name,
-                       data_source=str(data.source))
+                       data_source=str(data.source), result=estimate_record(spec, config))
     store.mark_running(run.id, os.getpid(), device=device, data_source=str(data.source))
     print(f"run {run.id}: {model} on {device}, {config.epochs} epochs, lr {config.lr:g}, "
           f"batch {config.batch_size}", file=sys.stderr)

@@ -111,6 +111,23 @@ def test_a_huge_learning_rate_ends_as_diverged_with_step_and_loss(sample: Fashio
     assert result.steps < 60  # stopped early instead of training on garbage
 
 
+def test_an_epoch_that_ends_at_chance_with_a_huge_loss_is_diverged(sample: FashionMNIST) -> None:
+    # BN-LeNet at lr 50: no step's loss is 50x the first, but the epoch ends at loss ~18 and
+    # 0.100 test accuracy. It used to finish "done".
+    result = train(SPEC, FAST.replace(lr=50.0), data=sample)
+    assert result.status is Status.DIVERGED
+    assert "test accuracy 0.100" in result.message and "training loss 18" in result.message
+    assert result.steps == 12  # stopped after the first epoch
+
+
+def test_lenet_with_sigmoids_at_ln_10_after_an_epoch_is_slow_not_diverged(sample: FashionMNIST
+                                                                          ) -> None:
+    result = train(PRESETS["lenet"], FAST.replace(lr=0.9, epochs=1), data=sample)
+    first = result.history[0]
+    assert first["test_acc"] < 0.12 and 2.2 < first["train_loss"] < 2.6  # at chance, near ln 10
+    assert result.status is Status.DONE
+
+
 def test_the_same_seed_gives_identical_losses(sample: FashionMNIST) -> None:
     def losses(seed: int) -> list[float]:
         events: list[dict] = []

@@ -83,3 +83,13 @@ def test_a_diverged_run_is_recorded_as_diverged(tmp_path: Path) -> None:
     assert run_recorded(store, run_id) is Status.DIVERGED
     assert "diverged at step" in store.get(run_id).message
     assert "final" not in store.checkpoints(run_id)
+
+
+def test_a_recorded_run_keeps_its_measured_peak_memory(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "runs")
+    run_id = recorded_run(store, SPEC.to_dict(), FAST.replace(max_steps=2))
+    assert run_recorded(store, run_id) is Status.DONE
+    result = store.get(run_id).result
+    # On a CPU: this process's peak resident memory, which holds at least the torch runtime.
+    assert result["memory_measured"] > 100 * 2**20
+    assert "resident" in result["memory_measured_what"]

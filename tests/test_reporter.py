@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from cnnlab.training.reporter import Clock, Meter, Reporter, divergence
+from cnnlab.training.reporter import Clock, Meter, Reporter, at_chance, divergence
 
 
 class FakeTime:
@@ -142,3 +142,18 @@ def test_without_an_evaluation_the_metrics_are_the_running_training_averages() -
     step(r, fake, 2.0)  # step 1: an event, which resets the interval
     step(r, fake, 4.0, correct=10)
     assert r.training_metrics() == {"train_loss": pytest.approx(4.0), "train_acc": 1.0}
+
+
+def test_an_epoch_at_chance_with_a_loss_far_above_ln_classes_is_divergence() -> None:
+    message = at_chance(train_loss=18.0, test_acc=0.100, num_classes=10, lr=50.0)
+    assert message is not None and "0.100" in message and "18" in message
+    assert "ln 10" in message and "lr was 50" in message
+
+
+def test_an_epoch_at_chance_with_the_untrained_loss_is_slow_learning_not_divergence() -> None:
+    assert at_chance(train_loss=math.log(10) + 0.01, test_acc=0.100, num_classes=10,
+                     lr=0.9) is None
+
+
+def test_a_high_loss_above_chance_is_not_divergence() -> None:
+    assert at_chance(train_loss=18.0, test_acc=0.45, num_classes=10, lr=1.0) is None

@@ -467,3 +467,53 @@ def test_a_damaged_database_raises_the_stores_own_error(tmp_path):
     store.db_path.write_bytes(b"this is not a database" * 100)
     with pytest.raises(StoreError, match="run store"):
         store.list()
+
+
+# -- groups and the schema's migration ------------------------------------------------------
+
+# The runs table as cnnlab's schema version 1 wrote it: no run_group column.
+VERSION_1_RUNS = """
+CREATE TABLE runs (
+    id TEXT PRIMARY KEY, created_at REAL NOT NULL, started_at REAL, finished_at REAL,
+    status TEXT NOT NULL, name TEXT, model TEXT NOT NULL, spec_json TEXT NOT NULL,
+    config_json TEXT NOT NULL, device TEXT, data_source TEXT, worker_pid INTEGER, message TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0, result_json TEXT NOT NULL DEFAULT '{}');
+INSERT INTO runs (id, created_at, status, name, model, spec_json, config_json)
+    VALUES ('20260101-000000-abcdef', 1.0, 'done', 'old run', 'bn-lenet', '{}', '{}');
+PRAGMA user_version = 1;
+"""
+
+
+def test_a_run_store_of_schema_1_gains_groups_in_place_and_keeps_its_runs(tmp_path: Path) -> None:
+    runs_dir = tmp_path / "runs"
+    runs_dir.mkdir()
+    with sqlite3.connect(runs_dir / store_module.DB_NAME) as conn:
+        conn.executescript(VERSION_1_RUNS)
+    store = RunStore(runs_dir)
+    (old,) = store.list()
+    assert old.name == "old run" and old.status is Status.DONE and old.group is None
+    new = store.create("vgg-11", SPEC, CONFIG, group="lr sweep")
+    assert store.get(new.id).group == "lr sweep"
+    with sqlite3.connect(runs_dir / store_module.DB_NAME) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == store_module.SCHEMA_VERSION == 2
+    RunStore(runs_dir)  # opening a migrated store again changes nothing
+    assert [r.id for r in store.list()] == [new.id, old.id]
+
+
+def test_list_filters_by_group_and_groups_gathers_them(store: RunStore) -> None:
+    a = store.create("vgg-11", SPEC, CONFIG, name="a", group="g1")
+    store.create("vgg-11", SPEC, CONFIG, name="alone")
+    b = store.create("vgg-11", SPEC, CONFIG, name="b", group="g1")
+    c = store.create("vgg-11", SPEC, CONFIG, name="c", group="g2")
+    assert [r.id for r in store.list(group="g1")] == [b.id, a.id]
+    assert [r.id for r in store.list(Status.QUEUED, group="g2")] == [c.id]
+    assert {g: [r.name for r in runs] for g, runs in store_module.groups(store.list()).items()} \
+        == {"g2": ["c"], "g1": ["b", "a"]}
+
+
+def test_create_starts_the_result_with_what_is_known_before_launch(store: RunStore) -> None:
+    run = store.create("vgg-11", SPEC, CONFIG, result={"memory_estimated": 123})
+    assert run.result == {"memory_estimated": 123}
+    store.mark_running(run.id, pid=1)
+    assert store.finish(run.id, Status.DONE, result={"memory_measured": 99}).result == {
+        "memory_estimated": 123, "memory_measured": 99}

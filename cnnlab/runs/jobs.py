@@ -112,8 +112,11 @@ class JobManager:
         spec: Spec | dict[str, Any],
         config: TrainConfig | dict[str, Any],
         name: str | None = None,
+        group: str | None = None,
     ) -> str:
-        """Queue a run; returns its id. `config` is a TrainConfig or its dict.
+        """Queue a run; returns its id. `config` is a TrainConfig or its dict; `group` ties
+        runs queued to be compared (cnnlab.runs.experiments). The memory estimate made now is
+        kept in the run's result, to set beside the peak the worker measures.
 
         Raises SpecError listing the spec's problems, or ConfigError for the config's, before
         anything is recorded.
@@ -122,7 +125,8 @@ class JobManager:
             raise RuntimeError("this job manager is shut down")
         checked = spec_from_data(spec.to_dict() if isinstance(spec, Spec) else spec)
         config_dict = _config_dict(config, self.num_gpus)
-        run = self.store.create(model, checked.to_dict(), config_dict, name=name)
+        run = self.store.create(model, checked.to_dict(), config_dict, name=name, group=group,
+                                result=_estimate(checked, config_dict))
         self._wake.set()  # start it now if a slot is free, not at the next poll
         return run.id
 
@@ -298,6 +302,14 @@ class JobManager:
 
 
 # -- helpers --------------------------------------------------------------------------------
+
+
+def _estimate(spec: Spec, config: dict[str, Any]) -> dict[str, Any]:
+    """The memory estimate made before launch (resources.estimate_record)."""
+    from cnnlab.training import resources  # lazy: imports torch
+    from cnnlab.training.config import TrainConfig
+
+    return resources.estimate_record(spec, TrainConfig.from_dict(config))
 
 
 def _config_dict(config: TrainConfig | dict[str, Any], num_gpus: int) -> dict[str, Any]:

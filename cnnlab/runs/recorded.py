@@ -24,6 +24,7 @@ from cnnlab.runs.checkpoints import checkpoint_name
 from cnnlab.runs.metrics import Event
 from cnnlab.runs.store import RunStore, Status
 from cnnlab.training.config import ConfigError, TrainConfig
+from cnnlab.training import resources
 from cnnlab.training.loop import train
 from cnnlab.training.setup import load_data, resolve_device
 
@@ -125,6 +126,7 @@ def run_recorded(store: RunStore, run_id: str, *, progress: bool = False) -> Sta
                                      "device": str(device), "pid": os.getpid()})
         if progress:
             print(f"data: {data.describe()}", file=sys.stderr)
+        resources.reset_peak_memory(device)
         result = train(spec, config, on_event=recorder.on_event, should_stop=recorder.should_stop,
                        on_epoch_end=recorder.on_epoch_end, data=data)
         recorder.flush()
@@ -132,7 +134,8 @@ def run_recorded(store: RunStore, run_id: str, *, progress: bool = False) -> Sta
             recorder.save("final", result.model, {"epoch": result.epochs_done, "step": result.steps,
                                                   "status": result.status.value,
                                                   "metrics": result.metrics})
-        _finish(store, run_id, result.status, result.message, result.to_dict())
+        _finish(store, run_id, result.status, result.message,
+                {**result.to_dict(), **resources.measured_peak(device)})
         return result.status
     except (KeyboardInterrupt, SystemExit) as exc:
         _flush_quietly(recorder)

@@ -32,7 +32,10 @@ from cnnlab.runs.processes import pid_alive
 
 DB_NAME = "runs.sqlite"
 BUSY_TIMEOUT_S = 10.0
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Columns added after version 1, as (name, SQL type): a store made by an older cnnlab gains
+# them in place when it is opened (ALTER TABLE ADD COLUMN keeps every row; new columns are NULL).
+ADDED_COLUMNS = (("run_group", "TEXT"),)
 
 # One row per training run. spec/config/result are JSON text so the schema does not change
 # whenever a model family or hyperparameter is added. Queue order is (created_at, rowid);
@@ -53,10 +56,13 @@ CREATE TABLE IF NOT EXISTS runs (
     worker_pid       INTEGER,
     message          TEXT,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
-    result_json      TEXT NOT NULL DEFAULT '{}'
+    result_json      TEXT NOT NULL DEFAULT '{}',
+    run_group        TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_status_created ON runs (status, created_at);
 """
+# After the migration, so an old file has the column before it is indexed.
+GROUP_INDEX = "CREATE INDEX IF NOT EXISTS runs_group ON runs (run_group, created_at)"
 
 
 class Status(StrEnum):
@@ -99,6 +105,8 @@ class Run:
     message: str | None = None
     cancel_requested: bool = False
     result: dict[str, Any] = field(default_factory=dict)
+    # Runs queued together to compare (a pair or a sweep, cnnlab.runs.experiments) share one.
+    group: str | None = None
 
     @property
     def label(self) -> str:
@@ -122,6 +130,7 @@ class Run:
             message=row["message"],
             cancel_requested=bool(row["cancel_requested"]),
             result=json.loads(row["result_json"]),
+            group=row["run_group"],
         )
 
 
@@ -133,6 +142,23 @@ def new_run_id(now: float | None = None) -> str:
     # UTC so ids sort by creation time regardless of the machine's timezone or DST.
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(time.time() if now is None else now))
     return f"{stamp}-{secrets.token_hex(3)}"
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Migrate a store written by an older schema: add the columns it lacks (ADDED_COLUMNS)."""
+    have = {row["name"] for row in conn.execute("PRAGMA table_info(runs)")}
+    for name, sql_type in ADDED_COLUMNS:
+        if name not in have:
+            conn.execute(f"ALTER TABLE runs ADD COLUMN {name} {sql_type}")
+
+
+def groups(runs: Iterable[Run]) -> dict[str, list[Run]]:
+    """The groups among `runs`, each with its runs in the order given."""
+    found: dict[str, list[Run]] = {}
+    for run in runs:
+        if run.group is not None:
+            found.setdefault(run.group, []).append(run)
+    return found
 
 
 class StoreError(CnnlabError):
@@ -190,6 +216,8 @@ class RunStore:
             for statement in (RUNS_SCHEMA + metric_log.SCHEMA).split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            _add_missing_columns(conn)
+            conn.execute(GROUP_INDEX)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @staticmethod
@@ -252,8 +280,13 @@ class RunStore:
         config: dict[str, Any],
         name: str | None = None,
         data_source: str | None = None,
+        group: str | None = None,
+        result: dict[str, Any] | None = None,
     ) -> Run:
+        """Record a queued run. `group` ties runs queued to be compared; `result` starts the
+        run's result (e.g. the memory estimate made before launch)."""
         spec_json, config_json = dumps(spec), dumps(config)
+        result_json = dumps(result or {})
         for _ in range(5):  # a random suffix can collide within one second; just draw again
             now = time.time()
             run_id = new_run_id(now)
@@ -261,9 +294,10 @@ class RunStore:
                 with self._write() as conn:
                     conn.execute(
                         "INSERT INTO runs (id, created_at, status, name, model, spec_json,"
-                        " config_json, data_source) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        " config_json, data_source, run_group, result_json)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (run_id, now, Status.QUEUED.value, name, model, spec_json, config_json,
-                         data_source),
+                         data_source, group, result_json),
                     )
                     return Run.from_row(self._fetch(conn, run_id))
             except sqlite3.IntegrityError:
@@ -275,14 +309,19 @@ class RunStore:
             return Run.from_row(self._fetch(conn, run_id))
 
     def list(
-        self, status: Status | str | Iterable[Status | str] | None = None, limit: int | None = None
+        self, status: Status | str | Iterable[Status | str] | None = None, limit: int | None = None,
+        group: str | None = None,
     ) -> list[Run]:
-        """Runs newest first, optionally only those with the given status(es)."""
-        sql, params = "SELECT * FROM runs", []
+        """Runs newest first, optionally only those with the given status(es) or in `group`."""
+        where, params = [], []
         if status is not None:
-            wanted = [status] if isinstance(status, str) else list(status)
-            params = [Status(s).value for s in wanted]
-            sql += f" WHERE status IN ({', '.join('?' * len(params))})"
+            wanted = [Status(s).value for s in ([status] if isinstance(status, str) else status)]
+            where.append(f"status IN ({', '.join('?' * len(wanted))})")
+            params += wanted
+        if group is not None:
+            where.append("run_group = ?")
+            params.append(group)
+        sql = "SELECT * FROM runs" + (f" WHERE {' AND '.join(where)}" if where else "")
         sql += " ORDER BY created_at DESC, rowid DESC LIMIT ?"
         with self._connect() as conn:
             rows = conn.execute(sql, (*params, -1 if limit is None else limit)).fetchall()
@@ -377,6 +416,14 @@ class RunStore:
             merged = {**json.loads(row["result_json"]), **result}
             conn.execute("UPDATE runs SET result_json = ? WHERE id = ?", (dumps(merged), run_id))
             return Run.from_row(self._fetch(conn, run_id))
+
+    def set_group(self, run_id: str, group: str) -> bool:
+        """Put a run that is in no group into `group`; False if it already is in one."""
+        with self._write() as conn:
+            self._fetch(conn, run_id)  # KeyError for an unknown run
+            changed = conn.execute("UPDATE runs SET run_group = ? WHERE id = ? AND run_group IS"
+                                   " NULL", (group, run_id)).rowcount
+        return changed == 1
 
     def request_cancel(self, run_id: str) -> Status:
         """Cancel a queued run now, or flag a running one for its worker; returns the new status."""

@@ -21,7 +21,7 @@ from cnnlab.arch.specs import Spec
 from cnnlab.runs.store import Status
 from cnnlab.training.config import TrainConfig
 from cnnlab.training.data import DeviceData, FashionMNIST
-from cnnlab.training.reporter import Event, Reporter
+from cnnlab.training.reporter import Event, Reporter, at_chance
 from cnnlab.training.setup import (
     Setup,
     check_spec_fits_data,
@@ -158,6 +158,10 @@ def fit(run: Setup, config: TrainConfig, reporter: Reporter, should_stop: StopCh
             return Outcome(Status.CANCELLED, "cancelled during evaluation after step "
                            f"{reporter.steps}", epochs_done, metrics)
         metrics = reporter.epoch(*scores, eval_s)
+        diverged = at_chance(metrics["train_loss"], metrics["test_acc"], run.num_classes,
+                             reporter.lr)
+        if diverged is not None:
+            return Outcome(Status.DIVERGED, diverged, epochs_done, metrics)
 
         complete = reporter.steps == (epoch + 1) * run.steps_per_epoch
         if complete:

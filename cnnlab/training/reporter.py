@@ -21,6 +21,13 @@ from cnnlab.runs.metrics import Event
 # step's loss (cross-entropy starts near ln 10 = 2.3, so ~115), or above DIVERGE_LIMIT anyway.
 DIVERGE_FACTOR = 50.0
 DIVERGE_LIMIT = 1e4
+# A run has also diverged when an epoch ends at chance (test accuracy at most CHANCE_FACTOR /
+# classes) with a training loss above UNTRAINED_FACTOR x ln(classes), the loss of a network
+# that predicts uniformly. Measured: BN-LeNet at lr 50 ends its first epoch at loss 18.0 and
+# 0.100 test accuracy, then "learns" nothing. A LeNet with sigmoids that learns slowly sits
+# at ln 10 = 2.30 and chance for its first epoch: loss near ln(classes) is slow, not diverged.
+CHANCE_FACTOR = 1.2
+UNTRAINED_FACTOR = 1.5
 
 
 def divergence(losses: Iterable[float], first_step: int, first_loss: float | None,
@@ -38,6 +45,18 @@ def divergence(losses: Iterable[float], first_step: int, first_loss: float | Non
             continue
         return f"diverged at step {step}: {why}; try a smaller learning rate (lr was {lr:g})"
     return None
+
+
+def at_chance(train_loss: float, test_acc: float, num_classes: int, lr: float) -> str | None:
+    """A message if an epoch ended at chance accuracy with a loss far above an untrained
+    network's (ln num_classes): the weights were thrown somewhere useless."""
+    chance, untrained = 1 / num_classes, math.log(num_classes)
+    if test_acc > CHANCE_FACTOR * chance or train_loss <= UNTRAINED_FACTOR * untrained:
+        return None
+    return (f"diverged: the epoch ended at chance, test accuracy {test_acc:.3f} (chance is "
+            f"{chance:.3f}), with training loss {train_loss:.3g}, far above an untrained "
+            f"network's ln {num_classes} = {untrained:.2f}; try a smaller learning rate "
+            f"(lr was {lr:g})")
 
 
 class Meter:

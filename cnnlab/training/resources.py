@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import math
 import os
+import resource
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from cnnlab.analysis.layers import Memory, inspect_spec
+from cnnlab.analysis.layers import InspectionError, Memory, inspect_spec
 from cnnlab.analysis.table_text import human_bytes
 from cnnlab.arch.families import FAMILIES
 from cnnlab.arch.specs import Spec
@@ -303,3 +306,44 @@ def _round_down(batch: int) -> int:
     if batch >= 128:
         return batch // 32 * 32
     return 2 ** int(math.log2(batch))
+
+
+# ---------------------------------------------------------------- estimated and measured
+
+
+def estimate_record(spec: Spec, config: TrainConfig) -> dict[str, Any]:
+    """The memory estimate made before launch, as a run's result keeps it beside the measured
+    peak: {"memory_estimated": bytes, "memory_estimated_runtime": bytes of it for the runtime,
+    "memory_device": "cpu" | "cuda"}. Empty when the spec cannot be inspected (the run then
+    fails with the spec's own error)."""
+    device = training_device(config)
+    try:
+        need = estimate(spec, config, device)
+    except (InspectionError, ValueError):
+        return {}
+    return {"memory_estimated": need.total, "memory_estimated_runtime": RUNTIME_OVERHEAD[device],
+            "memory_device": device}
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start counting a run's peak on a GPU (the process may have trained before)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def measured_peak(device: torch.device) -> dict[str, Any]:
+    """The peak memory this process used, as a run's result keeps it.
+
+    On a GPU, torch.cuda.max_memory_allocated since `reset_peak_memory`: the tensors alone,
+    without the CUDA context and cuDNN workspaces the estimate's runtime part stands for. On a
+    CPU, the process's peak resident set (getrusage ru_maxrss, KiB on Linux): everything, the
+    torch runtime and the data included, over the process's whole life. A worker trains one
+    run, so that is the run's; the CLI's `train` runs in its own process too, but `reproduce`
+    trains several in one, so each later run's peak is at least the earlier ones'."""
+    if device.type == "cuda":
+        return {"memory_measured": int(torch.cuda.max_memory_allocated(device)),
+                "memory_measured_what": "torch.cuda.max_memory_allocated (tensors only)"}
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    scale = 1 if sys.platform == "darwin" else 1024  # macOS reports bytes, Linux KiB
+    return {"memory_measured": int(peak * scale),
+            "memory_measured_what": "peak resident memory of the training process"}

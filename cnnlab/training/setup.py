@@ -194,6 +194,7 @@ class Setup:
     total_steps: int
     eval_batch: int
     check_every: int  # steps between host reads of the losses (divergence checks)
+    num_classes: int = 10  # the spec's: what chance accuracy and an untrained loss are
 
 
 def prepare(spec: Spec, config: TrainConfig, device: torch.device,
@@ -228,7 +229,7 @@ def prepare(spec: Spec, config: TrainConfig, device: torch.device,
         optimizer=make_optimizer(model, config),
         train_data=train_data, test_data=test_data, device=device,
         channels_last=channels_last, amp=amp, drop_last=drop_last,
-        steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+        steps_per_epoch=steps_per_epoch, total_steps=total_steps, num_classes=spec.num_classes,
         eval_batch=eval_batch_size(bs, device, spec.input_size),
         # On a CPU reading the loss every step costs nothing; on a GPU it would stall the
         # queue, so losses are kept on the device and checked at each step event.
