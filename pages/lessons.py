@@ -30,6 +30,8 @@ from pages._shared import job_manager, show_problems
 
 KINDS = {"predict": "Predict, then reveal", "experiment": "Experiment", "paired": "Paired runs",
          "sweep": "Sweep", "discussion": "Discussion"}
+COUNT = st.column_config.NumberColumn(format="localized")
+COUNTED = ("params", "FLOPs", "bytes", "value", "params without")
 PAGE_FILES = {"inside": "pages/inside.py", "compare": "pages/compare.py",
               "train": "pages/train.py", "architecture": "pages/architecture.py"}
 PAGE_TITLES = {"inside": "Inside", "compare": "Compare", "train": "Train",
@@ -54,7 +56,7 @@ def predict(ex: Exercise, task: Predict) -> None:
             guess = st.selectbox(question.prompt, answers.choices(question), index=None,
                                  key=f"{k}.guess", placeholder="your guess")
         else:
-            guess = st.number_input(f"{question.prompt} ({question.unit})", value=None,
+            guess = st.number_input(question.label, value=None,
                                     key=f"{k}.guess", placeholder="your guess", format="%g")
         if st.button("Reveal", key=f"{k}.reveal", disabled=guess is None,
                      icon=":material/visibility:"):
@@ -63,7 +65,8 @@ def predict(ex: Exercise, task: Predict) -> None:
         if shown is not None and shown.guess == guess:  # a new guess hides the old answer
             alert = st.success if shown.right else st.warning
             alert(markdown_text(answers.verdict(shown, question.tolerance)))
-            st.dataframe(pd.DataFrame(list(shown.answer.rows)), hide_index=True)
+            st.dataframe(pd.DataFrame(list(shown.answer.rows)), hide_index=True,
+                         column_config={c: COUNT for c in COUNTED})
 
 
 def experiment(ex: Exercise, task: Experiment) -> None:

@@ -289,3 +289,12 @@ def test_a_paired_card_queues_two_real_runs_that_finish(store):
     at.run()
     shown = "\n".join(c.value for c in at.caption).replace("\\", "")  # Markdown escapes
     assert "7.1.5 · activation=relu: done" in shown
+
+
+def test_a_question_names_its_unit_once():
+    assert Question("Memory to predict one image", PRESETS["nin"],
+                    "inference_memory").label == "Memory to predict one image (MiB)"
+    assert Question("NiN's FLOPs per image", PRESETS["nin"], "flops").label == (
+        "NiN's FLOPs per image")
+    close = reveal(Question("p", PRESETS["nin"], "params"), 2_000_000)
+    assert "off by 0.4%" in answers.verdict(close, 0.10)

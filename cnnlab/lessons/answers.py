@@ -41,6 +41,13 @@ class Question:
         return MEASURES[self.measure].unit
 
     @property
+    def label(self) -> str:
+        """The prompt with its unit, unless the prompt names it already ("FLOPs per ...")."""
+        if self.is_choice or self.unit.split()[0].lower() in self.prompt.lower():
+            return self.prompt
+        return f"{self.prompt} ({self.unit})"
+
+    @property
     def is_choice(self) -> bool:
         """True when the answer is a name picked from `choices`, not a number."""
         return MEASURES[self.measure].unit == "block"
@@ -240,7 +247,7 @@ def verdict(shown: Reveal, tolerance: float) -> str:
     value = f"{value_text(shown.answer.value)} {shown.answer.unit}"
     if shown.error is None:
         return f"{'Right' if shown.right else 'Not quite'}: it is {value}."
-    off = "exact" if shown.error == 0 else f"off by {shown.error:.0%}"
+    off = "exact" if shown.error == 0 else f"off by {shown.error:.1%}"
     rule = "exactly" if tolerance == 0 else f"within {tolerance:.0%}"
     return (f"{'Right' if shown.right else 'Not quite'}: it is {value}; your guess is {off} "
             f"({rule} counts as right).")

@@ -176,7 +176,7 @@ VGG = (
              "memory.",
              Predict((
                  q("VGG-11's FLOPs per 224 px image", P["vgg11"], "flops"),
-                 q("VGG-11's training memory at batch 128 with SGD (MiB)", P["vgg11"],
+                 q("VGG-11's training memory at batch 128 with SGD", P["vgg11"],
                    "train_memory", batch_size=128)))),
     Exercise("7.2", 3, "Shrink the images from 224 to 96 px. What changes?",
              "Predict VGG-11's size and cost at 96 px (at 224: 128.8 M parameters, 15.1 "
@@ -212,9 +212,9 @@ NIN = (
              Predict((
                  q("NiN's parameters", P["nin"], "params"),
                  q("NiN's FLOPs per image", P["nin"], "flops"),
-                 q("Training memory at batch 128 with SGD (MiB)", P["nin"], "train_memory",
+                 q("Training memory at batch 128 with SGD", P["nin"], "train_memory",
                    batch_size=128),
-                 q("Memory to predict one image (MiB)", P["nin"], "inference_memory")))),
+                 q("Memory to predict one image", P["nin"], "inference_memory")))),
     Exercise("7.3", 4, "What can go wrong when the last block maps 384x5x5 straight to "
              "10x5x5?",
              "Look at the last NiN block in the layer table: one 3x3 convolution squeezes 384 "
@@ -236,18 +236,18 @@ GOOGLENET = (
     Exercise("7.4", 2, "What is the smallest image GoogLeNet works on?",
              "Every convolution and pool in GoogLeNet is padded. Guess, then see the shapes at "
              "that size.",
-             Predict((q("The smallest input size in pixels", P["googlenet"],
+             Predict((q("The smallest input size", P["googlenet"],
                         "smallest_input", tolerance=0.0),))),
     Exercise("7.4", 3, "Compare the parameter counts of AlexNet, VGG and NiN with GoogLeNet's. "
              "How do NiN and GoogLeNet stay so small?",
              "AlexNet has 46.8 M parameters, VGG-11 128.8 M, NiN 2.0 M.",
              Predict((
                  q("GoogLeNet's parameters", P["googlenet"], "params"),
-                 q("Share of AlexNet's parameters in its dense layers (%)", P["alexnet"],
+                 q("Share of AlexNet's parameters in its dense layers", P["alexnet"],
                    "dense_share")))),
     Exercise("7.4", 4, "Why start with a large convolution?",
              "GoogLeNet's first block is a 7x7 convolution with stride 2 and a 3x3 pool.",
-             Predict((q("How wide is the input patch one output of block b1 sees (pixels)?",
+             Predict((q("How wide is the input patch one output of block b1 sees?",
                         P["googlenet"], "receptive_field", block="b1"),))),
 )
 
@@ -342,9 +342,9 @@ DENSENET = (
              "Estimate training memory at 224 px and batch 256 (the recipe's), for DenseNet and "
              "for ResNet-18.",
              Predict((
-                 q("DenseNet, 224 px, batch 256, SGD (MiB)",
+                 q("DenseNet, 224 px, batch 256, SGD",
                    P["densenet"].replace(input_size=224), "train_memory", batch_size=256),
-                 q("ResNet-18, 224 px, batch 256, SGD (MiB)",
+                 q("ResNet-18, 224 px, batch 256, SGD",
                    P["resnet18"].replace(input_size=224), "train_memory", batch_size=256)))),
     Exercise("7.7", 4, "Build the DenseNet versions of Table 1 in the DenseNet paper.",
              "DenseNet-121 opens on the Architecture page: blocks of (6, 12, 24, 16) with "
