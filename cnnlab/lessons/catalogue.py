@@ -132,8 +132,8 @@ ALEXNET = (
              "overlay both on the Compare page.",
              Experiment("train", ALEXNET_28,
                         "The bigger network's training accuracy climbs past its test accuracy: "
-                        "2.8 M parameters can memorise 3,000 images. Several seconds an epoch "
-                        "on a CPU.", on_sample(ALEXNET_28, 20))),
+                        "2.8 M parameters can memorise 3,000 images. 16x fewer FLOPs than the "
+                        "224 px AlexNet, so a CPU can train it.", on_sample(ALEXNET_28, 20))),
     Exercise("7.1", 2, "AlexNet was built for 224 px photos. Make it cheaper for Fashion-MNIST "
              "without losing accuracy, or design one for 28x28 inputs.",
              "Open the 28 px AlexNet: 3x3 kernels without stride, a 1024-unit head. Compare "
@@ -232,7 +232,7 @@ GOOGLENET = (
              "Architecture page.",
              Paired(P["googlenet"], on_sample(P["googlenet"], 2), "batch_norm", (False, True),
                     "With BN the loss falls faster in the first epochs. The slowest pair here: "
-                    "minutes per epoch on a CPU.")),
+                    "about half a minute per epoch per run on a 2-core CPU.")),
     Exercise("7.4", 2, "What is the smallest image GoogLeNet works on?",
              "Every convolution and pool in GoogLeNet is padded. Guess, then see the shapes at "
              "that size.",
@@ -314,7 +314,7 @@ RESNET = (
              "Two ResNet-18 runs at 48 px, the original order and pre-activation.",
              Paired(RESNET_48, on_sample(RESNET_48, 3), "preact", (False, True),
                     "Similar accuracy at 18 layers; pre-activation matters for much deeper "
-                    "nets. Tens of seconds per epoch on a CPU.")),
+                    "nets. 48 px costs a quarter of the book's 96 px.")),
     Exercise("7.6", 4, "Prove that a residual block can express the identity when its input "
              "comes from a ReLU.",
              "Look at the Residual block in the diagram: what must the weights be for the "
