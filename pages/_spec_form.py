@@ -145,6 +145,25 @@ class Form:
 # --- one editor per family, as the chapter describes each network ----------------------------
 
 
+def edit_norm(form: Form, inactive: str = "") -> None:
+    """The normalization switches of the families that use BatchNorm (exercises of 7.5).
+    `inactive` names the switch that turns them on, for the help text."""
+    needs = f" (with {inactive})" if inactive else ""
+    with st.expander("Normalization (exercises 7.5)", expanded=False):
+        form.choice("norm_kind", "Norm layer", ["batch", "group", "layer", "none"],
+                    help="What stands where the network puts BatchNorm" + needs + ": batch "
+                    "(d2l 7.5), group (GroupNorm, gcd(32, C) groups), layer (one group: "
+                    "mean and variance over C, H, W), none. Exercise 7.5.7 asks about other "
+                    "normalizations.")
+        form.toggle("conv_bias", "Bias on layers a norm follows",
+                    help="Exercise 7.5.1: a norm's shift beta absorbs the bias of the conv "
+                    "(or dense) layer before it, so that bias can go: fewer parameters, "
+                    "the same function")
+        form.toggle("norm_affine", "Learned gamma and beta",
+                    help="Exercise 7.5.5: off fixes gamma = 1 and beta = 0 (affine=False), "
+                    "2 x C fewer parameters per norm layer")
+
+
 def edit_alexnet(form: Form) -> None:
     left, right = st.columns([3, 2])
     with left:
@@ -166,6 +185,15 @@ def edit_vgg(form: Form) -> None:
         form.text("hidden", "Dense layers (units)", help="Hidden dense layers, e.g. 4096, 4096")
         form.number("dropout", "Dropout", step=0.05)
         form.toggle("batch_norm", "Batch norm after each conv")
+        form.toggle("norm_in_head", "…and after each hidden dense layer",
+                    help="Exercise 7.5.3: do we need batch norm in every layer? Only with "
+                    "batch norm on")
+        form.choice("head", "Head", ["dense", "gap"],
+                    help="dense: the book's (flatten, dense layers); gap: global average "
+                    "pooling as in NiN (d2l 7.3), then the dense layers in `hidden` (empty it "
+                    "for one Linear): watch the parameter count collapse (exercise 7.2.2 asks "
+                    "why VGG needs so much memory)")
+        edit_norm(form, "batch norm on")
 
 
 def edit_nin(form: Form) -> None:
@@ -187,6 +215,7 @@ def edit_googlenet(form: Form) -> None:
     with right:
         form.text("stages", "Inception blocks per stage (b3, b4, b5)", help="e.g. 2, 5, 2")
         form.toggle("batch_norm", "Batch norm after each conv", help="Exercise 7.4.1")
+        edit_norm(form, "batch norm on")
         st.caption(" · ".join(f"**{name}**: {blocks} blocks → {out} channels"
                               for name, blocks, out in editing.stage_channels(form.spec)))
 
@@ -203,6 +232,11 @@ def edit_lenet(form: Form) -> None:
                     help="scratch: the textbook's BatchNorm class (7.5.3); torch: nn.BatchNorm2d")
         form.choice("activation", "Activation", ["sigmoid", "relu"])
         form.choice("pool", "Pooling", ["avg", "max"])
+        form.toggle("norm_in_head", "Normalize the dense layers too",
+                    help="7.5.4 does; exercise 7.5.3 asks whether every layer needs it")
+        form.number("dropout", "Dropout after dense layers", step=0.05,
+                    help="Exercise 7.1.5: dropout after each hidden dense layer")
+        edit_norm(form, "batch norm torch; scratch is batch norm only")
 
 
 def edit_resnet(form: Form) -> None:
@@ -215,6 +249,7 @@ def edit_resnet(form: Form) -> None:
         form.choice("block", "Residual block", ["basic", "bottleneck"],
                     help="basic: two 3x3 convs; bottleneck: 1x1, 3x3, 1x1 (exercise 7.6.2)")
         form.toggle("preact", "Pre-activation (BN, ReLU, conv)", help="Exercise 7.6.3")
+        edit_norm(form)
 
 
 def edit_densenet(form: Form) -> None:
@@ -229,6 +264,10 @@ def edit_densenet(form: Form) -> None:
                     help="Share of channels a transition block keeps (0.5 in the book)")
         form.toggle("bottleneck", "Bottleneck (DenseNet-BC)",
                     help="A 1x1 conv to 4 x growth rate before each 3x3")
+        form.choice("transition_pool", "Transition pooling", ["avg", "max"],
+                    help="Exercise 7.7.1: why average pooling rather than max-pooling in the "
+                    "transition layer?")
+        edit_norm(form)
 
 
 EDITORS = {"alexnet": edit_alexnet, "vgg": edit_vgg, "nin": edit_nin,

@@ -16,7 +16,7 @@ import streamlit as st
 
 from cnnlab.analysis import codegen
 from cnnlab.analysis.diagram import GraphvizMissing, to_dot, to_svg
-from cnnlab.analysis.layers import LayerTable, inspect_spec
+from cnnlab.analysis.layers import LayerTable, inspect_spec, smallest_input
 from cnnlab.analysis.table_text import human_bytes
 from cnnlab.arch.checks import validate
 from cnnlab.arch.parse import spec_from_json
@@ -33,7 +33,8 @@ from pages._shared import show_problem, show_problems
 from pages._spec_form import EDITORS, Form
 
 DEFAULT_PRESET = "alexnet"
-VIEWS = ("Layers", "Cost", "Memory", "Diagram and code")
+VIEWS = ("Layers", "Cost", "Memory", "Diagram and code", "Side by side")
+THIS_MODEL = "this model"  # the edited spec, beside the presets in "Side by side"
 SHARE = st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="percent")
 COUNT = st.column_config.NumberColumn(format="localized")
 COMPACT = st.column_config.NumberColumn(format="compact")
@@ -159,17 +160,25 @@ def edit(spec: Spec, form: Form) -> bool:
     return failed
 
 
-def totals(table: LayerTable) -> None:
-    metrics = st.columns(4)
+def totals(spec: Spec, table: LayerTable) -> None:
+    metrics = st.columns(6)
     metrics[0].metric("Parameters", f"{table.total_params:,}")
     metrics[1].metric("FLOPs per image", short(table.total_flops),
                       help=f"{table.total_flops:,} (2 per multiply-add; convolutions and dense "
                       "layers only)")
-    metrics[2].metric("Other ops per image", short(table.total_other_ops),
+    metrics[2].metric("MACs per image", short(table.total_macs),
+                      help=f"{table.total_macs:,} multiply-adds (FLOPs / 2), as torchinfo and "
+                      "most papers count them")
+    metrics[3].metric("Other ops per image", short(table.total_other_ops),
                       help=f"{table.total_other_ops:,}: BN, activations, pooling, additions, "
                       "concatenations and biases, counted from their output sizes")
-    metrics[3].metric("Input → output", f"{shape_text(table.input_shape)} → "
+    metrics[4].metric("Input → output", f"{shape_text(table.input_shape)} → "
                       f"{shape_text(table.output_shape)}")
+    least = smallest_input(spec)  # cached by the spec without its input size
+    metrics[5].metric("Smallest input", "none" if least is None else f"{least} px",
+                      help="The smallest height = width this network runs at (exercise "
+                      "7.4.2). A warning under the input size says when the maps reach 1x1 "
+                      "before the last convolution.")
 
 
 def layers(spec: Spec, table: LayerTable) -> None:
@@ -181,7 +190,8 @@ def layers(spec: Spec, table: LayerTable) -> None:
                  column_config={
                      "block": st.column_config.TextColumn(width="medium"),
                      "layer": st.column_config.TextColumn(width="medium"),
-                     "params": COUNT, "FLOPs": COMPACT, "other ops": COMPACT,
+                     "params": COUNT, "FLOPs": COMPACT, "MACs": COMPACT,
+                     "other ops": COMPACT,
                      "of params": SHARE, "of FLOPs": SHARE,
                      "activations": st.column_config.TextColumn(
                          help="Output size per image, float32"),
@@ -197,7 +207,7 @@ def cost(spec: Spec, table: LayerTable) -> None:
     st.markdown("**Convolutions vs fully connected layers**")
     st.dataframe(pd.DataFrame(cost_tables.conv_fc_split(table)), hide_index=True,
                  column_config={"params": COUNT, "of params": SHARE, "FLOPs": COMPACT,
-                                "of FLOPs": SHARE})
+                                "MACs": COMPACT, "of FLOPs": SHARE})
 
 
 def memory(table: LayerTable) -> None:
@@ -245,6 +255,35 @@ def diagram_and_code(spec: Spec, name: str) -> None:
         st.code(code, language="python", height=900, wrap_lines=True)
 
 
+@st.cache_data(max_entries=64)
+def side_by_side_rows(spec_jsons: tuple[tuple[str, str], ...], batch_size: int) -> dict:
+    return cost_tables.compare_specs(
+        {name: spec_from_json(text) for name, text in spec_jsons}, batch_size)
+
+
+def side_by_side(spec: Spec) -> None:
+    st.subheader("Side by side, without training")
+    inputs = st.columns([4, 1])
+    chosen = inputs[0].multiselect(
+        "Models", [THIS_MODEL, *PRESETS], default=[THIS_MODEL, "alexnet", "vgg11", "nin",
+                                                   "googlenet"], key="side_by_side",
+        help="Exercise 7.4.3: compare AlexNet, VGG, NiN and GoogLeNet's parameters and "
+             "compute. Each preset at its own input size.")
+    batch_size = inputs[1].number_input("Training batch", min_value=1, max_value=65536,
+                                        value=128, key="side_by_side_batch")
+    specs = tuple((name, (spec if name == THIS_MODEL else PRESETS[name]).to_json())
+                  for name in chosen)
+    if not specs:
+        st.info("Pick models to compare.", icon=":material/info:")
+        return
+    st.dataframe(pd.DataFrame(side_by_side_rows(specs, batch_size)), hide_index=True,
+                 column_config={"params": COUNT, "FLOPs": COMPACT, "MACs": COMPACT,
+                                "smallest input": st.column_config.NumberColumn(
+                                    help="Pixels: the smallest height = width it runs at")})
+    st.caption(f"Training memory: float32 weights, gradients and activations at batch "
+               f"{batch_size} with plain SGD; inference: one image.")
+
+
 # --- the page --------------------------------------------------------------------------------
 
 @st.fragment
@@ -261,7 +300,7 @@ def workbench() -> None:
     with totals_area:
         st.subheader("Totals")
         last_valid = st.empty()
-        totals(table)
+        totals(spec, table)
     with editing_area:
         if edit(spec, form):
             last_valid.info("Showing the last valid model: fix the problem marked above to "
@@ -272,7 +311,8 @@ def workbench() -> None:
     shown = {"Layers": lambda: layers(spec, table), "Cost": lambda: cost(spec, table),
              "Memory": lambda: memory(table),
              "Diagram and code": lambda: diagram_and_code(
-                 spec, cost_tables.export_name(preset, bool(changed)))}
+                 spec, cost_tables.export_name(preset, bool(changed))),
+             "Side by side": lambda: side_by_side(spec)}
     for name, tab in views.items():
         if tab.open:
             with tab:

@@ -388,3 +388,46 @@ def test_the_open_view_stays_open_across_a_family_switch(app):
     pick(app, "resnet")
     assert table_with(app, "training") is not None and not app.get("plotly_chart")
     assert app.session_state["view"] == "Memory"
+
+
+# --- the exercises' switches and the side-by-side view ---------------------------------------
+
+
+def test_unticking_conv_bias_on_bn_lenet_drops_the_absorbed_biases(app):
+    pick(app, "lenet", "bn-lenet")
+    app.toggle(key="edit.lenet.conv_bias").set_value(False).run()
+    assert shows_clean(app) and params(app) == f"{44_878 - (6 + 16 + 120 + 84):,}"
+
+
+def test_scratch_batch_norm_with_group_norm_is_explained_next_to_the_field(app):
+    pick(app, "lenet", "bn-lenet-scratch")
+    app.segmented_control(key="edit.lenet.norm_kind").set_value("group").run()
+    assert not app.exception and app.session_state["spec"] == PRESETS["bn-lenet-scratch"]
+    assert "norm_kind" in messages(app.error) and "scratch" in messages(app.error)
+
+
+def test_the_vgg_gap_head_is_a_switch_on_the_form(app):
+    pick(app, "vgg")
+    app.segmented_control(key="edit.vgg.head").set_value("gap").run()
+    assert shows_clean(app) and app.session_state["spec"].head == "gap"
+    assert "hidden" in messages(app.warning)  # the hidden dense layers are still there
+
+
+def test_the_totals_show_macs_and_the_smallest_input(app):
+    pick(app, "googlenet")
+    metrics = {m.label: m.value for m in app.metric}
+    table = inspect_spec(PRESETS["googlenet"])
+    assert metrics["Smallest input"] == "1 px"
+    assert metrics["MACs per image"] != metrics["FLOPs per image"] and table.total_macs
+    app.number_input(key="edit.googlenet.input_size").set_value(32).run()
+    assert not app.exception and "1x1" in messages(app.warning)
+
+
+def test_side_by_side_compares_this_model_with_the_chapters_networks(app):
+    open_view(pick(app, "lenet", "bn-lenet"), "Side by side")
+    assert shows_clean(app)
+    frame = table_with(app, "smallest input")
+    assert frame["model"].tolist() == ["this model", "alexnet", "vgg11", "nin", "googlenet"]
+    assert frame["params"].tolist() == [44_878, 46_764_746, 128_806_154, 1_992_166, 5_977_530]
+    app.multiselect(key="side_by_side").set_value(["bn-lenet", "bn-lenet-no-bn"]).run()
+    assert table_with(app, "smallest input")["params"].tolist() == [44_878, 44_426]

@@ -119,3 +119,16 @@ def test_summary_refuses_a_batch_size_below_one(capsys, value):
         main(["summary", "bn-lenet", "--batch-size", value])
     assert stop.value.code == 2
     assert "--batch-size" in capsys.readouterr().err
+
+
+def test_summary_shows_macs_beside_flops(capsys):
+    code, out, _ = run_cli(capsys, "summary", "lenet")
+    header = out.splitlines()[0].split()
+    assert header.index("MACs") == header.index("FLOPs") + 1
+    conv1 = next(line for line in out.splitlines() if line.split()[0] == "conv1.0")
+    assert f"{6 * 25 * 28 * 28:,}" in conv1.split()  # 6 x 1 x 5 x 5 x 28 x 28 multiply-adds
+    assert "MACs per image" in out
+    code, out, _ = run_cli(capsys, "summary", "lenet", "--json")
+    report = json.loads(out)
+    assert report["total_macs"] * 2 == report["total_flops"]
+    assert report["layers"][0]["macs"] == 6 * 25 * 28 * 28

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from cnnlab.arch.checks import SpecError, check, parse_literal, smallest_input, validate
+from cnnlab.analysis.layers import smallest_input
+from cnnlab.arch.checks import SpecError, check, parse_literal, validate
 from cnnlab.arch.parse import spec_from_data, spec_from_json
 from cnnlab.arch.presets import PRESETS
 from cnnlab.arch.specs import AlexNetSpec, GoogLeNetSpec, VGGSpec

@@ -156,9 +156,14 @@ def _leaf(module: nn.Module) -> tuple[str, str | None]:
         return "other", f"dropout {module.p:g}"
     if isinstance(module, nn.ReLU):
         return "extra", None
+    if isinstance(module, nn.Identity):  # a ResNet's norm slot with norm_kind "none"
+        return "extra", None
+    if isinstance(module, nn.GroupNorm):  # one group normalises over C, H, W: layer norm
+        return "extra", "LN" if module.num_groups == 1 else f"GN{module.num_groups}"
     name = type(module).__name__
     if "Norm" in name:  # nn.BatchNorm2d and the book's from-scratch BatchNorm alike
-        return "extra", "BN" if "Batch" in name else name
+        return "extra", "LN" if isinstance(module, nn.LayerNorm) else "BN" if "Batch" in name \
+            else name
     if type(module).__module__ == "torch.nn.modules.activation":
         return "extra", name.lower()
     return "other", name
@@ -419,12 +424,13 @@ class _Drawer:
             prev, prev_shape = fork, None
             paths = {m: p for p, m in module.named_modules(prefix=path)}
             layers = module.main_path()
-            for i, (conv, _, _) in enumerate(layers, start=1):
-                text = _conv_text(conv)
+            for i, (conv, norm, _) in enumerate(layers, start=1):
+                text, norm_text = _conv_text(conv), _leaf(norm)[1]  # None: no norm (Identity)
                 if module.preact:
-                    parts = ["BN", "ReLU", text]
+                    parts = [norm_text, "ReLU", text]
                 else:
-                    parts = [text, "BN"] + (["ReLU"] if i < len(layers) else [])
+                    parts = [text, norm_text] + (["ReLU"] if i < len(layers) else [])
+                parts = [part for part in parts if part]
                 step = self.node(c, (", ".join(parts),), "conv")
                 self.edge(prev, step, prev_shape)
                 prev, prev_shape = step, self.shapes.get(paths[conv])

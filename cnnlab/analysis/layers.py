@@ -3,7 +3,12 @@
 `inspect_model(model, (N, C, H, W))` runs one forward pass on meta tensors and records, for
 every leaf layer call in execution order, its output shape, parameters, FLOPs, the other ops,
 activation size and receptive field (`LayerTable`); `cnnlab.analysis.recorder` says how each
-is counted. `forward_failure` and `smallest_input_size` answer whether an input fits.
+is counted. `forward_failure`, `smallest_input_size` and `smallest_input` answer whether an
+input fits, `collapsed_before_end` whether the maps reach 1x1 too early.
+
+MACs (multiply-adds, what torchinfo and the seeds count) are FLOPs / 2: FLOPs count only the
+multiply-adds of convolutions and matrix products (2 each), so a layer without them, BN,
+pooling, ReLU, an addition, has 0 MACs; its work is in `other_ops`.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from cnnlab.analysis.meta import (
 )
 from cnnlab.analysis.recorder import Field, Recorder, first_tensor
 from cnnlab.analysis.table_text import format_table
+from cnnlab.arch.checks import MAX_INPUT_SIZE
 from cnnlab.arch.models import build
 from cnnlab.arch.specs import Spec
 from cnnlab.errors import CnnlabError
@@ -62,6 +68,11 @@ class LayerRow:
     jump: int
     kind: str = "other"
 
+    @property
+    def macs(self) -> int:
+        """Multiply-adds per image (conv and dense layers; 0 elsewhere)."""
+        return self.flops // 2
+
 
 @dataclass(frozen=True)
 class BlockRow:
@@ -76,6 +87,11 @@ class BlockRow:
     activation_bytes: int
     receptive_field: int
     jump: int
+
+    @property
+    def macs(self) -> int:
+        """Multiply-adds per image of the block's conv and dense layers."""
+        return self.flops // 2
 
 
 @dataclass(frozen=True)
@@ -146,6 +162,11 @@ class LayerTable:
         return sum(r.flops for r in self.rows)
 
     @property
+    def total_macs(self) -> int:
+        """Multiply-adds per image: total_flops / 2 (torchinfo's "Mult-Adds")."""
+        return self.total_flops // 2
+
+    @property
     def total_other_ops(self) -> int:
         return sum(r.other_ops for r in self.rows)
 
@@ -195,6 +216,7 @@ class LayerTable:
             "total_params": self.total_params,
             "trainable_params": self.trainable_params,
             "total_flops": self.total_flops,
+            "total_macs": self.total_macs,
             "total_other_ops": self.total_other_ops,
             "layers": [_row_dict(r) for r in self.rows],
             "blocks": [_block_dict(b) for b in self.blocks],
@@ -258,6 +280,77 @@ def forward_failure(model: nn.Module, input_shape: tuple[int, ...]) -> Failure |
             meta_model(meta_input(meta_model, shape))
         except Exception as exc:
             return Failure(recorder.failing_layer(), str(exc))
+    return None
+
+
+def smallest_input(spec: Spec) -> int | None:
+    """The smallest square input size (pixels) this spec's network builds and runs at, or None
+    if not even MAX_INPUT_SIZE does (exercise 7.4.2 asks it for GoogLeNet). The spec's own
+    input size plays no part: the network is rebuilt at each size tried, dense head included.
+    Cached by the spec; a spec holding lists is searched afresh each time."""
+    key = spec.replace(input_size=MAX_INPUT_SIZE)
+    try:
+        hash(key)
+    except TypeError:
+        return _smallest_input(key)
+    return _cached_smallest_input(key)
+
+
+def _smallest_input(spec: Spec) -> int | None:
+    # A factory rebuilds the dense head for each size, as the spec would at that size.
+    return smallest_input_size(lambda size: build(spec.replace(input_size=size)),
+                               spec.in_channels, MAX_INPUT_SIZE)
+
+
+_cached_smallest_input = functools.lru_cache(maxsize=128)(_smallest_input)
+
+
+def smallest_uncollapsed_input(spec: Spec) -> int | None:
+    """The smallest square input size at which no convolution runs on a 1x1 map
+    (`collapsed_before_end`), or None if not even MAX_INPUT_SIZE: the other half of exercise
+    7.4.2, since GoogLeNet's padded pools let it run on a single pixel. Cached by the spec."""
+    key = spec.replace(input_size=MAX_INPUT_SIZE)
+    try:
+        hash(key)
+    except TypeError:
+        return _smallest_uncollapsed_input(key)
+    return _cached_smallest_uncollapsed_input(key)
+
+
+def _smallest_uncollapsed_input(spec: Spec) -> int | None:
+    low = smallest_input(spec)
+    if low is None:
+        return None
+
+    def keeps_maps(size: int) -> bool:  # uncached: the search would crowd out the pages' tables
+        return collapsed_before_end(_inspect_spec(spec.replace(input_size=size), 1)) is None
+
+    high = MAX_INPUT_SIZE
+    if not keeps_maps(high):
+        return None
+    while low < high:  # invariant: `high` keeps its maps, nothing below `low` does
+        middle = (low + high) // 2
+        if keeps_maps(middle):
+            high = middle
+        else:
+            low = middle + 1
+    return high
+
+
+_cached_smallest_uncollapsed_input = functools.lru_cache(maxsize=128)(_smallest_uncollapsed_input)
+
+
+def collapsed_before_end(table: LayerTable) -> tuple[str, str] | None:
+    """(the layer whose output is first 1x1, the first convolution after it) when a
+    convolution runs on a 1x1 map, else None. Its 3x3 or 5x5 window then sees one pixel and
+    padding: a network can run at such a size (GoogLeNet runs far below the book's 96) and
+    still have nothing left to look at."""
+    collapsed = None
+    for row in table.rows:
+        if collapsed is not None and row.kind == "conv":
+            return collapsed, row.path
+        if collapsed is None and len(row.output_shape) == 3 and row.output_shape[1:] == (1, 1):
+            collapsed = row.path
     return None
 
 
@@ -392,13 +485,14 @@ def _blocks(rows: tuple[LayerRow, ...], model: nn.Module,
 def _row_dict(row: LayerRow) -> dict[str, Any]:
     return {"name": row.path, "path": row.path, "type": row.type, "block": row.block,
             "depth": row.depth, "output_shape": list(row.output_shape), "params": row.params,
-            "flops": row.flops, "other_ops": row.other_ops,
+            "flops": row.flops, "macs": row.macs, "other_ops": row.other_ops,
             "activation_bytes": row.activation_bytes, "receptive_field": row.receptive_field,
             "jump": row.jump, "kind": row.kind}
 
 
 def _block_dict(block: BlockRow) -> dict[str, Any]:
     return {"name": block.name, "type": block.type, "output_shape": list(block.output_shape),
-            "params": block.params, "flops": block.flops, "other_ops": block.other_ops,
+            "params": block.params, "flops": block.flops, "macs": block.macs,
+            "other_ops": block.other_ops,
             "activation_bytes": block.activation_bytes,
             "receptive_field": block.receptive_field, "jump": block.jump}

@@ -1,8 +1,8 @@
 """Running a module on the `meta` device: shapes without allocating, and quickly.
 
 A meta copy of a real module (no weights copied), eval mode for the pass, an empty meta
-input, and fast meta kernels for the common ops (convolution, pooling, pointwise ops, batch
-norm, reductions, matrix products, concatenation). PyTorch's own meta kernels for these run
+input, and fast meta kernels for the common ops (convolution, pooling, pointwise ops, batch,
+group and layer norm, reductions, matrix products, concatenation). PyTorch's own meta kernels for these run
 Python code: most of a meta forward's time, and on first use they import torch._dynamo and
 sympy, which would double a cold `cnnlab summary`. Anything unusual or invalid still goes to
 PyTorch's kernel, which raises its own error.
@@ -136,6 +136,17 @@ def fast_result(func: Any, args: tuple, kwargs: dict) -> Any:
         # (output, saved mean, saved inverse std), as the meta kernel returns them.
         channels = torch.empty((x.shape[1],), dtype=x.dtype, device="meta")
         return _like(x), channels, channels.clone()
+    if func is aten.native_group_norm.default and args[0].dim() >= 2:
+        x, groups = args[0], args[6]
+        # (output, mean, inverse std), each statistic one per image and group.
+        stats = torch.empty((x.shape[0], groups), dtype=x.dtype, device="meta")
+        return _like(x), stats, stats.clone()
+    if func is aten.native_layer_norm.default and args[0].dim() >= 1:
+        x, normalized = args[0], len(args[1])
+        # The statistics keep the leading dimensions, with 1 for each normalized one.
+        stats = torch.empty((*x.shape[:x.dim() - normalized], *[1] * normalized),
+                            dtype=x.dtype, device="meta")
+        return _like(x), stats, stats.clone()
     if func is aten.convolution.default and not kwargs:
         return _fast_conv(*args)
     if func in (aten.max_pool2d_with_indices.default, aten.avg_pool2d.default) and not kwargs:

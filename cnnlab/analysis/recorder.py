@@ -8,7 +8,8 @@ aten op is counted against the innermost one. Counting rules, all per image:
   and matrix products). Nothing else is counted there.
 * `other_ops`, the ops those formulas leave out, counted from tensor sizes:
   elementwise ops (ReLU, sigmoid, the residual addition, ...): 1 per output element;
-  batch norm: 4 per output element (subtract the mean, divide by the std, scale, shift);
+  batch norm, and group and layer norm alike: 4 per output element (subtract the mean,
+  divide by the std, scale, shift; the statistics themselves are not counted);
   max/avg pooling: kernel area per output element; global/adaptive pooling and means:
   1 per input element; concatenation: 1 per output element (a copy);
   the bias of a conv or linear layer: 1 per output element. Views (flatten) and dropout at
@@ -38,6 +39,7 @@ from cnnlab.analysis.meta import MetaMode, fast_result, own_parameters
 from cnnlab.shapes import largest_side
 
 BATCH_NORM_OPS_PER_ELEMENT = 4  # (x - mean) / std * gamma + beta
+_NORM_OPS = ("batch_norm", "group_norm", "layer_norm")
 
 _POOLS = {"max_pool2d", "max_pool2d_with_indices", "avg_pool2d"}
 _ADAPTIVE_POOLS = {"_adaptive_avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d"}
@@ -305,7 +307,7 @@ def _other_ops(func: Any, args: tuple, out: Any) -> int:
         return produced if args[2] is not None else 0  # the bias
     if name == "addmm":
         return produced  # the bias (`self`) added to each output
-    if "batch_norm" in name:
+    if any(norm in name for norm in _NORM_OPS):
         return BATCH_NORM_OPS_PER_ELEMENT * produced
     if name in _POOLS:
         kernel = args[1] if isinstance(args[1], (list, tuple)) else [args[1]]

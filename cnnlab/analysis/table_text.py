@@ -9,7 +9,8 @@ from cnnlab.shapes import shape_text
 if TYPE_CHECKING:  # only for annotations: layers imports this module to format its tables
     from cnnlab.analysis.layers import BlockRow, LayerRow, LayerTable
 
-_HEADER = ("Layer", "Type", "Output", "Params", "FLOPs", "Other ops", "RF", "Jump", "Act. bytes")
+_HEADER = ("Layer", "Type", "Output", "Params", "FLOPs", "MACs", "Other ops", "RF", "Jump",
+           "Act. bytes")
 
 
 def human_bytes(count: int | float) -> str:
@@ -55,7 +56,7 @@ def _lines(table: LayerTable) -> list[tuple[bool, tuple[str, ...]]]:
 
 def _cells(name: str, item: LayerRow | BlockRow) -> tuple[str, ...]:
     return (name, item.type, shape_text(item.output_shape, empty="-"), f"{item.params:,}",
-            f"{item.flops:,}", f"{item.other_ops:,}", str(item.receptive_field), str(item.jump),
+            f"{item.flops:,}", f"{item.macs:,}", f"{item.other_ops:,}", str(item.receptive_field), str(item.jump),
             f"{item.activation_bytes:,}")
 
 
@@ -69,6 +70,7 @@ def _totals_lines(table: LayerTable, batch_size: int, optimizer: str) -> list[st
         f"conv {split.conv_params:,}, fc {split.fc_params:,}",
         f"FLOPs per image: {table.total_flops:,} (conv {split.conv_flops:,}, "
         f"fc {split.fc_flops:,}; 2 per multiply-add)",
+        f"MACs per image (multiply-adds, as torchinfo counts): {table.total_macs:,}",
         f"Other ops per image (BN, activations, pooling, additions, concatenations, biases): "
         f"{table.total_other_ops:,}",
         f"Training memory at batch {batch_size} with {optimizer}: "

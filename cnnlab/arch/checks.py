@@ -183,26 +183,23 @@ def _check_common(c: Checker, spec: Spec) -> None:
 # --- building checks ---------------------------------------------------------------------
 
 
-def smallest_input(spec: Spec, upper: int = MAX_INPUT_SIZE) -> int | None:
-    """The smallest square input size this spec's network accepts, or None up to `upper`."""
-    from cnnlab.analysis.layers import smallest_input_size
-    from cnnlab.arch.models import build
-
-    # A factory rebuilds the dense head for each size, as the spec would at that size.
-    return smallest_input_size(lambda size: build(spec.replace(input_size=size)),
-                               spec.in_channels, upper)
-
-
 def _check_build(c: Checker, spec: Spec) -> None:
     """Build on meta and push an input through: catches the spatial collapse and giant nets."""
-    from cnnlab.analysis.layers import InspectionError, inspect_spec
+    from cnnlab.analysis.layers import (
+        InspectionError,
+        collapsed_before_end,
+        inspect_spec,
+        smallest_input,
+        smallest_uncollapsed_input,
+    )
     from cnnlab.arch.models.common import SpatialCollapse
 
     size = spec.input_size
     failure = None
     try:
         # The cached table the summary and the pages show next: one meta forward for all.
-        params = inspect_spec(spec).total_params
+        table = inspect_spec(spec)
+        params = table.total_params
     except InspectionError as exc:
         failure = (exc.layer, exc.message)
     except SpatialCollapse as exc:  # the dense head found no features left to size itself
@@ -219,6 +216,12 @@ def _check_build(c: Checker, spec: Spec) -> None:
     if params > MAX_PARAMS:
         c.error("spec", f"the network has {params:,} parameters",
                 f"stay under {MAX_PARAMS:,}: lower the width, channels or dense sizes")
+    collapse = collapsed_before_end(table)
+    if collapse is not None:
+        c.warn("input_size", f"at {size}x{size} the feature maps are 1x1 after layer "
+               f"'{collapse[0]}', so '{collapse[1]}' and the convolutions after it see a single "
+               "pixel", f"use an input size of at least {smallest_uncollapsed_input(spec)}, or "
+               "fewer downsampling layers")
 
 
 def validate(spec: Spec) -> list[Problem]:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnlab.analysis.layers import LayerTable
+from cnnlab.analysis.layers import LayerTable, inspect_spec, smallest_input
+from cnnlab.arch.specs import Spec
 from cnnlab.analysis.table_text import human_bytes
 from cnnlab.shapes import shape_text
 
@@ -36,6 +37,7 @@ def conv_fc_split(table: LayerTable) -> Columns:
         "params": list(params),
         "of params": [share(p, table.total_params) for p in params],
         "FLOPs": list(flops),
+        "MACs": [f // 2 for f in flops],
         "of FLOPs": [share(f, table.total_flops) for f in flops],
     }
 
@@ -62,6 +64,7 @@ def block_rows(table: LayerTable) -> Columns:
         "params": [b.params for b in blocks],
         "of params": [share(b.params, table.total_params) for b in blocks],
         "FLOPs": [b.flops for b in blocks],
+        "MACs": [b.macs for b in blocks],
         "of FLOPs": [share(b.flops, table.total_flops) for b in blocks],
         "other ops": [b.other_ops for b in blocks],
         "activations": [human_bytes(b.activation_bytes) for b in blocks],
@@ -76,9 +79,29 @@ def layer_rows(table: LayerTable) -> Columns:
         "layer": [r.path for r in rows], "type": [r.type for r in rows],
         "output": [shape_text(r.output_shape) for r in rows],
         "params": [r.params for r in rows], "FLOPs": [r.flops for r in rows],
+        "MACs": [r.macs for r in rows],
         "other ops": [r.other_ops for r in rows],
         "activations": [human_bytes(r.activation_bytes) for r in rows],
         "receptive field": [r.receptive_field for r in rows], "jump": [r.jump for r in rows],
+    }
+
+
+def compare_specs(specs: dict[str, Spec], batch_size: int = 128) -> Columns:
+    """One row per named spec, costs only, no training: parameters, FLOPs and MACs per image,
+    float32 memory to train at `batch_size` with plain SGD and to predict one image, and the
+    smallest input the network runs at (exercise 7.4.3 compares AlexNet, VGG, NiN and
+    GoogLeNet this way). Check the specs first (`cnnlab.arch.checks.check`)."""
+    tables = {name: inspect_spec(spec) for name, spec in specs.items()}
+    return {
+        "model": list(tables),
+        "input": [shape_text(t.input_shape) for t in tables.values()],
+        "params": [t.total_params for t in tables.values()],
+        "FLOPs": [t.total_flops for t in tables.values()],
+        "MACs": [t.total_macs for t in tables.values()],
+        "training memory": [human_bytes(t.memory(batch_size, "sgd").total)
+                            for t in tables.values()],
+        "inference memory": [human_bytes(t.inference_memory(1)) for t in tables.values()],
+        "smallest input": [smallest_input(spec) for spec in specs.values()],
     }
 
 

@@ -161,9 +161,10 @@ def batch_norm_layers(model: nn.Module) -> list[BNLayer]:
             gamma = module.weight if module.weight is not None else torch.ones(c)
             beta = module.bias if module.bias is not None else torch.zeros(c)
             mean, var = module.running_mean, module.running_var
-        else:  # the book's from-scratch BatchNorm
-            gamma, beta = module.gamma, module.beta
+        else:  # the book's from-scratch BatchNorm; affine=False (exercise 7.5.5): no gamma, beta
             mean, var = module.moving_mean, module.moving_var
+            gamma = module.gamma if module.gamma is not None else torch.ones_like(mean)
+            beta = module.beta if module.beta is not None else torch.zeros_like(mean)
         layers.append(BNLayer(path, _vector(gamma), _vector(beta),
                               None if mean is None else _vector(mean),
                               None if var is None else _vector(var)))
