@@ -1,4 +1,5 @@
-"""The command line: `python -m cnnlab presets | summary | diagram | train | runs | reproduce`.
+"""The command line: `python -m cnnlab presets | summary | diagram | train | runs | metrics |
+report | reproduce`.
 
 Every command works on a spec: a preset name or a JSON file, with optional overrides.
 Bad input prints the validation messages and exits with status 2, never a traceback.
@@ -248,20 +249,63 @@ def cmd_runs(args: argparse.Namespace) -> int:
     import time
 
     from cnnlab.runs.store import RunStore
+    from cnnlab.views import report
 
     store = RunStore()
-    runs = store.list(limit=args.limit)
+    runs = store.list(limit=args.limit, group=args.group)
+    if args.json or args.csv:
+        print(report.runs_json(runs) if args.json else report.runs_csv(runs), end="\n"
+              if args.json else "")
+        return 0
     if not runs:
         print(f"no runs in {store.runs_dir}")
         return 0
-    print(f"{'id':22s} {'model':18s} {'status':10s} {'epochs':>6s} {'best test acc':>13s}  created")
+    print(f"{'id':22s} {'model':18s} {'status':10s} {'epochs':>6s} {'best test acc':>13s}  created"
+          "  name")
     for run in runs:
         epochs = [e for e in store.metrics(run.id, kind="epoch") if e["epoch"] == int(e["epoch"])]
         best = max((e["test_acc"] for e in epochs), default=None)
         created = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.created_at))
         best_text = f"{best:.3f}" if best is not None else "-"
         print(f"{run.id:22s} {run.model[:18]:18s} {run.status:10s} {len(epochs):6d} "
-              f"{best_text:>13s}  {created}")
+              f"{best_text:>13s}  {created}  {run.name or ''}".rstrip())
+    return 0
+
+
+def _stored_run(store: Any, run_id: str) -> Any:
+    """The run, or CnnlabError naming the id (exit 2 with a message, not a KeyError)."""
+    try:
+        return store.get(run_id)
+    except KeyError:
+        raise CnnlabError(problems=[Problem("run_id", f"no run {run_id!r} in {store.runs_dir}",
+                                            "see `python -m cnnlab runs` for the ids")]) from None
+
+
+def _write_or_print(text: str, output: Path | None) -> None:
+    if output is None:
+        print(text, end="")
+    else:
+        output.write_text(text, encoding="utf-8")
+        print(f"wrote {output}", file=sys.stderr)
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from cnnlab.runs.store import RunStore
+    from cnnlab.views import report
+
+    store = RunStore()
+    run = _stored_run(store, args.run_id)
+    _write_or_print(report.metrics_csv(store.metrics(run.id)), args.output)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from cnnlab.runs.store import RunStore
+    from cnnlab.views import report
+
+    store = RunStore()
+    run = _stored_run(store, args.run_id)
+    _write_or_print(report.report_html(run, store.metrics(run.id)), args.output)
     return 0
 
 
@@ -337,7 +381,25 @@ def parser() -> argparse.ArgumentParser:
 
     runs = commands.add_parser("runs", help="list recorded runs, newest first")
     runs.add_argument("--limit", type=int, default=30, help="show at most this many (default 30)")
+    runs.add_argument("--group", help="only the runs of this group (a pair or a sweep)")
+    formats = runs.add_mutually_exclusive_group()
+    formats.add_argument("--json", action="store_true",
+                         help="every run as JSON: settings, final numbers, estimated and "
+                              "measured memory, spec and config")
+    formats.add_argument("--csv", action="store_true", help="the same numbers as CSV")
     runs.set_defaults(run=cmd_runs)
+
+    metrics = commands.add_parser("metrics", help="a run's per-epoch metrics as CSV")
+    metrics.add_argument("run_id", help="the run's id (see `cnnlab runs`)")
+    metrics.add_argument("--csv", action="store_true", help="CSV (the default and only format)")
+    metrics.add_argument("-o", "--output", type=Path, help="write here instead of printing")
+    metrics.set_defaults(run=cmd_metrics)
+
+    report = commands.add_parser("report", help="a one-page HTML report of a run to hand in")
+    report.add_argument("run_id", help="the run's id (see `cnnlab runs`)")
+    report.add_argument("-o", "--output", type=Path, help="write here (e.g. run.html) instead "
+                                                          "of printing")
+    report.set_defaults(run=cmd_report)
 
     reproduce = commands.add_parser(
         "reproduce", help="train the chapter's models with the book's settings; compare results")

@@ -15,7 +15,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.runs.live import Progress, progress
 from cnnlab.runs.store import Run, Status
 from cnnlab.training.recipes import TEXTBOOK_RESULTS
-from cnnlab.views import run_display
+from cnnlab.views import report, run_display
 from cnnlab.views.curves import training_curves
 from cnnlab.views.text import markdown_text, progress_text, run_option
 from pages._shared import job_manager, run_events, run_store
@@ -119,6 +119,19 @@ def live(run_id: str, polling: bool) -> None:
     run_state(run, now)
     if events:
         run_curves(run, now, events)
+    if run.status.terminal:
+        downloads(run, events)
+
+
+def downloads(run: Run, events: list[dict]) -> None:
+    """A finished run's per-epoch metrics as CSV and its one-page report, to keep or hand in."""
+    left, right = st.columns(2)
+    left.download_button("Metrics per epoch (CSV)", report.metrics_csv(events),
+                         f"{run.id}-metrics.csv", "text/csv", icon=":material/download:",
+                         key=key(f"csv.{run.id}"))
+    right.download_button("Run report (HTML)", report.report_html(run, events),
+                          f"{run.id}-report.html", "text/html", icon=":material/description:",
+                          key=key(f"report.{run.id}"))
 
 
 def run_head(run: Run) -> None:
@@ -159,7 +172,7 @@ def run_state(run: Run, now: Progress) -> None:
 
 def run_curves(run: Run, now: Progress, events: list[dict]) -> None:
     book = TEXTBOOK_RESULTS.get(run.model)
-    on_full_data = run_display.run_data(run) == "full"
+    on_full_data = report.comparable_with_book(run)  # all 60,000 images, as the book
     figure = curves_figure(run.id, events[-1]["seq"], now.planned_epochs or now.epochs,
                            book.test_acc if book is not None and on_full_data else None)
     st.plotly_chart(figure, key=key("curves"), config={"displayModeBar": False})

@@ -1,7 +1,10 @@
 """Compare: pick runs, see their curves overlaid and a table of what each cost (parameters,
-FLOPs), how fast it trained and how accurate it ended, each model beside the textbook's row.
+FLOPs, memory estimated and measured), how fast it trained and how accurate it ended, each
+model beside the textbook's row; the fields that differ between the runs are columns. A group
+(a pair or a sweep) can be picked at once, and a sweep is drawn against the value it varied.
 
-`cnnlab.views.compare` builds the table and gathers the curves; `cnnlab.views.curves` draws them.
+`cnnlab.views.compare` builds the table and gathers the curves; `cnnlab.views.curves` and
+`cnnlab.views.figures` draw them; `cnnlab.views.report` makes the downloads.
 """
 
 from __future__ import annotations
@@ -10,9 +13,18 @@ import pandas as pd
 import streamlit as st
 
 from cnnlab.errors import CnnlabError
-from cnnlab.runs.store import Run, Status
-from cnnlab.views.compare import COLUMNS, compare_table, curves_for, textbook_references
+from cnnlab.runs.store import Run, Status, groups
+from cnnlab.views import report
+from cnnlab.views.compare import (
+    COLUMNS,
+    compare_table,
+    curves_for,
+    sweep_points,
+    table_columns,
+    textbook_references,
+)
 from cnnlab.views.curves import overlaid_curves
+from cnnlab.views.figures import sweep_figure
 from cnnlab.views.text import markdown_text, run_option
 from pages._shared import run_store
 
@@ -28,7 +40,24 @@ def default_choice(runs: list[Run]) -> list[str]:
 
 
 def table_frame(rows: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=list(COLUMNS)).rename(columns=COLUMNS)
+    columns = table_columns(rows)
+    return pd.DataFrame(rows, columns=list(columns)).rename(columns=columns)
+
+
+def on_group_pick() -> None:
+    """Choosing a group chooses its runs (before the run picker is drawn)."""
+    group = st.session_state["compare.group"]
+    if group is not None:
+        st.session_state["compare.runs"] = [r.id for r in run_store().list(group=group)][::-1]
+
+
+def sweep_view(group: str) -> None:
+    """A group's final numbers against the value its runs vary."""
+    field, points = sweep_points(run_store(), group)
+    st.subheader(f"Sweep: {markdown_text(field) if field else 'each run'}")
+    st.plotly_chart(sweep_figure(field, points))
+    if any(p["diverged"] for p in points):
+        st.caption("A red cross marks a run that diverged: it has no accuracy to plot.")
 
 
 st.title("Compare runs")
@@ -47,7 +76,16 @@ if not runs:
     st.stop()
 
 by_id = {r.id: r for r in runs}
-chosen = st.multiselect("Runs", list(by_id), default=default_choice(runs), key="compare.runs",
+found = groups(runs)
+group = None
+if found:
+    group = st.selectbox("Group (a pair or a sweep)", list(found), index=None,
+                         key="compare.group", on_change=on_group_pick,
+                         placeholder="Pick a group to compare its runs",
+                         format_func=lambda g: f"{g} ({len(found[g])} runs)")
+picked = [i for i in st.session_state.get("compare.runs", default_choice(runs)) if i in by_id]
+st.session_state["compare.runs"] = picked  # set here, not as a default: a group sets it too
+chosen = st.multiselect("Runs", list(by_id), key="compare.runs",
                         format_func=lambda i: run_option(by_id[i]),
                         placeholder="Choose runs to compare")
 if not chosen:
@@ -75,8 +113,9 @@ def results(run_ids: list[str]) -> None:
     right.plotly_chart(overlaid_curves(curves, "train_loss"))
 
     st.subheader("Cost, speed and accuracy")
+    frame = table_frame(rows)
     st.dataframe(
-        table_frame(rows), hide_index=True,
+        frame, hide_index=True,
         column_config={
             COLUMNS["params"]: st.column_config.NumberColumn(format="localized"),
             COLUMNS["flops"]: st.column_config.NumberColumn(format="compact",
@@ -85,14 +124,27 @@ def results(run_ids: list[str]) -> None:
             COLUMNS["examples_per_s"]: st.column_config.NumberColumn(format="%.0f"),
             COLUMNS["test_acc"]: st.column_config.NumberColumn(format="%.3f"),
             COLUMNS["vs_book"]: st.column_config.NumberColumn(
-                format="%+.3f", help="this run's test accuracy minus the book's"),
+                format="%+.3f", help="this run's test accuracy minus the book's, for runs "
+                                     "on the book's full data only"),
+            COLUMNS["memory_estimated"]: st.column_config.NumberColumn(
+                format="%.0f", help="the estimate made before launch"),
+            COLUMNS["memory_measured"]: st.column_config.NumberColumn(
+                format="%.0f", help="peak resident memory of the worker on a CPU; "
+                                    "torch.cuda.max_memory_allocated on a GPU"),
         },
     )
+    left, right = st.columns(2)
+    left.download_button("This table as CSV", frame.to_csv(index=False), "compare.csv",
+                         "text/csv", icon=":material/download:", key="compare.csv")
+    right.download_button("These runs' settings and results as CSV",
+                          report.runs_csv([store.get(i) for i in run_ids]), "runs.csv",
+                          "text/csv", icon=":material/download:", key="compare.runs_csv")
     notes = ["The book's rows: 10 epochs on all 60,000 training images, examples/s on its "
              "GPU with a DataLoader pipeline; its time per run was not printed."]
-    if any(row["data"] == "sample" and row["id"] for row in rows):
-        notes.append("Runs on the bundled **sample** (3,000 training images) are not comparable "
-                     "in accuracy with the book's.")
+    if any(row["id"] and not row["comparable"] for row in rows):
+        notes.append("Runs on the bundled **sample** (3,000 training images) or on a subset "
+                     "are not comparable in accuracy with the book's, so they get no "
+                     "difference from it.")
     if any(row["id"] and row["textbook"] is None for row in rows):
         notes.append("The book trained no model like some of these runs, so they have no book row.")
     st.caption(" ".join(notes))
@@ -101,3 +153,5 @@ def results(run_ids: list[str]) -> None:
 
 
 results(chosen)
+if group is not None:
+    sweep_view(group)

@@ -23,7 +23,7 @@ from cnnlab.training.recipes import default_config
 from cnnlab.views import train_form
 from cnnlab.views.text import markdown_text, short
 from pages._run_view import all_runs, key, watch, watched_run
-from pages._shared import job_manager, show_problems
+from pages._shared import job_manager, run_store, show_problems
 
 FROM_ARCHITECTURE = "architecture"  # the model choice that means st.session_state["spec"]
 DEFAULT_PRESET = "bn-lenet"  # trains in a minute on a CPU: a good first run
@@ -168,7 +168,7 @@ def data_and_device(form: Form) -> None:
         form(st.number_input, "seed", "Seed", step=1,
              help="Same seed, same weights and batch order")
     with st.expander("More options"):
-        row = st.columns(3)
+        row = st.columns(4)
         with row[0]:
             form(st.number_input, "max_steps", "Stop after this many steps", step=10,
                  placeholder="all", help="Empty trains every epoch; a small number makes a quick "
@@ -178,6 +178,11 @@ def data_and_device(form: Form) -> None:
                  help="How often the curves get a point")
         with row[2]:
             form(st.toggle, "flip", "Random left-right flips")
+        with row[3]:
+            form(st.toggle, "bn_recalibration", "Precise BN",
+                 help="Before each evaluation, recompute BatchNorm's statistics over "
+                      f"{train_form.PRECISE_BN_BATCHES} training batches. Off: the moving "
+                      "averages, as the book does")
 
 
 def checked_config(form: Form) -> TrainConfig | None:
@@ -206,15 +211,18 @@ def launch(spec: Spec, config: TrainConfig | None) -> None:
     # browser delivers its trigger again to a later rerun (Streamlit replays triggers across
     # coalesced reruns, and the live view reruns every second).
     launches = st.session_state.get(key("launches"), 0)
+    name = train_form.run_name(st.text_input(
+        "Run name", key=key("name"), max_chars=train_form.MAX_NAME,
+        placeholder="optional, e.g. 'BN-LeNet at lr 0.5'", help="Shown wherever runs are listed"))
     if not st.button("Start training", type="primary", icon=":material/play_arrow:",
                      disabled=not check.fits, key=key(f"start.{launches}")):
         return
     if not check.fits or config is None:  # the button is disabled then; refuse a forced click
         st.error(f"Not started. {check.message}", icon=":material/block:")
         return
-    name = train_form.model_name(spec)
+    model = train_form.model_name(spec)
     try:
-        run_id = job_manager().submit(name, spec, config)
+        run_id = job_manager().submit(model, spec, config, name=name)
     except CnnlabError as exc:  # a SpecError or ConfigError lists its problems
         st.error("Not started:" if exc.problems else f"Not started: {markdown_text(str(exc))}",
                  icon=":material/error:")
@@ -225,7 +233,71 @@ def launch(spec: Spec, config: TrainConfig | None) -> None:
         return
     st.session_state[key("launches")] = launches + 1
     watch(run_id)
-    st.toast(f"Queued {markdown_text(name)}", icon=":material/play_arrow:")
+    st.toast(f"Queued {markdown_text(name or model)}", icon=":material/play_arrow:")
+
+
+# --- pairs and sweeps ----------------------------------------------------------------------
+
+
+def queued(result: train_form.Queued, slot: Any) -> None:
+    """Watch the first run of a queued group, or show the problems under the inputs."""
+    if result.problems:
+        show_problems(list(result.problems), lambda field: slot)
+        return
+    st.session_state[key("groups")] = st.session_state.get(key("groups"), 0) + 1
+    watch(result.ids[-1])
+    slot.success(f"Queued {len(result.ids)} runs as group *{markdown_text(result.group)}*; "
+                 "compare them on the **Compare** page.", icon=":material/done_all:")
+
+
+def duplicate_form(run_id: str | None) -> None:
+    """Pair the watched run with a copy that differs in one field."""
+    try:
+        run = run_store().get(run_id) if run_id else None
+    except KeyError:
+        run = None
+    if run is None:
+        st.caption("Watch a run (below) to duplicate it with one change.")
+        return
+    st.caption(f"The run you watch, **{markdown_text(run.label)}**, and a copy with one field "
+               "changed: same seed, same data.")
+    row = st.columns([2, 2, 1], vertical_alignment="bottom")
+    field = row[0].selectbox("Field to change", train_form.experiment_fields(run.spec),
+                             key=key("pair.field"))
+    value = row[1].text_input("New value", key=key("pair.value"), placeholder="e.g. 0.5 or none")
+    slot = st.container()
+    # Keyed by the groups this session queued, as the Start button is: a click is one group.
+    groups = st.session_state.get(key("groups"), 0)
+    if row[2].button("Duplicate", icon=":material/content_copy:", key=key(f"pair.go.{groups}")):
+        queued(train_form.duplicate(job_manager(), run.id, field, value,
+                                    st.session_state.get(key("name"), "")), slot)
+
+
+def sweep_form(spec: Spec, config: TrainConfig | None) -> None:
+    """One run of the form's model and settings per value of one field."""
+    if config is None:
+        st.caption("Fix the problems marked above to sweep.")
+        return
+    st.caption("The model and settings above, once per value: a group to compare.")
+    row = st.columns([2, 2, 1], vertical_alignment="bottom")
+    field = row[0].selectbox("Field to sweep", train_form.experiment_fields(spec),
+                             key=key("sweep.field"))
+    values = row[1].text_input("Values", key=key("sweep.values"),
+                               placeholder="e.g. 0.01, 0.1, 1, 10, 50")
+    slot = st.container()
+    groups = st.session_state.get(key("groups"), 0)
+    if row[2].button("Sweep", icon=":material/stacked_line_chart:", key=key(f"sweep.go.{groups}")):
+        queued(train_form.sweep(job_manager(), spec, config, field, values,
+                                st.session_state.get(key("name"), "")), slot)
+
+
+def experiments(spec: Spec, config: TrainConfig | None) -> None:
+    st.subheader("Pairs and sweeps")
+    pair, many = st.tabs(["Duplicate with one change", "Sweep"])
+    with pair:
+        duplicate_form(st.session_state.get("selected_run") or st.query_params.get("run"))
+    with many:
+        sweep_form(spec, config)
 
 
 # --- the page --------------------------------------------------------------------------------
@@ -240,4 +312,5 @@ hyperparameters(model, form)
 data_and_device(form)
 config = checked_config(form)
 launch(model, config if buildable else None)
+experiments(model, config if buildable else None)
 all_runs(watched_run())

@@ -3,6 +3,9 @@ sample, a few steps each."""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 from pathlib import Path
 
 import pytest
@@ -55,3 +58,37 @@ def test_cli_reproduce_refuses_models_the_chapter_does_not_train(runs_dir: Path,
 def test_cli_train_on_cuda_without_a_gpu_exits_2(runs_dir: Path, capsys) -> None:
     assert cli.main(["train", "bn-lenet", "--device", "cuda", "--data", "sample"]) == 2
     assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_cli_runs_json_and_csv_show_estimated_and_measured_memory(runs_dir: Path, capsys) -> None:
+    cli.main(["train", "bn-lenet", "--data", "sample", "--max-steps", "3", "--name", "a, b"])
+    capsys.readouterr()
+    assert cli.main(["runs", "--json"]) == 0
+    (record,) = json.loads(capsys.readouterr().out)
+    assert record["name"] == "a, b" and record["data"] == "sample"
+    # The CLI trains in its own process: the measured peak is that process's resident set.
+    assert record["memory_estimated"] > 0 and record["memory_measured"] > 0
+    assert record["spec"]["family"] == "lenet"
+    assert cli.main(["runs", "--csv"]) == 0
+    (row,) = csv.DictReader(io.StringIO(capsys.readouterr().out))
+    assert row["name"] == "a, b" and int(row["memory_measured"]) == record["memory_measured"]
+
+
+def test_cli_metrics_and_report_write_a_runs_epochs_and_page(runs_dir: Path, capsys,
+                                                            tmp_path: Path) -> None:
+    cli.main(["train", "bn-lenet", "--data", "sample", "--epochs", "2", "--name", "<b>me</b>"])
+    capsys.readouterr()
+    (run,) = RunStore(runs_dir).list()
+    assert cli.main(["metrics", run.id, "--csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [float(r["epoch"]) for r in rows] == [1.0, 2.0] and 0 < float(rows[1]["test_acc"]) <= 1
+    page = tmp_path / "report.html"
+    assert cli.main(["report", run.id, "-o", str(page)]) == 0
+    text = page.read_text()
+    assert "<svg" in text and "&lt;b&gt;me&lt;/b&gt;" in text and "<b>me</b>" not in text
+    assert "http" not in text.replace("http://www.w3.org/2000/svg", "")  # nothing to fetch
+
+
+def test_cli_metrics_of_an_unknown_run_exits_2_naming_it(runs_dir: Path, capsys) -> None:
+    assert cli.main(["metrics", "nope"]) == 2
+    assert "run_id: no run 'nope'" in capsys.readouterr().err

@@ -12,6 +12,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from cnnlab.arch.presets import PRESETS
+from cnnlab.runs.recorded import run_recorded
 from cnnlab.runs.store import RunStore
 from tests.conftest import ONE_EPOCH, record_tiny_run
 
@@ -200,3 +201,23 @@ def test_compare_without_runs_says_how_to_start_one(tmp_path, monkeypatch) -> No
 
         job_manager().shutdown(wait=True, cancel=True)
         st.cache_resource.clear()
+
+
+def test_compare_picks_a_groups_runs_and_draws_the_sweep(runs_dir) -> None:
+    store = RunStore(runs_dir)
+    for lr in (0.5, 2.0):
+        run = store.create("bn-lenet", PRESETS["bn-lenet"].to_dict(),
+                           ONE_EPOCH.replace(lr=lr, max_steps=3).to_dict(),
+                           name=f"<i>lr</i> {lr:g}", group="lr sweep", data_source="sample")
+        store.mark_running(run.id, pid=1, device="cpu", data_source="sample")
+        run_recorded(store, run.id)
+    at = open_page("pages/compare.py")
+    at.selectbox(key="compare.group").set_value("lr sweep").run()
+    assert not at.exception
+    assert len(at.multiselect(key="compare.runs").value) == 2
+    table = at.dataframe[0].value
+    assert list(table.columns[:2]) == ["Run", "lr"]  # the varied field, beside the name
+    assert sorted(table["lr"].dropna()) == ["0.5", "2"]
+    assert list(table[table["Source"] == "this run"]["Data"]) == ["sample", "sample"]
+    assert any("Sweep: lr" in h.value for h in at.subheader)
+    assert len(at.get("plotly_chart")) == 3  # two curve charts and the sweep

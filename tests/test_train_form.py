@@ -111,3 +111,37 @@ def test_a_resized_preset_keeps_its_recipe_note_but_not_the_books_result():
     note = train_form.recipe_note(resized)
     assert "textbook's for bn-lenet" in note and "d2l 7.5.5" in note
     assert "0.814" not in note  # the book trained it at 28 px
+
+
+def test_the_precise_bn_switch_sets_the_batches_of_recalibration():
+    assert form()["bn_recalibration"] is True
+    on, _ = train_form.config_from_form(form())
+    off, _ = train_form.config_from_form(form(bn_recalibration=False))
+    assert (on.bn_recalibration, off.bn_recalibration) == (train_form.PRECISE_BN_BATCHES, 0)
+
+
+def test_a_run_name_is_trimmed_capped_and_empty_means_none():
+    assert train_form.run_name("  my pair  ") == "my pair"
+    assert train_form.run_name("   ") is None
+    assert len(train_form.run_name("x" * 500)) == train_form.MAX_NAME
+
+
+def test_a_bad_sweep_or_duplicate_comes_back_as_field_named_problems(tmp_path):
+    from cnnlab.runs.jobs import JobManager
+    from cnnlab.runs.store import RunStore
+
+    manager = JobManager(RunStore(tmp_path / "runs"), cpu_slots=0)
+    try:
+        spec, config = PRESETS["bn-lenet"], TrainConfig(data="sample", device="cpu")
+        bad = train_form.sweep(manager, spec, config, "lr", "0.1, -1")
+        assert [p.field for p in bad.problems] == ["lr"] and bad.ids == ()
+        assert manager.store.list() == []  # nothing queued
+        good = train_form.sweep(manager, spec, config, "pool", "avg, max", name="pools")
+        assert len(good.ids) == 2 and good.problems == ()
+        assert [r.name for r in manager.store.list(group=good.group)] == [
+            "pools · pool=max", "pools · pool=avg"]
+        pair = train_form.duplicate(manager, good.ids[0], "colour", "red")
+        assert [p.field for p in pair.problems] == ["colour"]
+        assert "batch_norm" in train_form.experiment_fields(spec)
+    finally:
+        manager.shutdown()

@@ -260,3 +260,45 @@ def test_another_session_finds_the_run_in_the_table_and_can_watch_it(store):
     reloaded.run()
     reloaded.switch_page("pages/train.py").run()
     assert reloaded.session_state["selected_run"] == run_id
+
+
+def test_a_named_run_shows_its_escaped_name_and_offers_its_metrics_and_report(store):
+    at = tiny_run(train_page())
+    at.text_input(key="train.name").set_value("*my* run").run()
+    run_id = start(at)
+    assert store.get(run_id).name == "*my* run"
+    poll(at, store, run_id, lambda run: run.status.terminal)
+    assert any(r"\*my\* run" in m.value for m in at.markdown)  # escaped, not italics
+    labels = [b.label for b in at.get("download_button")]
+    assert labels == ["Metrics per epoch (CSV)", "Run report (HTML)"]
+    row = table_row(at, run_id, until=lambda row: row["status"] == "done")
+    assert row["name"] == "*my* run"
+
+
+def test_a_sweep_with_a_bad_value_says_which_field_then_queues_a_group(store):
+    at = tiny_run(train_page())
+    at.number_input(key="train.max_steps").set_value(2).run()
+    at.selectbox(key="train.sweep.field").set_value("lr")
+    at.text_input(key="train.sweep.values").set_value("0.1, -1").run()
+    next(b for b in at.button if b.label == "Sweep").click().run()
+    assert not at.exception
+    assert "`lr`: must be a positive number" in texts(at.error)
+    assert store.list() == []
+    at.text_input(key="train.sweep.values").set_value("0.1, 0.5").run()
+    next(b for b in at.button if b.label == "Sweep").click().run()
+    runs = store.list()
+    assert [r.config["lr"] for r in runs] == [0.5, 0.1] and runs[0].group == runs[1].group
+    assert at.session_state["selected_run"] == runs[0].id
+
+
+def test_the_watched_run_is_duplicated_with_one_change(store):
+    at = tiny_run(train_page())
+    at.number_input(key="train.max_steps").set_value(2).run()
+    run_id = start(at)
+    at.selectbox(key="train.pair.field").set_value("batch_norm")
+    at.text_input(key="train.pair.value").set_value("none").run()
+    next(b for b in at.button if b.label == "Duplicate").click().run()
+    assert not at.exception
+    copy = store.get(at.session_state["selected_run"])
+    assert copy.id != run_id and copy.spec["batch_norm"] == "none"
+    assert copy.group == store.get(run_id).group is not None

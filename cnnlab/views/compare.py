@@ -15,9 +15,10 @@ from cnnlab.arch import presets
 from cnnlab.arch.checks import SpecError
 from cnnlab.arch.parse import spec_from_data
 from cnnlab.arch.specs import Spec
+from cnnlab.runs.experiments import VARIABLE_FIELDS, value_text
 from cnnlab.runs.store import Run, RunStore, Status
 from cnnlab.training.recipes import TEXTBOOK_RECIPES, TEXTBOOK_RESULTS
-from cnnlab.views.text import data_label
+from cnnlab.views.report import comparable_with_book, data_text
 
 Row = dict[str, Any]
 
@@ -35,9 +36,13 @@ COLUMNS: dict[str, str] = {
     "data": "Data",
     "input_size": "Input (px)",
     "device": "Device",
+    "memory_estimated": "Memory estimated (MiB)",
+    "memory_measured": "Memory measured (MiB)",
     "status": "Status",
     "model": "Model",
 }
+VARIED = "varied:"  # row keys of the fields that differ between the runs: "varied:lr"
+MIB = 2**20
 
 
 def _spec(run: Run) -> Spec | None:
@@ -75,8 +80,28 @@ def _last(events: list[dict[str, Any]], key: str) -> Any:
     return None
 
 
-def run_row(store: RunStore, run: Run) -> Row:
-    """One run's row: what it costs, how fast it trained and how accurate it ended."""
+def _setting(run: Run, field: str) -> Any:
+    return run.config.get(field) if field in VARIABLE_FIELDS else run.spec.get(field)
+
+
+def varied_fields(runs: list[Run]) -> list[str]:
+    """The config and spec fields whose values differ between `runs` (config fields first,
+    spec fields in the order the first run's spec has them): the columns that tell the rows
+    apart. The data is its own column."""
+    names = [f for f in VARIABLE_FIELDS if f not in ("data", "subset")]
+    names += [f for run in runs for f in run.spec if f != "family"]
+    unique = list(dict.fromkeys(names))
+    return [f for f in unique
+            if len({repr(_setting(run, f)) for run in runs}) > 1]
+
+
+def _mib(value: Any) -> float | None:
+    return value / MIB if isinstance(value, (int, float)) else None
+
+
+def run_row(store: RunStore, run: Run, varied: list[str] | tuple[str, ...] = ()) -> Row:
+    """One run's row: what it costs, how fast it trained and how accurate it ended, and its
+    value of each `varied` field (under "varied:<field>")."""
     spec = _spec(run)
     params, flops = _cost(spec)
     result = run.result
@@ -92,11 +117,15 @@ def run_row(store: RunStore, run: Run) -> Row:
     speed = result.get("examples_per_s") or _last(epochs, "examples_per_s")
     return {
         "run": run.label, "source": "this run", "model": run.model, "status": str(run.status),
-        "data": data_label(run), "input_size": spec.input_size if spec else None,
+        "data": data_text(run), "input_size": spec.input_size if spec else None,
         "params": result.get("params", params), "flops": flops,
         "epochs": result.get("epochs_done", len(epochs)), "time_s": seconds,
         "examples_per_s": speed, "test_acc": test_acc, "vs_book": None,
         "device": result.get("device") or run.device, "id": run.id, "textbook": textbook_key(run),
+        "memory_estimated": _mib(result.get("memory_estimated")),
+        "memory_measured": _mib(result.get("memory_measured")),
+        "comparable": comparable_with_book(run),
+        **{f"{VARIED}{f}": value_text(_setting(run, f)) for f in varied},
     }
 
 
@@ -112,6 +141,7 @@ def textbook_row(name: str) -> Row:
         "params": params, "flops": flops, "epochs": recipe.epochs if recipe else 10,
         "time_s": None, "examples_per_s": book.examples_per_s, "test_acc": book.test_acc,
         "vs_book": None, "device": "the book's GPU", "id": None, "textbook": name,
+        "memory_estimated": None, "memory_measured": None, "comparable": True,
     }
 
 
@@ -119,13 +149,17 @@ def compare_table(store: RunStore, run_ids: list[str]) -> list[Row]:
     """Rows for the runs, in the order given, grouped by textbook model: each model's runs,
     then the book's row for that model (once). Keys are those of COLUMNS plus "id" (None for
     the book's rows) and "textbook" (the TEXTBOOK_RESULTS key, or None when the book did not
-    train this model); "vs_book" is a run's test accuracy minus the book's. Values may be None
-    where a run has not reported them yet.
+    train this model), "comparable" (trained on the book's full data) and "varied:<field>"
+    for each field that differs between the runs (see `table_columns`). "vs_book" is a run's
+    test accuracy minus the book's, for comparable runs only. Values may be None where a run
+    has not reported them yet.
     Raises KeyError for an unknown run id."""
     groups: dict[str | None, list[Row]] = {}
     order: list[str | None] = []
-    for run_id in run_ids:
-        row = run_row(store, store.get(run_id))
+    runs = [store.get(run_id) for run_id in run_ids]
+    varied = varied_fields(runs)
+    for run in runs:
+        row = run_row(store, run, varied)
         key = row["textbook"]
         if key not in groups:
             groups[key] = []
@@ -138,11 +172,19 @@ def compare_table(store: RunStore, run_ids: list[str]) -> list[Row]:
             continue
         book = textbook_row(key)
         for row in groups[key]:
-            if row["test_acc"] is not None:
+            if row["test_acc"] is not None and row["comparable"]:
                 row["vs_book"] = row["test_acc"] - book["test_acc"]
             rows.append(row)
         rows.append(book)
     return rows
+
+
+def table_columns(rows: list[Row]) -> dict[str, str]:
+    """COLUMNS with each varied field's column after the run's name: {"varied:lr": "lr"}."""
+    varied = list(dict.fromkeys(k for row in rows for k in row if k.startswith(VARIED)))
+    columns = dict(COLUMNS)
+    first = {"run": columns.pop("run"), **{k: k.removeprefix(VARIED) for k in varied}}
+    return {**first, **columns}
 
 
 def textbook_references(rows: list[Row]) -> dict[str, float]:
@@ -150,6 +192,27 @@ def textbook_references(rows: list[Row]) -> dict[str, float]:
     {"book: bn-lenet 0.814": 0.814, ...}."""
     return {f"book: {row['model']} {row['test_acc']:.3f}": row["test_acc"]
             for row in rows if row["id"] is None}
+
+
+def sweep_points(store: RunStore, group: str) -> tuple[str | None, list[Row]]:
+    """The varied field of a group and one point per run, oldest first: the field's value
+    ("value", "label" as text), final test accuracy, examples/s, measured memory in MiB,
+    status and whether it diverged. The field is None when the runs differ in more than one
+    (each run's name is its label then)."""
+    runs = store.list(group=group)[::-1]
+    varied = varied_fields(runs)
+    field = varied[0] if len(varied) == 1 else None
+    points = []
+    for run in runs:
+        value = _setting(run, field) if field else run.label
+        metrics = run.result.get("metrics") or {}
+        points.append({
+            "value": value, "label": value_text(value) if field else run.label,
+            "test_acc": metrics.get("test_acc"), "id": run.id, "run": run.label,
+            "examples_per_s": run.result.get("examples_per_s"),
+            "memory_measured": _mib(run.result.get("memory_measured")),
+            "status": str(run.status), "diverged": run.status is Status.DIVERGED})
+    return field, points
 
 
 def curves_for(store: RunStore, run_ids: list[str]) -> dict[str, list[dict[str, Any]]]:

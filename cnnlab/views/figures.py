@@ -1,5 +1,5 @@
 """Figures of a network: its cost per block, its filters, feature maps, BatchNorm parameters
-and predictions. Tables and tensors in, Plotly figures out, no Streamlit inside.
+and predictions; and a sweep's results against the value it varied. Tables and tensors in, Plotly figures out, no Streamlit inside.
 
 Each function returns a `plotly.graph_objects.Figure` that a page shows, a test inspects and
 the CLI can save. Training curves are drawn by `cnnlab.views.curves`; both take their font and
@@ -376,4 +376,43 @@ def prediction_gallery(images: Any, probs: Any, labels: Any,
     cell = min(150, 1150 // cols)
     fig.update_layout(height=rows * (cell + 50) + 20, margin=dict(l=10, r=10, t=50, b=10),
                       font=FONT)
+    return fig
+
+
+SWEEP_PANELS = (("test_acc", "final test accuracy"), ("examples_per_s", "examples/s"),
+                ("memory_measured", "measured memory (MiB)"))
+
+
+def _numeric_axis(values: list[Any]) -> bool:
+    return bool(values) and all(type(v) in (int, float) for v in values)
+
+
+def sweep_figure(field: str | None, points: list[dict[str, Any]]) -> go.Figure:
+    """A sweep's results against the varied value (`cnnlab.views.compare.sweep_points`): final
+    test accuracy, examples/s and measured memory side by side. Diverged runs are marked with
+    a red cross at the bottom of each panel, so a reader sees where the lr got too big. A
+    numeric field spanning 100x or more gets a log axis (learning rates)."""
+    fig = make_subplots(rows=1, cols=3, subplot_titles=[t for _, t in SWEEP_PANELS],
+                        horizontal_spacing=0.08)
+    values = [p["value"] for p in points]
+    numeric = _numeric_axis(values)
+    xs = values if numeric else [p["label"] for p in points]
+    for col, (key, title) in enumerate(SWEEP_PANELS, start=1):
+        fine = [(x, p[key]) for x, p in zip(xs, points)
+                if not p["diverged"] and isinstance(p[key], (int, float))]
+        fig.add_trace(go.Scatter(x=[f[0] for f in fine], y=[f[1] for f in fine],
+                                 mode="lines+markers", name=title, showlegend=False,
+                                 marker={"color": BLUE, "size": 9}), row=1, col=col)
+        bad = [x for x, p in zip(xs, points) if p["diverged"]]
+        if bad:
+            floor = min((f[1] for f in fine), default=0.0)
+            fig.add_trace(go.Scatter(x=bad, y=[floor] * len(bad), mode="markers+text",
+                                     name="diverged", showlegend=col == 1,
+                                     text=["diverged"] * len(bad), textposition="top center",
+                                     marker={"color": BAD, "symbol": "x", "size": 13}),
+                          row=1, col=col)
+    log = numeric and min(values) > 0 and max(values) / min(values) >= 100
+    fig.update_xaxes(title_text=field or "run", type="log" if log else None)
+    fig.update_layout(height=380, font=FONT, margin={"t": 60, "b": 50, "l": 50, "r": 20},
+                      legend={"orientation": "h", "y": -0.25})
     return fig

@@ -9,7 +9,8 @@ from typing import Any
 
 from cnnlab.runs.live import Progress
 from cnnlab.runs.store import Run, Status
-from cnnlab.views.text import data_label, duration, markdown_text, sentence
+from cnnlab.views.report import data_text
+from cnnlab.views.text import duration, markdown_text, sentence
 
 # status -> (word, badge colour, icon)
 STATUS_TEXT = {
@@ -24,19 +25,15 @@ STATUS_TEXT = {
 NONE = "–"  # a number not known yet
 
 
-def run_data(run: Run) -> str:
-    """'sample' or 'full' once the worker chose, else what the config asked for ('auto')."""
-    return data_label(run) or run.config.get("data", "auto")
-
-
 def run_device(run: Run) -> str:
     return run.device or run.config.get("device", "auto")
 
 
 def heading(run: Run) -> str:
-    """Markdown: '### bn-lenet  :green-badge[:material/check: done]'."""
+    """Markdown: '### bn-lenet  :green-badge[:material/check: done]', with the run's name
+    (escaped: anyone on the server may have typed it) in place of the model when it has one."""
     word, colour, icon = STATUS_TEXT[run.status]
-    return f"### {markdown_text(run.model)} &nbsp; :{colour}-badge[{icon} {word}]"
+    return f"### {markdown_text(run.name or run.model)} &nbsp; :{colour}-badge[{icon} {word}]"
 
 
 def caption(run: Run) -> str:
@@ -46,9 +43,11 @@ def caption(run: Run) -> str:
 
     lr = run.config.get("lr")
     lr_text = f"{lr:g}" if isinstance(lr, (int, float)) else shown("lr")
-    return (f"run `{run.id}` · {markdown_text(run_device(run))} · "
-            f"{markdown_text(run_data(run))} data · batch {shown('batch_size')} · "
-            f"lr {lr_text} · {shown('optimizer')}")
+    model = f"{markdown_text(run.model)} · " if run.name else ""
+    group = f" · group *{markdown_text(run.group)}*" if run.group else ""
+    return (f"{model}run `{run.id}` · {markdown_text(run_device(run))} · "
+            f"{markdown_text(data_text(run))} data · batch {shown('batch_size')} · "
+            f"lr {lr_text} · {shown('optimizer')}{group}")
 
 
 def ending(run: Run) -> tuple[str, str]:
@@ -99,13 +98,14 @@ def runs_columns(runs: list[Run], summaries: list[Progress]) -> dict[str, list[A
     """The runs table, column by column (newest run first, as `runs` come): plain values a
     DataFrame takes; `created` in seconds since the epoch, UTC."""
     return {
+        "name": [run.name or "" for run in runs],
         "model": [run.model for run in runs],
         "status": [STATUS_TEXT[run.status][0] for run in runs],
         "progress": [round(p.fraction or 0.0, 2) for p in summaries],
         "best test acc": [_nan_if_none(p.best_test_acc) for p in summaries],
         "examples/s": [_nan_if_none(p.examples_per_s and round(p.examples_per_s))
                        for p in summaries],
-        "data": [run_data(run) for run in runs],
+        "data": [data_text(run) for run in runs],
         "device": [run_device(run) for run in runs],
         "created": [run.created_at for run in runs],
         "run": [run.id for run in runs],

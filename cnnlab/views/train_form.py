@@ -7,14 +7,19 @@ a config, and a config that cannot be built comes back as ConfigError's problems
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from cnnlab.analysis.layers import InspectionError
 from cnnlab.analysis.table_text import human_bytes
+from cnnlab.arch.checks import SpecError
+from cnnlab.arch.parse import spec_from_data
 from cnnlab.arch.presets import preset_name
 from cnnlab.arch.specs import Spec
-from cnnlab.errors import Problem
+from cnnlab.errors import CnnlabError, Problem
+from cnnlab.runs import experiments
+from cnnlab.runs.jobs import JobManager
 from cnnlab.training import resources
 from cnnlab.training.config import ConfigError, TrainConfig
 from cnnlab.training.recipes import TEXTBOOK_RECIPES, TEXTBOOK_RESULTS, default_config
@@ -22,11 +27,14 @@ from cnnlab.training.recipes import TEXTBOOK_RECIPES, TEXTBOOK_RESULTS, default_
 RECIPE = ("epochs", "batch_size", "lr")  # what the textbook sets per model
 HYPERPARAMETERS = (*RECIPE, "optimizer", "momentum", "weight_decay", "label_smoothing",
                    "schedule", "seed")
-MORE_OPTIONS = ("max_steps", "log_every", "flip")
+# "bn_recalibration" is a switch on the form: precise BN over PRECISE_BN_BATCHES, or off (0).
+MORE_OPTIONS = ("max_steps", "log_every", "flip", "bn_recalibration")
+PRECISE_BN_BATCHES = TrainConfig().bn_recalibration
 DATA_AND_DEVICE = ("data", "subset", "device")
 FIELDS = HYPERPARAMETERS + DATA_AND_DEVICE + MORE_OPTIONS  # every value the form holds
 DATA_NAMES = {"full": "full (60,000 / 10,000)", "sample": "sample (3,000 / 1,000)"}
 OPTIMIZER_NAMES = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
+MAX_NAME = 120  # characters of a run's name
 SCHEDULE_NAMES = {"constant": "constant", "cosine": "cosine decay",
                   "step": "steps (x0.1 at 1/2, 3/4)"}
 
@@ -56,6 +64,7 @@ def first_values(config: TrainConfig, full_found: bool, gpus: list[str]) -> dict
     """Every field on a first visit: the textbook's hyperparameters (`config`), the full data
     when it is installed (all of it), and the GPU when there is one."""
     values = {field: getattr(config, field) for field in HYPERPARAMETERS + MORE_OPTIONS}
+    values["bn_recalibration"] = config.bn_recalibration > 0
     data = data_options(full_found)[0]
     return {**values, "data": data, "subset": resources.train_size(data),
             "device": device_options(gpus)[0]}
@@ -92,9 +101,12 @@ def config_from_form(values: dict[str, Any]) -> tuple[TrainConfig | None, list[P
     """The config the form's `values` (one per FIELDS) describe, and every problem with it:
     TrainConfig's checks, then whether this server has that data. None when there are any.
 
-    Two form rules: a subset as large as the whole training set means no subset, and momentum
-    counts only for SGD (its widget is greyed out otherwise)."""
+    Three form rules: a subset as large as the whole training set means no subset, momentum
+    counts only for SGD (its widget is greyed out otherwise), and the precise-BN switch on
+    means PRECISE_BN_BATCHES batches."""
     chosen = {field: values[field] for field in FIELDS}
+    if type(chosen["bn_recalibration"]) is bool:
+        chosen["bn_recalibration"] = PRECISE_BN_BATCHES if chosen["bn_recalibration"] else 0
     if chosen["subset"] == resources.train_size(chosen["data"]):
         chosen["subset"] = None
     if not uses_momentum(chosen["optimizer"]):
@@ -129,6 +141,11 @@ def memory_breakdown(need: resources.Estimate) -> str:
             f"{human_bytes(need.batch_part)} · data and PyTorch {human_bytes(runtime)}")
 
 
+def run_name(text: str) -> str | None:
+    """A run's name from the form: trimmed, at most MAX_NAME characters; None when empty."""
+    return text.strip()[:MAX_NAME] or None
+
+
 def launch_check(spec: Spec, config: TrainConfig) -> Launch:
     """Whether training `spec` with `config` fits the device it would run on. Never raises: a
     failed estimate is a refusal that says why."""
@@ -138,3 +155,50 @@ def launch_check(spec: Spec, config: TrainConfig) -> Launch:
     except (InspectionError, ValueError, OSError) as exc:
         return Launch(False, f"Could not estimate the memory this run needs: {exc}")
     return Launch(fits, message, memory_breakdown(need))
+
+
+# --- pairs and sweeps --------------------------------------------------------------------------
+
+
+def experiment_fields(spec: Spec | dict[str, Any]) -> list[str]:
+    """The fields a pair or sweep of `spec` (or a run's stored spec) may change, for the field
+    picker; the config's alone for a stored spec that no longer reads."""
+    if isinstance(spec, dict):
+        try:
+            spec = spec_from_data(spec)
+        except SpecError:
+            return list(experiments.VARIABLE_FIELDS)
+    return list(experiments.variable_fields(spec))
+
+
+@dataclass(frozen=True)
+class Queued:
+    """What a pair or sweep button did: the group and its run ids, or the problems."""
+
+    group: str | None = None
+    ids: tuple[str, ...] = ()
+    problems: tuple[Problem, ...] = ()
+
+
+def _queued(action: Callable[[], tuple[str, list[str]]]) -> Queued:
+    try:
+        group, ids = action()
+    except CnnlabError as exc:  # ExperimentError, SpecError, ConfigError: field-named
+        problems = exc.problems or [Problem("value", str(exc), "check the value")]
+        return Queued(problems=tuple(problems))
+    return Queued(group, tuple(ids))
+
+
+def duplicate(manager: JobManager, run_id: str, field: str, text: str,
+              name: str = "") -> Queued:
+    """The "Duplicate with one change" button: the run paired with a copy whose `field` is
+    `text`; never raises for bad input (problems name the field)."""
+    return _queued(lambda: experiments.duplicate_with_change(manager, run_id, field, text,
+                                                             name=run_name(name)))
+
+
+def sweep(manager: JobManager, spec: Spec, config: TrainConfig, field: str, text: str,
+          name: str = "") -> Queued:
+    """The "Sweep" button: one run of the form's model and config per value in `text`."""
+    return _queued(lambda: experiments.sweep(manager, model_name(spec), spec, config, field,
+                                             text, name=run_name(name)))
