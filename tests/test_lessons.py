@@ -122,6 +122,7 @@ def expected(q: Question) -> float | str:
     return {
         "params": lambda: table.total_params,
         "flops": lambda: table.total_flops,
+        "macs": lambda: table.total_flops // 2,  # FlopCounterMode counts 2 FLOPs per multiply-add
         "train_memory": lambda: table.memory(q.batch_size, q.optimizer).total / 2**20,
         "inference_memory": lambda: table.inference_memory(q.batch_size) / 2**20,
         "most_params": lambda: max(table.blocks, key=lambda b: b.params).name,

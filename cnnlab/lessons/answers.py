@@ -12,8 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from cnnlab.analysis.layers import BlockRow, LayerTable, inspect_spec
-from cnnlab.arch.checks import smallest_input
+from cnnlab.analysis.layers import BlockRow, LayerTable, inspect_spec, smallest_input
 from cnnlab.arch.specs import Spec
 from cnnlab.shapes import shape_text
 
@@ -104,6 +103,11 @@ def _flops(q: Question) -> Answer:
     return Answer(table.total_flops, "FLOPs per image", block_rows(table))
 
 
+def _macs(q: Question) -> Answer:
+    table = inspect_spec(q.spec)
+    return Answer(table.total_macs, "multiply-adds per image", block_rows(table))
+
+
 def _train_memory(q: Question) -> Answer:
     """Training memory in MiB at the question's batch size and optimizer (float32)."""
     memory = inspect_spec(q.spec).memory(q.batch_size, q.optimizer)
@@ -186,6 +190,7 @@ def _flops_per_byte(q: Question) -> Answer:
 MEASURES: dict[str, Measure] = {
     "params": Measure("parameters", _params),
     "flops": Measure("FLOPs per image", _flops),
+    "macs": Measure("multiply-adds per image", _macs),
     "train_memory": Measure("MiB", _train_memory),
     "inference_memory": Measure("MiB", _inference_memory),
     "smallest_input": Measure("pixels", _smallest_input),

@@ -211,7 +211,7 @@ NIN = (
              "The 224 px NiN of the chapter.",
              Predict((
                  q("NiN's parameters", P["nin"], "params"),
-                 q("NiN's FLOPs per image", P["nin"], "flops"),
+                 q("NiN's multiply-adds per image", P["nin"], "macs"),
                  q("Training memory at batch 128 with SGD", P["nin"], "train_memory",
                    batch_size=128),
                  q("Memory to predict one image", P["nin"], "inference_memory")))),
