@@ -52,6 +52,7 @@ if __name__ == "__main__":  # a browser session (or AppTest) runs the script
         st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
         st.Page("pages/inside.py", title="Inside", icon=":material/visibility:"),
         st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
+        st.Page("pages/lessons.py", title="Lessons", icon=":material/school:"),
     ])
     show_sidebar()  # device, data and the shared queue, on every page
     page.run()

@@ -193,3 +193,29 @@ def walk_through_the_app(page: Page, url: str) -> None:
             go_to(page, title)
             no_exception(page)
             screenshot(page, title.lower())
+
+    # Lessons: a guess revealed, and a pair of runs queued for the class.
+    go_to(page, "Lessons")
+    no_exception(page)
+    lessons_step(page)
+
+
+def lessons_step(page: Page) -> None:
+    page.get_by_text("7.3 Network in network (NiN)").click()  # the section's expander
+    nin = page.locator(".st-key-card-7-3-3")  # "count NiN's resources"
+    guess = nin.get_by_role("spinbutton").first
+    guess.fill("2000000")
+    guess.press("Enter")
+    wait_idle(page)
+    nin.get_by_role("button", name="Reveal").first.click()
+    expect(nin.get_by_text("Right: it is 1,992,166 parameters; your guess is off by 0.4%")).to_be_visible()
+    no_exception(page)
+    page.get_by_text("7.1 AlexNet").click()
+    lenet = page.locator(".st-key-card-7-1-5")  # ReLU vs sigmoid in LeNet
+    lenet.get_by_role("button", name="Queue both runs").click()
+    expect(lenet.get_by_text("Queued.")).to_be_visible()
+    expect(lenet.get_by_role("link", name="Compare them")).to_be_visible()
+    no_exception(page)
+    wait_idle(page)
+    nin.evaluate("card => card.scrollIntoView({block: 'start'})")
+    screenshot(page, "lessons")
