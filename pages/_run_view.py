@@ -29,6 +29,26 @@ def key(field: str) -> str:
     return f"train.{field}"
 
 
+def subset_key(data: str) -> str:
+    """The Train form's subset widget for one data set. One widget per set: a browser that has
+    not yet drawn the rerun that chose another set still sends the old subset with its next
+    edit, and that value then lands on the old set's widget instead of overriding the new
+    set's size (seen with ten pages pressing Start at once: "sample" kept 60,000)."""
+    return key(f"subset.{data}")
+
+
+def form_key(field: str) -> str:
+    """The session key of the Train form's widget for `field` (the subset's follows the data)."""
+    return subset_key(st.session_state[key("data")]) if field == "subset" else key(field)
+
+
+def show_form_values(values: dict) -> None:
+    """Point the Train form's widgets at `values` (field -> value) before they are drawn."""
+    data = values.get("data", st.session_state.get(key("data")))
+    for field, value in values.items():
+        st.session_state[subset_key(data) if field == "subset" else key(field)] = value
+
+
 # --- shared by every session (a classroom watches the same few runs) -------------------------
 
 

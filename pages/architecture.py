@@ -24,11 +24,12 @@ from cnnlab.arch.presets import PRESETS
 from cnnlab.arch.specs import Spec
 from cnnlab.errors import Problem, warnings
 from cnnlab.shapes import shape_text
-from cnnlab.views import cost_tables
+from cnnlab.views import cost_tables, links
 from cnnlab.views import editor as editing
 from cnnlab.views.editor import FAMILY_TITLES, presets_for
 from cnnlab.views.figures import params_flops_bars
 from cnnlab.views.text import markdown_text, short
+from pages._links import keep_in_url, link_problems
 from pages._shared import show_problem, show_problems
 from pages._spec_form import EDITORS, Form
 
@@ -186,6 +187,10 @@ def layers(spec: Spec, table: LayerTable) -> None:
     every_layer = st.toggle("Every layer instead of every block", key="every_layer")
     columns = cost_tables.layer_rows(table) if every_layer else cost_tables.block_rows(table)
     frame = pd.DataFrame(columns)
+    # A receptive field past 2**53 px comes as text (cost_tables.counts): a number column
+    # would round it.
+    field = (st.column_config.TextColumn if isinstance(columns["receptive field"][0], str)
+             else st.column_config.NumberColumn)
     st.dataframe(frame, hide_index=True, height=min(36 * (len(frame) + 1) + 2, 600),
                  column_config={
                      "block": st.column_config.TextColumn(width="medium"),
@@ -195,7 +200,7 @@ def layers(spec: Spec, table: LayerTable) -> None:
                      "of params": SHARE, "of FLOPs": SHARE,
                      "activations": st.column_config.TextColumn(
                          help="Output size per image, float32"),
-                     "receptive field": st.column_config.NumberColumn(
+                     "receptive field": field(
                          help="Side of the input patch one output unit sees, in pixels "
                               "(padding included)")})
 
@@ -284,13 +289,25 @@ def side_by_side(spec: Spec) -> None:
                f"{batch_size} with plain SGD; inference: one image.")
 
 
+def spec_from_link() -> Spec:
+    """The spec the URL names (`?model=vgg11&width=0.5`), else the default preset; a link
+    that cannot be read is explained, naming the parameter to fix."""
+    spec, problems = links.spec_from_query(st.query_params.to_dict())
+    if problems:
+        link_problems(problems)
+    return spec or PRESETS[DEFAULT_PRESET]
+
+
 # --- the page --------------------------------------------------------------------------------
 
 @st.fragment
 def workbench() -> None:
     """Everything below the title. A fragment: an edit reruns this, not the app around it (the
     page list, the sidebar's queue)."""
-    spec: Spec = st.session_state.setdefault("spec", PRESETS[DEFAULT_PRESET])
+    if "spec" not in st.session_state:  # a session's first visit: a pasted link's spec
+        st.session_state["spec"] = spec_from_link()
+    spec: Spec = st.session_state["spec"]
+    keep_in_url(links.page_spec_query(spec, DEFAULT_PRESET), links.SPEC_KEYS)
     form = Form(spec)
     preset, changed = choose(spec, form)
     editing_area, totals_area = st.container(), st.container()
@@ -307,7 +324,8 @@ def workbench() -> None:
                             "update it.", icon=":material/info:")
     # One view at a time, run only when open: the browser draws one heavy section, not all
     # of them (bench/architecture_page.py: the first load fell from 5.5 s to under 3).
-    views = dict(zip(VIEWS, st.tabs(list(VIEWS), key="view", on_change="rerun")))
+    views = dict(zip(VIEWS, st.tabs(list(VIEWS), key="view", on_change="rerun",
+                                    bind="query-params")))
     shown = {"Layers": lambda: layers(spec, table), "Cost": lambda: cost(spec, table),
              "Memory": lambda: memory(table),
              "Diagram and code": lambda: diagram_and_code(

@@ -80,12 +80,19 @@ found = groups(runs)
 group = None
 if found:
     group = st.selectbox("Group (a pair or a sweep)", list(found), index=None,
-                         key="compare.group", on_change=on_group_pick,
+                         key="compare.group", on_change=on_group_pick, bind="query-params",
                          placeholder="Pick a group to compare its runs",
                          format_func=lambda g: f"{g} ({len(found[g])} runs)")
-picked = [i for i in st.session_state.get("compare.runs", default_choice(runs)) if i in by_id]
+linked = st.query_params.get_all("compare.runs")  # a pasted link's runs, on a first visit
+missing = [i for i in linked if i not in by_id]
+if missing and "compare.runs" not in st.session_state:
+    st.warning(f"`compare.runs`: there is no run {markdown_text(', '.join(missing)[:200])} on "
+               "this server (deleted, or a link from another one); showing the others.",
+               icon=":material/link_off:")
+picked = [i for i in st.session_state.get("compare.runs", [i for i in linked if i in by_id]
+                                          or default_choice(runs)) if i in by_id]
 st.session_state["compare.runs"] = picked  # set here, not as a default: a group sets it too
-chosen = st.multiselect("Runs", list(by_id), key="compare.runs",
+chosen = st.multiselect("Runs", list(by_id), key="compare.runs", bind="query-params",
                         format_func=lambda i: run_option(by_id[i]),
                         placeholder="Choose runs to compare")
 if not chosen:

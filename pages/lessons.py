@@ -141,6 +141,8 @@ st.caption("Chapter 7's exercises, answered with the app. Guess first, then reve
            "library's value (within 10% counts as right unless a card says exactly); open a "
            "configuration on another page; or queue runs for the whole class to compare.")
 for section, exercises in by_section().items():
-    with st.expander(f"{section} {SECTIONS[section]} · {len(exercises)} exercises"):
+    # In the URL (?lessons.7.3=true): a teacher's link opens the class on the same section.
+    with st.expander(f"{section} {SECTIONS[section]} · {len(exercises)} exercises",
+                     key=f"lessons.{section}", bind="query-params"):
         for ex in exercises:
             card(ex)

@@ -20,9 +20,10 @@ from cnnlab.errors import CnnlabError, errors
 from cnnlab.training import resources
 from cnnlab.training.config import OPTIMIZERS, SCHEDULES, TrainConfig
 from cnnlab.training.recipes import default_config
-from cnnlab.views import train_form
+from cnnlab.views import links, train_form
 from cnnlab.views.text import markdown_text, short
-from pages._run_view import all_runs, key, watch, watched_run
+from pages._links import keep_in_url, link_problems, show_on_train
+from pages._run_view import all_runs, form_key, key, show_form_values, subset_key, watch, watched_run
 from pages._shared import job_manager, run_store, show_problems
 
 FROM_ARCHITECTURE = "architecture"  # the model choice that means st.session_state["spec"]
@@ -35,17 +36,36 @@ KEEP = "session"  # the settings survive a visit to another page (widgets' persi
 
 def show_values(values: dict[str, Any]) -> None:
     """Point the widgets of these fields at these values (before they are drawn)."""
-    for field, value in values.items():
-        st.session_state[key(field)] = value
+    show_form_values(values)
 
 
 def reset_to_textbook(spec: Spec) -> None:
     show_values(train_form.recipe_values(spec, train_form.HYPERPARAMETERS))
 
 
-def on_data_change() -> None:
-    # A new data set: train on all of it, not on a subset sized for the old one.
-    st.session_state[key("subset")] = resources.train_size(st.session_state[key("data")])
+# --- the view in the URL --------------------------------------------------------------------
+
+
+def open_link() -> None:
+    """On a session's first visit, the model and settings a pasted link names (`?model=vgg11
+    &lr=0.05`); a parameter that cannot be read is named, and its default shown."""
+    query = st.query_params.to_dict()
+    if key("seed") in st.session_state or not links.TRAIN_KEYS.intersection(query):
+        return
+    spec, problems = links.spec_from_query(query)
+    spec = spec or st.session_state.get("spec") or PRESETS[DEFAULT_PRESET]
+    base = train_form.first_config(spec, resources.full_data_found(), resources.gpu_names())
+    config, config_problems = links.config_from_query(query, base)
+    if problems or config_problems:
+        link_problems(problems + config_problems)
+    show_on_train(spec, config or base, as_preset=True)
+
+
+def link_to(spec: Spec, config: TrainConfig) -> None:
+    """The URL names the model and the settings that differ from its first ones."""
+    base = train_form.first_config(spec, resources.full_data_found(), resources.gpu_names())
+    keep_in_url(links.page_spec_query(spec, DEFAULT_PRESET) | links.config_query(config, base),
+                links.TRAIN_KEYS)
 
 
 # --- the form ----------------------------------------------------------------------------------
@@ -100,7 +120,7 @@ class Form:
         self.slots: dict[str, Any] = {}
 
     def __call__(self, widget: Any, field: str, label: str, **options: Any) -> None:
-        widget(label, key=key(field), persist_state=KEEP, **options)
+        widget(label, key=form_key(field), persist_state=KEEP, **options)
         self.slots[field] = st.container()
 
     def slot(self, field: str) -> Any:
@@ -151,10 +171,13 @@ def data_and_device(form: Form) -> None:
         st.session_state[key("device")] = device_options[0]
     row = st.columns(4)
     with row[0]:
-        form(st.radio, "data", "Fashion-MNIST", options=data_options, on_change=on_data_change,
+        form(st.radio, "data", "Fashion-MNIST", options=data_options,
              format_func=train_form.DATA_NAMES.get)
         if not full_found:
             st.caption("The full set is not installed here (`apt install dataset-fashion-mnist`).")
+    # A data set first chosen trains on all of it (its own subset widget, see subset_key).
+    data = st.session_state[key("data")]
+    st.session_state.setdefault(subset_key(data), resources.train_size(data))
     with row[1]:
         form(st.number_input, "subset", "Training images", step=1000,
              help="Fewer than all: a class-balanced subset, drawn with the seed")
@@ -187,7 +210,7 @@ def data_and_device(form: Form) -> None:
 
 def checked_config(form: Form) -> TrainConfig | None:
     """The form's config, or None after showing each problem under its field."""
-    values = {field: st.session_state[key(field)] for field in train_form.FIELDS}
+    values = {field: st.session_state[form_key(field)] for field in train_form.FIELDS}
     config, problems = train_form.config_from_form(values)
     show_problems(problems, form.slot)
     return config
@@ -305,12 +328,15 @@ def experiments(spec: Spec, config: TrainConfig | None) -> None:
 st.title("Train")
 st.caption("Train a network on Fashion-MNIST in the background. Runs wait in one queue shared "
            "by everyone on this server; start one, then watch it learn below.")
+open_link()
 model, buildable = choose_model()
 start_values(model, buildable)
 form = Form()
 hyperparameters(model, form)
 data_and_device(form)
 config = checked_config(form)
+if buildable and config is not None:
+    link_to(model, config)
 launch(model, config if buildable else None)
 experiments(model, config if buildable else None)
 all_runs(watched_run())

@@ -431,3 +431,14 @@ def test_side_by_side_compares_this_model_with_the_chapters_networks(app):
     assert frame["params"].tolist() == [44_878, 46_764_746, 128_806_154, 1_992_166, 5_977_530]
     app.multiselect(key="side_by_side").set_value(["bn-lenet", "bn-lenet-no-bn"]).run()
     assert table_with(app, "smallest input")["params"].tolist() == [44_878, 44_426]
+
+
+def test_a_valid_resnet_of_61_stages_shows_its_tables_without_a_crash(app):
+    """Its receptive field passes 2**64 px: too big for a number column."""
+    app.session_state["spec"] = PRESETS["resnet18"].replace(
+        stages=tuple((1, 8) for _ in range(61)), stem_channels=8)
+    app.run()
+    assert not app.exception
+    app.toggle(key="every_layer").set_value(True).run()
+    assert not app.exception
+    assert isinstance(app.dataframe[-1].value["receptive field"].iloc[-1], str)

@@ -40,3 +40,11 @@ def test_shapes_shares_and_export_names():
     assert cost_tables.share(1, 4) == 0.25 and cost_tables.share(1, 0) == 0.0
     assert cost_tables.export_name("vgg11-small", True) == "vgg11_small_edited"
     assert cost_tables.export_name("nin", False) == "nin"
+
+
+def test_a_receptive_field_past_2_to_the_64_is_shown_as_text_not_a_number():
+    deep = PRESETS["resnet18"].replace(stages=tuple((1, 8) for _ in range(61)), stem_channels=8)
+    rows = cost_tables.layer_rows(inspect_spec(deep))
+    assert max(int(v.replace(",", "")) for v in rows["receptive field"]) > 2**64
+    assert all(isinstance(v, str) for v in rows["jump"])
+    assert cost_tables.block_rows(inspect_spec(PRESETS["resnet18"]))["receptive field"][0] == 11

@@ -238,7 +238,7 @@ def test_bad_values_are_reported_next_to_their_fields(store):
     assert "`lr`: must be a positive number" in texts(at.error)
     at.number_input(key="train.lr").set_value(0.1)
     at.radio(key="train.data").set_value("sample").run()
-    at.number_input(key="train.subset").set_value(5000).run()
+    at.number_input(key="train.subset.sample").set_value(5000).run()
     assert "`subset`: 5,000 is more than the 3,000 training images" in texts(at.error)
     assert next(b for b in at.button if b.label == "Start training").disabled
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -127,3 +128,21 @@ def test_spec_from_data_checks_json_types():
     with pytest.raises(SpecError) as info:
         spec_from_data(data)
     assert [p.field for p in info.value.problems] == ["stages[1] channels"]
+
+
+def test_a_network_too_deep_to_inspect_is_refused_at_once_naming_its_depth_field():
+    giant = PRESETS["resnet18"].replace(stages=tuple((64, 64) for _ in range(64)))
+    start = time.perf_counter()
+    problems = validate(giant)
+    assert time.perf_counter() - start < 1  # 45 s of meta forward passes before
+    assert [p.field for p in errors(problems)] == ["stages"]
+    assert "8,257 convolution layers" in errors(problems)[0].message
+    deep_vgg = PRESETS["vgg11"].replace(conv_arch=tuple((8, 64) for _ in range(60)))
+    assert [p.field for p in errors(validate(deep_vgg))] == ["conv_arch"]
+
+
+def test_the_deepest_presets_stay_well_inside_the_layer_budget():
+    resnet152 = PRESETS["resnet50"].replace(stages=((3, 256), (8, 512), (36, 1024), (3, 2048)))
+    densenet264 = PRESETS["densenet121"].replace(block_sizes=(6, 12, 64, 48))
+    for spec in (resnet152, densenet264, PRESETS["googlenet"]):
+        assert not [p for p in validate(spec) if "convolution layers" in p.message]

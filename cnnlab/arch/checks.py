@@ -21,6 +21,10 @@ MAX_UNITS = 65536
 MAX_CONVS_PER_BLOCK = 64
 MAX_BLOCKS = 64
 MAX_PARAMS = 2_000_000_000
+# Convolutions in one network: inspecting one costs about 5 ms of server CPU per layer (a ResNet
+# of 64 stages of 64 blocks, 8,000 convolutions, took 45 s), and every student's edit does it.
+# Well above the deepest classic networks: ResNet-152 has 155, DenseNet-264 about 260.
+MAX_CONVS = 400
 MAX_TEXT = 2000  # characters of user text we are willing to parse
 MAX_ECHO = 60  # characters of a user's value quoted back in a message
 
@@ -146,6 +150,13 @@ class Checker:
                     return False
         return True
 
+    def conv_budget(self, field: str, convs: int) -> None:
+        """Refuse more than MAX_CONVS convolutions: the work to inspect a network grows with
+        them. `field` is the one that sets the depth, `convs` its count (an upper bound)."""
+        if convs > MAX_CONVS:
+            self.error(field, f"makes {convs:,} convolution layers",
+                       f"use at most {MAX_CONVS:,}: fewer blocks or fewer layers per block")
+
     def units(self, field: str, values: Any, high: int = MAX_UNITS) -> None:
         if self.tuple_of(field, values, None, "(4096, 4096)", min_items=0):
             for i, v in enumerate(values):
@@ -220,8 +231,15 @@ def _check_build(c: Checker, spec: Spec) -> None:
     if collapse is not None:
         c.warn("input_size", f"at {size}x{size} the feature maps are 1x1 after layer "
                f"'{collapse[0]}', so '{collapse[1]}' and the convolutions after it see a single "
-               "pixel", f"use an input size of at least {smallest_uncollapsed_input(spec)}, or "
-               "fewer downsampling layers")
+               "pixel", fix_collapse(smallest_uncollapsed_input(spec)))
+
+
+def fix_collapse(least: int | None) -> str:
+    """The fix for maps that reach 1x1 early; no input size helps a network that halves them
+    more often than MAX_INPUT_SIZE allows."""
+    if least is None:
+        return "use fewer downsampling layers (fewer stages or blocks)"
+    return f"use an input size of at least {least}, or fewer downsampling layers"
 
 
 def validate(spec: Spec) -> list[Problem]:

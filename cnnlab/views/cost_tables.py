@@ -17,11 +17,22 @@ Columns = dict[str, list[Any]]
 # The Architecture page's memory choices: name -> label. "momentum" keeps one buffer per weight,
 # Adam two.
 OPTIMIZERS = {"sgd": "SGD", "momentum": "SGD with momentum", "adam": "Adam"}
+# The largest whole number a table column holds exactly: the browser's numbers are doubles, and
+# a value past 2**64 cannot even become an Arrow column (a ResNet of 61 stages sees 2**63 px).
+EXACT_LIMIT = 2**53
 
 
 def share(part: int, whole: int) -> float:
     """part / whole, 0 for an empty whole."""
     return part / whole if whole else 0.0
+
+
+def counts(values: list[int]) -> list[int] | list[str]:
+    """A column of whole numbers, as text ("9,223,372,036,854,775,807") when one is too large
+    to be a number column (EXACT_LIMIT): receptive fields and jumps double with every stride."""
+    if all(abs(v) < EXACT_LIMIT for v in values):
+        return values
+    return [f"{v:,}" for v in values]
 
 
 def conv_fc_split(table: LayerTable) -> Columns:
@@ -68,7 +79,7 @@ def block_rows(table: LayerTable) -> Columns:
         "of FLOPs": [share(b.flops, table.total_flops) for b in blocks],
         "other ops": [b.other_ops for b in blocks],
         "activations": [human_bytes(b.activation_bytes) for b in blocks],
-        "receptive field": [b.receptive_field for b in blocks],
+        "receptive field": counts([b.receptive_field for b in blocks]),
     }
 
 
@@ -82,7 +93,8 @@ def layer_rows(table: LayerTable) -> Columns:
         "MACs": [r.macs for r in rows],
         "other ops": [r.other_ops for r in rows],
         "activations": [human_bytes(r.activation_bytes) for r in rows],
-        "receptive field": [r.receptive_field for r in rows], "jump": [r.jump for r in rows],
+        "receptive field": counts([r.receptive_field for r in rows]),
+        "jump": counts([r.jump for r in rows]),
     }
 
 

@@ -31,6 +31,8 @@ def _fields(cls: type) -> list[str]:
 # Every spec field of every family (each has a preset): a parameter so named is the spec's.
 SPEC_FIELDS = frozenset(name for spec in PRESETS.values() for name in _fields(type(spec)))
 CONFIG_FIELDS = frozenset(_fields(TrainConfig))
+SPEC_KEYS = SPEC_FIELDS | {MODEL}  # the parameters the Architecture page writes
+TRAIN_KEYS = SPEC_KEYS | CONFIG_FIELDS  # and the Train page
 
 
 # --- writing ----------------------------------------------------------------------------------
@@ -59,6 +61,11 @@ def spec_query(spec: Spec) -> dict[str, str]:
     """The query parameters that describe `spec`: its nearest preset and what differs."""
     base = nearest_preset(spec)
     return {MODEL: base, **changed_fields(spec, PRESETS[base])}
+
+
+def page_spec_query(spec: Spec, default: str) -> dict[str, str]:
+    """`spec_query`, or nothing for the page's `default` preset: a plain page has a plain URL."""
+    return {} if spec == PRESETS[default] else spec_query(spec)
 
 
 def config_query(config: TrainConfig, base: TrainConfig) -> dict[str, str]:
@@ -128,6 +135,15 @@ def config_from_query(query: Mapping[str, str], base: TrainConfig
         return base.replace(**changes), []
     except CnnlabError as exc:  # ConfigError: TrainConfig checks itself
         return None, exc.problems
+
+
+def query_changes(query: Mapping[str, str], wanted: Mapping[str, str],
+                  owned: frozenset[str]) -> tuple[dict[str, str], list[str]]:
+    """What to set and what to remove so that the `owned` parameters of `query` are `wanted`;
+    the others (another widget's, `run`) stay. Nothing when the URL already says it."""
+    to_set = {name: text for name, text in wanted.items() if query.get(name) != text}
+    stale = sorted(name for name in owned.intersection(query) if name not in wanted)
+    return to_set, stale
 
 
 def share_link(page_url: str, query: Mapping[str, str]) -> str:

@@ -70,6 +70,14 @@ def first_values(config: TrainConfig, full_found: bool, gpus: list[str]) -> dict
             "device": device_options(gpus)[0]}
 
 
+def first_config(spec: Spec, full_found: bool, gpus: list[str]) -> TrainConfig:
+    """The config the form shows for `spec` on a first visit: what a link to the Train page
+    leaves out (`cnnlab.views.links.config_query` writes what differs from it)."""
+    recipe = default_config(spec)
+    config, _ = config_from_form(first_values(recipe, full_found, gpus))
+    return config or recipe
+
+
 def recipe_values(spec: Spec, fields: tuple[str, ...] = RECIPE) -> dict[str, Any]:
     """The textbook's values of `fields` for `spec` (its preset's recipe, else its family's)."""
     config = default_config(spec)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnlab.arch.checks import MAX_CHANNELS, Checker, check_norm
+from cnnlab.arch.checks import MAX_CHANNELS, Checker, check_norm, is_int
 from cnnlab.arch.families import Family, register
 from cnnlab.arch.models.common import norm2d
 from cnnlab.arch.specs import DenseNetSpec
@@ -105,6 +105,10 @@ def _check(c: Checker, s: DenseNetSpec) -> None:
     if c.tuple_of("block_sizes", s.block_sizes, None, "(4, 4, 4, 4)", max_items=16):
         for i, v in enumerate(s.block_sizes):
             c.int_in(f"block_sizes[{i}]", v, 1, 128)
+        # One (or, with bottlenecks, two) convolutions per layer, a transition between blocks.
+        per_layer = 2 if s.bottleneck is True else 1
+        c.conv_budget("block_sizes", len(s.block_sizes) + per_layer * sum(
+            v for v in s.block_sizes if is_int(v)))
     c.number_in("compression", s.compression, 0, 1, low_open=True)
     c.flag("bottleneck", s.bottleneck)
     c.choice("transition_pool", s.transition_pool, ("avg", "max"))

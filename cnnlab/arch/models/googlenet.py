@@ -87,6 +87,8 @@ def _check(c: Checker, s: GoogLeNetSpec) -> None:
             c.error("stages", f"the stages hold {sum(s.stages)} Inception blocks but "
                     f"`inception` lists {len(s.inception)}",
                     "make the stage sizes add up to the number of Inception blocks")
+        if all(counted):  # six convolutions per Inception block, three in the stem
+            c.conv_budget("stages", 6 * sum(s.stages) + 3)
     c.flag("batch_norm", s.batch_norm)
     check_norm(c, s, "" if s.batch_norm is True else "batch_norm is off")
 

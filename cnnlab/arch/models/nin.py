@@ -47,7 +47,9 @@ def _check(c: Checker, s: NiNSpec) -> None:
         for i, block in enumerate(s.blocks):
             for name, v, high in zip(names, block, highs):
                 c.int_in(f"blocks[{i}] {name}", v, 0 if name == "padding" else 1, high)
-    c.int_in("one_by_one", s.one_by_one, 0, 8)
+    if c.int_in("one_by_one", s.one_by_one, 0, 8) and isinstance(s.blocks, tuple):
+        # Each block is a conv and its 1x1s; a last such block maps to the classes.
+        c.conv_budget("blocks", (len(s.blocks) + 1) * (1 + s.one_by_one))
     c.number_in("dropout", s.dropout, 0, 1, high_open=True)
 
 

@@ -140,6 +140,10 @@ def _check(c: Checker, s: ResNetSpec) -> None:
             if s.block == "bottleneck" and is_int(ch) and ch % 4:
                 c.warn(f"stages[{i}] channels", f"{ch} is not a multiple of 4, so the "
                        "bottleneck width is rounded down", "use a multiple of 4")
+        # Two or three convolutions per block, at most one 1x1 shortcut per stage, the stem.
+        per_block = 3 if s.block == "bottleneck" else 2
+        c.conv_budget("stages", 1 + len(s.stages) + per_block * sum(
+            n for n, _ in s.stages if is_int(n)))
     c.choice("block", s.block, ("basic", "bottleneck"))
     c.flag("preact", s.preact)
     check_norm(c, s)

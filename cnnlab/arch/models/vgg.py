@@ -10,7 +10,7 @@ from collections import OrderedDict
 
 from torch import nn
 
-from cnnlab.arch.checks import MAX_CHANNELS, MAX_CONVS_PER_BLOCK, Checker, check_norm, echo
+from cnnlab.arch.checks import MAX_CHANNELS, MAX_CONVS_PER_BLOCK, Checker, check_norm, echo, is_int
 from cnnlab.arch.families import Family, register
 from cnnlab.arch.models.common import conv_relu, dense_head, flat_features
 from cnnlab.arch.specs import VGGSpec
@@ -66,6 +66,7 @@ def _check(c: Checker, s: VGGSpec) -> None:
                        "(VGG-19 has at most 4 per block)", f"did you mean ({n // 10}, {ch})?"
                        if n >= 10 else "check the first number of the pair")
             c.int_in(f + " channels", ch, 1, MAX_CHANNELS)
+        c.conv_budget("conv_arch", sum(n for n, _ in s.conv_arch if is_int(n)))
     c.units("hidden", s.hidden)
     c.number_in("dropout", s.dropout, 0, 1, high_open=True)
     c.flag("batch_norm", s.batch_norm)
