@@ -30,8 +30,9 @@ def open_on_architecture(spec: Spec) -> None:
 
 def show_on_train(spec: Spec, config: TrainConfig, *, as_preset: bool = False) -> None:
     """Set the Train page's form to `spec` and `config`, ready to start. With `as_preset`, a
-    spec equal to a preset is picked by that name, leaving the Architecture page's spec alone."""
-    name = preset_name(spec) if as_preset else None
+    spec equal to a preset is picked by that name, leaving the Architecture page's spec alone
+    (unless it is that spec: the Train page then offers it as the Architecture page's)."""
+    name = preset_name(spec) if as_preset and st.session_state.get("spec") != spec else None
     if name is None:
         st.session_state["spec"] = spec
     st.session_state[key("model")] = name or FROM_ARCHITECTURE

@@ -132,14 +132,19 @@ def test_the_app_in_a_browser(server, chromium_page):
 
 def walk_through_the_app(page: Page, url: str) -> None:
     # A deep link is the fresh server's first request: Streamlit must not fall into its legacy
-    # multipage mode (which listed every file in pages/ and ran train.py alone).
-    page.goto(f"{url}/train?shared=1")
+    # multipage mode (which listed every file in pages/ and ran train.py alone). The link
+    # carries a view: its model and the settings that differ from the textbook's.
+    page.goto(f"{url}/train?model=vgg11&lr=0.02&epochs=2")
     expect(page.get_by_role("heading", name="Train", level=1)).to_be_visible(timeout=60_000)
     links = page.locator('[data-testid="stSidebarNav"]').get_by_role("link")
     expect(links).to_have_count(5)
     expect(links).to_contain_text(["Architecture", "Train", "Inside", "Compare", "Lessons"])
+    expect(page.get_by_role("combobox", name="Model")).to_have_value("vgg11")
+    expect(page.get_by_role("spinbutton", name="Learning rate")).to_have_value("0.02")
+    expect(page.get_by_role("spinbutton", name="Epochs")).to_have_value("2")
     wait_idle(page)
     no_exception(page)
+    assert "model=vgg11" in page.url and "lr=0.02" in page.url  # the URL keeps the view
     page.goto(url)
     expect(page.get_by_role("heading", name="Architecture", level=1)).to_be_visible(
         timeout=60_000)
