@@ -330,6 +330,87 @@ def test_an_unknown_optimizer_is_refused_with_the_choices():
         table_of("lenet").memory(optimizer="rmsprop")
 
 
+def _saved_on_the_cpu(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
+    """Bytes per image autograd saves in one real training forward, by the type of the layer
+    running when a storage was first saved (saved_tensors_hooks, deduplicated by data_ptr);
+    parameters, buffers and the input left out, as `saved_for_backward` does."""
+    running: list[str] = []
+    hooks = [h for m in model.modules() for h in (
+        m.register_forward_pre_hook(lambda m, a: running.append(type(m).__name__)),
+        m.register_forward_hook(lambda m, a, o: running.pop() and None))]
+    keep = [*model.parameters(), *model.buffers(), x]
+    skip = {t.untyped_storage().data_ptr() for t in keep}
+    saved: dict[int, tuple[str, int]] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in skip and ptr not in saved:
+            keep.append(t)
+            saved[ptr] = (running[-1], t.untyped_storage().nbytes())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model.train()(x)
+    for hook in hooks:
+        hook.remove()
+    by_type: dict[str, int] = {}
+    for kind, nbytes in saved.values():
+        by_type[kind] = by_type.get(kind, 0) + nbytes // x.shape[0]
+    return by_type
+
+
+@pytest.mark.parametrize("name", ["bn-lenet", "bn-lenet-scratch", "nin-small", "resnet18",
+                                  "densenet", "googlenet"])
+def test_saved_for_backward_on_meta_is_what_autograd_saves_on_the_cpu(name):
+    """The training-memory model against a real batch of 4 on the CPU, layer type by layer
+    type: within 1% or 1 KiB (BN's per-channel mean and invstd do not grow with the batch)."""
+    spec = PRESETS[name]
+    table = table_of(name)
+    torch.manual_seed(0)
+    real = _saved_on_the_cpu(build(spec), torch.randn(4, spec.in_channels, spec.input_size,
+                                                      spec.input_size))
+    assert table.saved_by_type.keys() == real.keys()
+    for kind, nbytes in real.items():
+        assert table.saved_by_type[kind] == pytest.approx(nbytes, rel=0.01, abs=1024), kind
+    assert table.saved_bytes == sum(table.saved_by_type.values())
+
+
+def test_autograd_keeps_less_than_every_output_once_where_relu_and_bn_share_or_skip_outputs():
+    # A conv's output is freed once ReLU has its own; BN + in-place ReLU share one storage.
+    fractions = {name: table_of(name).saved_bytes / (4 * table_of(name).output_elements)
+                 for name in ("nin", "resnet18", "vgg11-small", "googlenet")}
+    assert all(0.5 < f < 1 for f in fractions.values()), fractions
+    assert fractions["nin"] < 0.65 < fractions["googlenet"]  # GoogLeNet: max-pool indices
+
+
+def test_saved_layers_follow_autograds_rules():
+    inplace = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(True))
+    table = inspect_model(inplace, (1, 1, 8, 8))
+    # BN keeps the conv's output, the in-place ReLU the BN's output: its own storage, once.
+    assert table.saved_by_type == {"BatchNorm2d": 4 * 64 * 4 + 2 * 4 * 4 // 2,
+                                   "ReLU": 4 * 64 * 4}
+    pooled = inspect_model(nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(),
+                                         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64, 2)),
+                           (1, 1, 8, 8))
+    # ReLU keeps its output (the conv's is freed); max pooling keeps int64 indices; the
+    # Linear keeps the pooled map (Flatten is a view of it).
+    assert pooled.saved_by_type == {"ReLU": 4 * 64 * 4, "MaxPool2d": 8 * 16 * 4,
+                                    "Linear": 4 * 16 * 4}
+    assert pooled.memory(batch_size=8).activations == 8 * pooled.saved_bytes
+
+
+def test_a_model_that_fails_in_training_mode_falls_back_to_every_output_once():
+    class EvalOnly(nn.Module):
+        def forward(self, x):
+            if self.training:
+                raise RuntimeError("eval only")
+            return x * 2
+
+    table = inspect_model(nn.Sequential(nn.Conv2d(1, 2, 3), EvalOnly()), (1, 1, 5, 5))
+    assert table.saved_bytes is None
+    assert table.memory(batch_size=3).activations == 3 * 4 * table.output_elements
+
+
 def test_inference_memory_is_weights_plus_the_widest_neighbouring_activations():
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
     table = inspect_model(model, (1, 1, 8, 8))

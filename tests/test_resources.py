@@ -226,6 +226,7 @@ def test_a_familys_registered_slack_scales_its_activation_estimate(monkeypatch):
     spec, config = PRESETS["densenet"], TrainConfig(batch_size=256)
     before = estimate(spec, config, "cpu").per_image
     densenet = families.FAMILIES["densenet"]
+    slack = densenet.activation_slack or resources.ACTIVATION_SLACK
     monkeypatch.setitem(families.FAMILIES, "densenet", dataclasses.replace(
-        densenet, activation_slack=2 * densenet.activation_slack))
+        densenet, activation_slack=2 * slack))
     assert estimate(spec, config, "cpu").per_image > 1.9 * before  # the input part is small

@@ -28,13 +28,16 @@ from cnnlab.training import data
 from cnnlab.training.config import TrainConfig
 from cnnlab.training.setup import eval_batch_size, subset_problems
 
-# The estimate counts every layer's output once (cnnlab.analysis.layers.LayerTable.memory); autograd
-# also keeps dropout masks, pooling indices and more. Measured peak RSS growth over that
-# count on a CPU (3 steps, torch 2.14): VGG 1.02x, ResNet-18 and AlexNet 1.2x, GoogLeNet 1.3x,
-# DenseNet 1.7x when the table had no rows for a DenseBlock's intermediate concatenations;
-# with them (21% more activation bytes) the same measurement is 1.34x.
-# Those two families' figures are their `Family.activation_slack` (cnnlab.arch.families).
-ACTIVATION_SLACK = 1.3
+# Training activations are what autograd keeps for the backward pass
+# (cnnlab.analysis.layers.saved_for_backward: 0.6x to 0.95x every layer's output counted once),
+# plus, while backward runs, the gradients of a layer's output and input: TRANSIENT_SHARE of the
+# widest pair of neighbouring activations. Peak RSS on a CPU (bench/memory.py, textbook sizes)
+# minus the fixed part is saved + 0.1 (NiN, VGG) to 0.7 (ResNet-18, AlexNet) of that pair:
+# the widest layers come first, and backward reaches them after most saved tensors are gone.
+TRANSIENT_SHARE = 0.5
+# Over the activations above; a family's `Family.activation_slack` replaces it (none does now:
+# the saved-tensor count needs no per-family figure).
+ACTIVATION_SLACK = 1.0
 # Evaluation runs without gradients, in batches of EVAL_PIXELS (cnnlab.training.setup). Measured peak
 # over the widest pair of neighbouring activations (LayerTable.inference_memory): AlexNet
 # 0.9x, VGG 1.2x; branching networks keep more alive: GoogLeNet 2.0x, ResNet 2.4x, DenseNet 2.6x.
@@ -253,8 +256,9 @@ def estimate(spec: Spec, config: TrainConfig, device: str | None = None) -> Esti
     family = FAMILIES[spec.family]
     slack = family.activation_slack or ACTIVATION_SLACK
     input_bytes = INPUT_COPIES * spec.in_channels * spec.input_size ** 2 * 4
-    per_image = math.ceil(memory.activations / config.batch_size * slack) + input_bytes
-    widest = table.inference_memory(1) - memory.weights  # two neighbouring activations
+    widest = table.widest_pair(1)  # two neighbouring activations, one image
+    saved = memory.activations / config.batch_size  # kept for backward, one image
+    per_image = math.ceil((saved + TRANSIENT_SHARE * widest) * slack) + input_bytes
     eval_slack = family.eval_slack or EVAL_SLACK
     eval_per_image = math.ceil(widest * eval_slack) + input_bytes
     eval_images = eval_batch_size(1, torch.device(kind), spec.input_size)

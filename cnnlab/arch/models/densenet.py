@@ -121,5 +121,5 @@ register(Family(
     # Autograd keeps more than one copy of each output here: peak RSS was 1.7x the table's
     # activations before the table counted the blocks' intermediate concatenations (21% more
     # bytes), so 1.8 then is 1.4 now (cnnlab.training.resources).
-    activation_slack=1.4, eval_slack=3.0,
+    eval_slack=3.0,
 ))
