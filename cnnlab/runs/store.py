@@ -431,6 +431,13 @@ class RunStore:
                                    " NULL", (group, run_id)).rowcount
         return changed == 1
 
+    def rename(self, run_id: str, name: str | None) -> Run:
+        """Give a run a new name (None: no name, so it shows as model and id)."""
+        with self._write() as conn:
+            self._fetch(conn, run_id)  # KeyError for an unknown run
+            conn.execute("UPDATE runs SET name = ? WHERE id = ?", (name, run_id))
+            return Run.from_row(self._fetch(conn, run_id))
+
     def request_cancel(self, run_id: str) -> Status:
         """Cancel a queued run now, or flag a running one for its worker; returns the new status."""
         with self._write() as conn:
