@@ -7,6 +7,7 @@ import pytest
 
 from cnnlab.arch.parse import spec_from_data
 from cnnlab.arch.presets import PRESETS
+from cnnlab.errors import CnnlabError
 from cnnlab.runs import classroom
 from cnnlab.runs.classroom import ClassGate, ClassroomError, ClassSettings, NotAllowed, Person
 from cnnlab.runs.experiments import duplicate_with_change, sweep
@@ -53,6 +54,19 @@ def test_a_student_cannot_cancel_rename_or_delete_anothers_run(managers, store) 
     assert ada.cancel(run_id) is Status.CANCELLED
     ClassGate(manager, TEACHER, ClassSettings()).delete(run_id)
     assert store.list() == []
+
+
+def test_the_teacher_clears_runs_cancelling_the_waiting_and_deleting_the_ended(managers,
+                                                                              store) -> None:
+    manager = managers(cpu_slots=0)
+    waiting = ClassGate(manager, ADA, ClassSettings()).submit("bn-lenet", SPEC, tiny())
+    ended = ClassGate(manager, GRACE, ClassSettings()).submit("bn-lenet", SPEC, tiny())
+    manager.cancel(ended)
+    with pytest.raises(NotAllowed):
+        ClassGate(manager, ADA, ClassSettings()).clear([ended])
+    cleared = ClassGate(manager, TEACHER, ClassSettings()).clear([waiting, ended, "gone"])
+    assert cleared == ([waiting], [ended])
+    assert [(r.id, r.status) for r in store.list()] == [(waiting, Status.CANCELLED)]
 
 
 def test_a_run_still_waiting_is_not_deleted_but_named_for_cancelling(managers, store) -> None:
@@ -120,6 +134,32 @@ def test_a_locked_value_no_run_could_use_is_not_saved(store: RunStore) -> None:
         classroom.save(store, ClassSettings(locked={"lr": -1.0}))
     assert fields(exc) == ["lr"]
     assert classroom.load(store) == ClassSettings()
+
+
+def test_lock_values_are_read_from_text_and_checked_naming_the_field() -> None:
+    assert classroom.lock_value("lr", "0.5") == 0.5 and classroom.lock_value("epochs", "3") == 3
+    assert classroom.lock_value("model", " bn-lenet ") == "bn-lenet"
+    for field, text in (("model", "lenet-9000"), ("epochs", "-1"), ("lr", "__import__('os')")):
+        with pytest.raises(CnnlabError) as exc:
+            classroom.lock_value(field, text)
+        assert fields(exc) == [field]
+
+
+def test_settings_from_the_form_list_every_bad_field() -> None:
+    settings = classroom.settings_from_form({"epochs": "2", "lr": "0.5"}, hidden=["lr", "seed"],
+                                            pinned=["r1"], max_queued=2, max_epochs=None,
+                                            max_input_size=96)
+    assert settings == ClassSettings(locked={"epochs": 2, "lr": 0.5}, hidden=frozenset({"lr"}),
+                                     pinned=("r1",), max_queued=2, max_input_size=96)
+    with pytest.raises(ClassroomError) as exc:
+        classroom.settings_from_form({"epochs": "many", "model": "nope", "lr": "0.1"})
+    assert fields(exc) == ["epochs", "model"]
+
+
+def test_someone_without_a_name_cannot_queue_a_run(managers, store) -> None:
+    with pytest.raises(ClassroomError) as exc:
+        ClassGate(managers(cpu_slots=0), Person(None), ClassSettings()).submit("m", SPEC, tiny())
+    assert fields(exc) == ["name"] and store.list() == []
 
 
 # --- locks and limits at submit ----------------------------------------------------------------

@@ -20,7 +20,7 @@ import json
 import os
 import re
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -166,6 +166,42 @@ def check_locks(settings: ClassSettings) -> None:
     TrainConfig().replace(**{f: v for f, v in settings.locked.items() if f != "model"})
 
 
+def lock_value(field: str, text: str) -> Any:
+    """A value typed for a lock, read as a pair's change is (never evaluated) and checked.
+    Raises ClassroomError, ExperimentError or ConfigError naming the field."""
+    from cnnlab.runs.experiments import apply_change, value_of
+    from cnnlab.training.config import TrainConfig  # lazy: it imports torch
+
+    if field == "model":
+        name = text.strip()
+        if name not in PRESETS:
+            raise ClassroomError([Problem("model", f"{name!r} is not a preset",
+                                          f"choose one of: {', '.join(PRESETS)}")])
+        return name
+    if field not in LOCKABLE:
+        raise ClassroomError([Problem(field, "cannot be locked",
+                                      f"lock one of: {', '.join(LOCKABLE)}")])
+    spec, config = apply_change(PRESETS["bn-lenet"], TrainConfig(), field, text)
+    return value_of(spec, config, field)
+
+
+def settings_from_form(lock_texts: Mapping[str, str], hidden: Iterable[str] = (),
+                       pinned: Iterable[str] = (), **limits: int | None) -> ClassSettings:
+    """Class settings from the teacher's form: each locked field's value as typed (read by
+    `lock_value`), the limits (LIMITS, None for none). Raises ClassroomError listing every
+    field that is wrong, not only the first."""
+    locked, problems = {}, []
+    for field_name, text in lock_texts.items():
+        try:
+            locked[field_name] = lock_value(field_name, text)
+        except CnnlabError as exc:
+            problems += exc.problems or [Problem(field_name, str(exc), "type another value")]
+    if problems:
+        raise ClassroomError(problems)
+    return ClassSettings(locked=locked, hidden=frozenset(hidden) & set(locked),
+                         pinned=tuple(pinned), **limits)
+
+
 def _connect(store: RunStore) -> sqlite3.Connection:
     # The settings share the store's file (one thing to back up, the same WAL) but not its
     # tables: a table of their own that an older store simply lacks until the first save.
@@ -269,6 +305,9 @@ class ClassGate:
         """Queue a run owned by the person (`owner` is ignored: nobody queues as someone else).
         Raises ClassroomError naming the field for a limit passed, or for a pair or sweep
         (`group`) that would vary a locked field; SpecError or ConfigError as submit does."""
+        if self.person.owner is None:  # a run nobody owns could never be cancelled by a student
+            raise ClassroomError([Problem("name", "pick a display name first",
+                                          "type it under You in the sidebar")])
         if not self.person.teacher:
             model, spec, config = self._as_allowed(model, spec, config, group)
         return self.manager.submit(model, spec, config, name=name, group=group,
@@ -298,6 +337,23 @@ class ClassGate:
     def rename(self, run_id: str, name: str | None) -> Run:
         check_may_change(self.person, self.get(run_id), "rename")
         return self.store.rename(run_id, name)
+
+    def clear(self, run_ids: Iterable[str]) -> tuple[list[str], list[str]]:
+        """Cancel the runs still waiting or training and delete those that ended: the
+        teacher's way to empty the queue. Returns (cancelled ids, deleted ids); a run gone
+        meanwhile is skipped. Raises NotAllowed at the first run that is not the person's."""
+        cancelled, deleted = [], []
+        for run_id in run_ids:
+            try:
+                if self.get(run_id).status.terminal:
+                    self.delete(run_id)
+                    deleted.append(run_id)
+                else:
+                    self.cancel(run_id)
+                    cancelled.append(run_id)
+            except KeyError:
+                continue
+        return cancelled, deleted
 
     def delete(self, run_id: str) -> None:
         """Delete a run that has ended. Raises ClassroomError for one still waiting or training
