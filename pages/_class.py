@@ -87,7 +87,7 @@ def on_token() -> None:
 
 
 def you() -> None:
-    """The sidebar's "You": a name to pick once, then who you are (and the teacher's token)."""
+    """The sidebar's "You": a name to pick once, then who you are."""
     if not classroom.is_class():
         return
     me = person()
@@ -101,9 +101,17 @@ def you() -> None:
     else:
         st.caption(f":material/person: {markdown_text(me.name)}"
                    + (" · teacher" if me.teacher else ""))
-    if not me.teacher:
-        with st.expander("Teacher"):
-            st.text_input("Teacher token", key="you.token", type="password", on_change=on_token)
+    show_error()
+
+
+def show_error() -> None:
     error = st.session_state.pop("you.error", None)
     if error:
         st.error(markdown_text(error), icon=":material/error:")
+
+
+def token_form() -> None:
+    """The teacher token's field (the Class page): cleared as soon as it is read."""
+    st.text_input("Teacher token", key="you.token", type="password", on_change=on_token,
+                  help=f"The {classroom.TOKEN_ENV} the server was started with")
+    show_error()

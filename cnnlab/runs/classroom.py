@@ -68,11 +68,6 @@ class Person:
     name: str | None
     teacher: bool = False
 
-    @property
-    def owner(self) -> str | None:
-        """The name a run they queue records."""
-        return self.name or ("teacher" if self.teacher else None)
-
 
 def teacher_token() -> str | None:
     """The server's teacher token, or None for a single-user lab."""
@@ -296,22 +291,23 @@ class ClassGate:
 
     def active_runs(self) -> int:
         """The person's runs waiting or training now."""
-        return sum(run.owner == self.person.owner
+        return sum(run.owner == self.person.name
                    for run in self.store.list((Status.QUEUED, Status.RUNNING)))
 
     def submit(self, model: str, spec: Spec | dict[str, Any], config: TrainConfig | dict[str, Any],
                name: str | None = None, group: str | None = None, owner: str | None = None
                ) -> str:
-        """Queue a run owned by the person (`owner` is ignored: nobody queues as someone else).
+        """Queue a run owned by the person (`owner` is ignored: nobody queues as someone else;
+        a teacher with no name queues runs that only the teacher may change).
         Raises ClassroomError naming the field for a limit passed, or for a pair or sweep
         (`group`) that would vary a locked field; SpecError or ConfigError as submit does."""
-        if self.person.owner is None:  # a run nobody owns could never be cancelled by a student
+        if self.person.name is None and not self.person.teacher:  # its student could not cancel it
             raise ClassroomError([Problem("name", "pick a display name first",
                                           "type it under You in the sidebar")])
         if not self.person.teacher:
             model, spec, config = self._as_allowed(model, spec, config, group)
         return self.manager.submit(model, spec, config, name=name, group=group,
-                                   owner=self.person.owner)
+                                   owner=self.person.name)
 
     def _as_allowed(self, model: str, spec: Spec | dict[str, Any],
                     config: TrainConfig | dict[str, Any], group: str | None
