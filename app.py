@@ -43,6 +43,7 @@ async def lifespan(_app):
 
 
 if __name__ == "__main__":  # a browser session (or AppTest) runs the script
+    from cnnlab.runs.classroom import is_class
     from pages._sidebar import show_sidebar
 
     st.set_page_config(page_title="cnnlab", page_icon=":material/grid_view:", layout="wide")
@@ -53,7 +54,8 @@ if __name__ == "__main__":  # a browser session (or AppTest) runs the script
         st.Page("pages/inside.py", title="Inside", icon=":material/visibility:"),
         st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
         st.Page("pages/lessons.py", title="Lessons", icon=":material/school:"),
-    ])
+    ] + ([st.Page("pages/teacher.py", title="Class", icon=":material/groups:")]
+         if is_class() else []))  # a server with a teacher token
     show_sidebar()  # device, data and the shared queue, on every page
     page.run()
 else:  # `streamlit run app.py` imports this module and serves `app`

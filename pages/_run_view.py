@@ -12,12 +12,14 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from cnnlab.errors import CnnlabError
+from cnnlab.runs.classroom import may_change
 from cnnlab.runs.live import Progress, progress
 from cnnlab.runs.store import Run, Status
 from cnnlab.training.recipes import TEXTBOOK_RESULTS
 from cnnlab.views import report, run_display
 from cnnlab.views.curves import training_curves
 from cnnlab.views.text import markdown_text, progress_text, run_option
+from pages._class import gate, person
 from pages._shared import job_manager, run_events, run_store
 
 LIVE_REFRESH_S = 1
@@ -102,7 +104,7 @@ def on_table_select(widget: str, ids: list[str]) -> None:
 
 def cancel(run_id: str) -> None:
     try:
-        job_manager().cancel(run_id)
+        gate().cancel(run_id)  # the owner or the teacher only; NotAllowed says whose run it is
     except (KeyError, CnnlabError) as exc:
         st.session_state[key("cancel_error")] = str(exc)
 
@@ -159,8 +161,10 @@ def run_head(run: Run) -> None:
     head[0].markdown(run_display.heading(run))
     head[0].caption(run_display.caption(run))
     if not run.status.terminal:
+        mine = may_change(person(), run)
         head[1].button("Cancel", key=key(f"cancel.{run.id}"), on_click=cancel, args=(run.id,),
-                       icon=":material/stop:", disabled=run.cancel_requested, width="stretch")
+                       icon=":material/stop:", disabled=run.cancel_requested or not mine,
+                       width="stretch", help=None if mine else "Only its owner or the teacher")
     error = st.session_state.pop(key("cancel_error"), None)
     if error:
         st.error(f"Could not cancel: {markdown_text(error)}", icon=":material/error:")

@@ -26,13 +26,18 @@ from cnnlab.views.compare import (
 from cnnlab.views.curves import overlaid_curves
 from cnnlab.views.figures import sweep_figure
 from cnnlab.views.text import markdown_text, run_option
+from pages._class import class_settings
 from pages._shared import run_store
 
 REFRESH_S = 2.0  # while a chosen run trains, curves and table redraw this often
 
 
 def default_choice(runs: list[Run]) -> list[str]:
-    """The run picked on another page, else the newest two that finished."""
+    """The runs the teacher pinned, else the run picked on another page, else the newest two
+    that finished."""
+    pinned = [i for i in class_settings().pinned if any(r.id == i for r in runs)]
+    if pinned:
+        return pinned
     wanted = st.session_state.get("selected_run")
     if any(r.id == wanted for r in runs):
         return [wanted]
@@ -91,6 +96,9 @@ if missing and "compare.runs" not in st.session_state:
                icon=":material/link_off:")
 picked = [i for i in st.session_state.get("compare.runs", [i for i in linked if i in by_id]
                                           or default_choice(runs)) if i in by_id]
+pinned = [i for i in class_settings().pinned if i in by_id]
+if pinned:
+    st.caption("Pinned by the teacher: " + ", ".join(markdown_text(by_id[i].label) for i in pinned))
 st.session_state["compare.runs"] = picked  # set here, not as a default: a group sets it too
 chosen = st.multiselect("Runs", list(by_id), key="compare.runs", bind="query-params",
                         format_func=lambda i: run_option(by_id[i]),

@@ -26,6 +26,7 @@ from cnnlab.lessons.catalogue import (
 )
 from cnnlab.views.text import markdown_text
 from pages._links import open_on_architecture, open_on_train
+from pages._class import gate
 from pages._shared import job_manager, show_problems
 
 KINDS = {"predict": "Predict, then reveal", "experiment": "Experiment", "paired": "Paired runs",
@@ -90,7 +91,7 @@ def queue_runs(ex: Exercise, task: Paired | Sweep) -> None:
     clicks = st.session_state.get(f"{k}.clicks", 0)
     if st.button(label, key=f"{k}.{clicks}", icon=":material/playlist_add:"):
         try:
-            _, ids = lesson_runs.queue(job_manager(), ex)
+            _, ids = lesson_runs.queue(gate(), ex)  # owned by this student, within the limits
         except CnnlabError as exc:
             st.error(f"Not queued: {markdown_text(str(exc)) if not exc.problems else ''}",
                      icon=":material/error:")

@@ -22,9 +22,10 @@ from cnnlab.training.config import OPTIMIZERS, SCHEDULES, TrainConfig
 from cnnlab.training.recipes import default_config
 from cnnlab.views import links, train_form
 from cnnlab.views.text import markdown_text, short
+from pages._class import class_settings, gate, person
 from pages._links import keep_in_url, link_problems, show_on_train
 from pages._run_view import all_runs, form_key, key, show_form_values, subset_key, watch, watched_run
-from pages._shared import job_manager, run_store, show_problems
+from pages._shared import run_store, show_problems
 
 FROM_ARCHITECTURE = "architecture"  # the model choice that means st.session_state["spec"]
 DEFAULT_PRESET = "bn-lenet"  # trains in a minute on a CPU: a good first run
@@ -79,8 +80,12 @@ def choose_model() -> tuple[Spec, bool]:
     choices = ([FROM_ARCHITECTURE] if edited is not None else []) + list(PRESETS)
     if st.session_state.get(key("model")) not in choices:
         st.session_state[key("model")] = choices[0] if edited is not None else DEFAULT_PRESET
+    locked = locks().get("model")
+    if locked is not None:  # the teacher's model for everyone; Start applies it again
+        st.session_state[key("model")] = locked
     picked = st.selectbox(
         "Model", choices, key=key("model"), persist_state=KEEP, label_visibility="collapsed",
+        disabled=locked is not None, help="Locked by the teacher" if locked else None,
         format_func=lambda c: (f"{train_form.model_name(edited)} (from the Architecture page)"
                                if c == FROM_ARCHITECTURE else c))
     spec = edited if picked == FROM_ARCHITECTURE else PRESETS[picked]
@@ -112,14 +117,26 @@ def start_values(spec: Spec, buildable: bool) -> None:
         st.session_state[key("recipe_for")] = spec
 
 
+def locks() -> dict[str, Any]:
+    """The fields the teacher fixed for this session's person (none for the teacher)."""
+    return {} if person().teacher else dict(class_settings().locked)
+
+
 class Form:
     """The config's widgets: each keeps its value in st.session_state["train.<field>"] (kept
-    across pages), with a slot under it for the field's problems."""
+    across pages), with a slot under it for the field's problems. A field the teacher locked
+    shows the teacher's value, disabled, or nothing when hidden."""
 
     def __init__(self) -> None:
         self.slots: dict[str, Any] = {}
+        self.locked, self.hidden = locks(), class_settings().hidden
 
     def __call__(self, widget: Any, field: str, label: str, **options: Any) -> None:
+        if field in self.locked:
+            st.session_state[form_key(field)] = self.locked[field]
+            if field in self.hidden:
+                return
+            options.update(disabled=True, help="Locked by the teacher")
         widget(label, key=form_key(field), persist_state=KEEP, **options)
         self.slots[field] = st.container()
 
@@ -245,7 +262,7 @@ def launch(spec: Spec, config: TrainConfig | None) -> None:
         return
     model = train_form.model_name(spec)
     try:
-        run_id = job_manager().submit(model, spec, config, name=name)
+        run_id = gate().submit(model, spec, config, name=name)
     except CnnlabError as exc:  # a SpecError or ConfigError lists its problems
         st.error("Not started:" if exc.problems else f"Not started: {markdown_text(str(exc))}",
                  icon=":material/error:")
@@ -292,7 +309,7 @@ def duplicate_form(run_id: str | None) -> None:
     # Keyed by the groups this session queued, as the Start button is: a click is one group.
     groups = st.session_state.get(key("groups"), 0)
     if row[2].button("Duplicate", icon=":material/content_copy:", key=key(f"pair.go.{groups}")):
-        queued(train_form.duplicate(job_manager(), run.id, field, value,
+        queued(train_form.duplicate(gate(), run.id, field, value,
                                     st.session_state.get(key("name"), "")), slot)
 
 
@@ -310,7 +327,7 @@ def sweep_form(spec: Spec, config: TrainConfig | None) -> None:
     slot = st.container()
     groups = st.session_state.get(key("groups"), 0)
     if row[2].button("Sweep", icon=":material/stacked_line_chart:", key=key(f"sweep.go.{groups}")):
-        queued(train_form.sweep(job_manager(), spec, config, field, values,
+        queued(train_form.sweep(gate(), spec, config, field, values,
                                 st.session_state.get(key("name"), "")), slot)
 
 

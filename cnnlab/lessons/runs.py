@@ -12,6 +12,7 @@ from cnnlab.runs.experiments import apply_change, new_group_id, queue_group, val
 from cnnlab.training.config import TrainConfig
 
 if TYPE_CHECKING:
+    from cnnlab.runs.classroom import ClassGate
     from cnnlab.runs.jobs import JobManager
 
 Run = tuple[str, Spec, TrainConfig]  # (name, spec, config), as queue_group takes them
@@ -44,8 +45,10 @@ def planned_runs(exercise: Exercise) -> list[Run]:
     return runs
 
 
-def queue(manager: JobManager, exercise: Exercise) -> tuple[str, list[str]]:
-    """Queue the card's runs as one group (all or none); (group, run ids in order)."""
+def queue(manager: JobManager | ClassGate, exercise: Exercise, owner: str | None = None
+          ) -> tuple[str, list[str]]:
+    """Queue the card's runs as one group (all or none), owned by `owner` (a ClassGate stamps
+    its person instead, and applies the class's locks and limits); (group, run ids in order)."""
     runs = planned_runs(exercise)
     group = new_group_id(f"lesson {exercise.id}")
-    return group, queue_group(manager, model_name(exercise), runs, group)
+    return group, queue_group(manager, model_name(exercise), runs, group, owner)

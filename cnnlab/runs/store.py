@@ -32,10 +32,10 @@ from cnnlab.runs.processes import pid_alive
 
 DB_NAME = "runs.sqlite"
 BUSY_TIMEOUT_S = 10.0
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Columns added after version 1, as (name, SQL type): a store made by an older cnnlab gains
 # them in place when it is opened (ALTER TABLE ADD COLUMN keeps every row; new columns are NULL).
-ADDED_COLUMNS = (("run_group", "TEXT"),)
+ADDED_COLUMNS = (("run_group", "TEXT"), ("owner", "TEXT"))
 
 # One row per training run. spec/config/result are JSON text so the schema does not change
 # whenever a model family or hyperparameter is added. Queue order is (created_at, rowid);
@@ -57,7 +57,8 @@ CREATE TABLE IF NOT EXISTS runs (
     message          TEXT,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     result_json      TEXT NOT NULL DEFAULT '{}',
-    run_group        TEXT
+    run_group        TEXT,
+    owner            TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_status_created ON runs (status, created_at);
 """
@@ -107,6 +108,9 @@ class Run:
     result: dict[str, Any] = field(default_factory=dict)
     # Runs queued together to compare (a pair or a sweep, cnnlab.runs.experiments) share one.
     group: str | None = None
+    # The display name of whoever queued it (cnnlab.runs.owners); None for runs queued
+    # without one (the CLI, a single-user lab, a store older than schema 3).
+    owner: str | None = None
 
     @property
     def label(self) -> str:
@@ -131,6 +135,7 @@ class Run:
             cancel_requested=bool(row["cancel_requested"]),
             result=json.loads(row["result_json"]),
             group=row["run_group"],
+            owner=row["owner"],
         )
 
 
@@ -282,9 +287,10 @@ class RunStore:
         data_source: str | None = None,
         group: str | None = None,
         result: dict[str, Any] | None = None,
+        owner: str | None = None,
     ) -> Run:
         """Record a queued run. `group` ties runs queued to be compared; `result` starts the
-        run's result (e.g. the memory estimate made before launch)."""
+        run's result (e.g. the memory estimate made before launch); `owner` names who queued it."""
         spec_json, config_json = dumps(spec), dumps(config)
         result_json = dumps(result or {})
         for _ in range(5):  # a random suffix can collide within one second; just draw again
@@ -294,10 +300,10 @@ class RunStore:
                 with self._write() as conn:
                     conn.execute(
                         "INSERT INTO runs (id, created_at, status, name, model, spec_json,"
-                        " config_json, data_source, run_group, result_json)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        " config_json, data_source, run_group, result_json, owner)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (run_id, now, Status.QUEUED.value, name, model, spec_json, config_json,
-                         data_source, group, result_json),
+                         data_source, group, result_json, owner),
                     )
                     return Run.from_row(self._fetch(conn, run_id))
             except sqlite3.IntegrityError:
@@ -424,6 +430,13 @@ class RunStore:
             changed = conn.execute("UPDATE runs SET run_group = ? WHERE id = ? AND run_group IS"
                                    " NULL", (group, run_id)).rowcount
         return changed == 1
+
+    def rename(self, run_id: str, name: str | None) -> Run:
+        """Give a run a new name (None: no name, so it shows as model and id)."""
+        with self._write() as conn:
+            self._fetch(conn, run_id)  # KeyError for an unknown run
+            conn.execute("UPDATE runs SET name = ? WHERE id = ?", (name, run_id))
+            return Run.from_row(self._fetch(conn, run_id))
 
     def request_cancel(self, run_id: str) -> Status:
         """Cancel a queued run now, or flag a running one for its worker; returns the new status."""

@@ -99,6 +99,7 @@ def runs_columns(runs: list[Run], summaries: list[Progress]) -> dict[str, list[A
     DataFrame takes; `created` in seconds since the epoch, UTC."""
     return {
         "name": [run.name or "" for run in runs],
+        "owner": [run.owner or "" for run in runs],
         "model": [run.model for run in runs],
         "status": [STATUS_TEXT[run.status][0] for run in runs],
         "progress": [round(p.fraction or 0.0, 2) for p in summaries],

@@ -1,0 +1,119 @@
+"""Teacher mode in the app, through AppTest: the token in the sidebar, the Class page's
+settings reaching a student's Train page, and a student who cannot cancel another's run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from cnnlab.arch.presets import PRESETS
+from cnnlab.runs import classroom
+from cnnlab.runs.jobs import JobManager
+from cnnlab.runs.store import RunStore, Status
+from cnnlab.training.config import TrainConfig
+
+APP = Path(__file__).resolve().parent.parent / "app.py"
+TOKEN = "correct horse battery"
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """A fresh run store on a server started with a teacher token."""
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("CNNLAB_RUNS", str(runs))
+    monkeypatch.setenv(classroom.TOKEN_ENV, TOKEN)
+    monkeypatch.setattr("pages._class.WRONG_TOKEN_DELAY_S", 0.1)
+    # No slots: a queued run stays queued, and nothing trains on the test machine's cores.
+    monkeypatch.setattr("pages._shared.make_job_manager",
+                        lambda store: JobManager(store, cpu_slots=0, gpu_slots=0))
+    st.cache_resource.clear()  # shared between AppTest instances (streamlit issue #9139)
+    st.cache_data.clear()
+    yield RunStore(runs)
+    from pages._shared import job_manager
+
+    job_manager().shutdown(wait=True, cancel=True)
+    st.cache_resource.clear()
+
+
+def session(name: str | None = None) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    if name is not None:
+        at.text_input(key="you.name_input").input(name).run()
+    assert not at.exception
+    return at
+
+
+def class_page() -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    at.switch_page("pages/teacher.py").run()
+    assert not at.exception
+    return at
+
+
+def keys(widgets) -> list[str]:
+    return [w.key for w in widgets]
+
+
+def texts(elements) -> str:
+    return " ".join(e.value for e in elements)
+
+
+def waiting_run(store: RunStore, owner: str) -> str:
+    """A run that stays queued (the manager has no slots)."""
+    config = TrainConfig(data="sample").to_dict()
+    return store.create("bn-lenet", PRESETS["bn-lenet"].to_dict(), config, owner=owner).id
+
+
+def test_the_teacher_locks_and_limits_and_a_student_meets_them(store) -> None:
+    teacher = class_page()
+    teacher.text_input(key="you.token").input("guess").run()
+    assert "not the teacher token" in texts(teacher.error)
+    assert teacher.text_input(key="you.token").value == ""  # cleared, even when wrong
+    assert "class.locked" not in keys(teacher.multiselect)
+    teacher.text_input(key="you.token").input(TOKEN).run()
+    assert "you.token" not in keys(teacher.text_input) and "class.locked" in keys(
+        teacher.multiselect)
+    assert TOKEN not in str([teacher.session_state[k] for k in ("you.token",)
+                             if k in teacher.session_state])
+    teacher.multiselect(key="class.locked").set_value(["epochs"]).run()
+    teacher.text_input(key="class.lock.epochs").input("2").run()
+    teacher.number_input(key="class.max_input_size").set_value(64).run()
+    teacher.button(key="class.save").click().run()
+    assert not teacher.exception and "Saved" in texts(teacher.success)
+    assert classroom.load(RunStore(store.runs_dir)) == classroom.ClassSettings(
+        locked={"epochs": 2}, max_input_size=64)
+
+    student = session("Ada")
+    student.switch_page("pages/train.py").run()
+    epochs = student.number_input(key="train.epochs")
+    assert epochs.disabled and epochs.value == 2
+    student.selectbox(key="train.model").select("googlenet").run()
+    student.button(key="train.start.0").click().run()
+    assert "input_size" in texts(student.error) and "96 px is more than" in texts(student.error)
+    assert store.list() == []
+    student.selectbox(key="train.model").select("bn-lenet").run()
+    student.button(key="train.start.0").click().run()
+    (run,) = store.list()
+    assert (run.owner, run.config["epochs"]) == ("Ada", 2)
+
+
+def test_a_student_cannot_cancel_anothers_run_but_the_teacher_can(store) -> None:
+    run_id = waiting_run(store, "Grace")
+    student = session("Ada")
+    student.switch_page("pages/train.py").run()
+    student.query_params["run"] = run_id
+    student.run()
+    cancel = student.button(key=f"train.cancel.{run_id}")
+    assert cancel.disabled and cancel.help == "Only its owner or the teacher"
+    assert store.get(run_id).status is Status.QUEUED  # the core refuses too (test_classroom)
+
+    teacher = class_page()
+    teacher.text_input(key="you.token").input(TOKEN).run()
+    teacher.switch_page("pages/train.py").run()
+    teacher.query_params["run"] = run_id
+    teacher.run()
+    teacher.button(key=f"train.cancel.{run_id}").click().run()
+    assert store.get(run_id).status is Status.CANCELLED
