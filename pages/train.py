@@ -251,6 +251,9 @@ def launch(spec: Spec, config: TrainConfig | None) -> None:
     # browser delivers its trigger again to a later rerun (Streamlit replays triggers across
     # coalesced reruns, and the live view reruns every second).
     launches = st.session_state.get(key("launches"), 0)
+    queued_name = st.session_state.pop(key("queued_toast"), None)
+    if queued_name is not None:
+        st.toast(f"Queued {markdown_text(queued_name)}", icon=":material/play_arrow:")
     name = train_form.run_name(st.text_input(
         "Run name", key=key("name"), max_chars=train_form.MAX_NAME,
         placeholder="optional, e.g. 'BN-LeNet at lr 0.5'", help="Shown wherever runs are listed"))
@@ -273,7 +276,11 @@ def launch(spec: Spec, config: TrainConfig | None) -> None:
         return
     st.session_state[key("launches")] = launches + 1
     watch(run_id)
-    st.toast(f"Queued {markdown_text(name or model)}", icon=":material/play_arrow:")
+    # Rerun at once so the button is drawn under its new key: until then the page shows the
+    # old one, and a second Start pressed before the next full rerun (the run's end, for a run
+    # waiting in a long queue) was dropped as a replayed click. The toast rides along.
+    st.session_state[key("queued_toast")] = name or model
+    st.rerun()
 
 
 # --- pairs and sweeps ----------------------------------------------------------------------
