@@ -2,13 +2,15 @@
 student queues a few tiny runs at nearly the same moment, and the server's CPU per idle tab.
 
     .venv/bin/python bench/load.py [--sessions 30] [--owners 10] [--runs-per-owner 3]
-                                   [--idle-tabs 30] [--idle-s 30] [--run-timeout 900]
+                                   [--idle-tabs 30] [--idle-s 30] [--run-timeout 900] [--cold]
 
 Starts `streamlit run app.py` on 127.0.0.1 and a free port with a teacher token set (so each
 run records its owner) and $CNNLAB_RUNS in a temporary folder, and drives Debian's Chromium
 headless through Playwright. Each owner is a browser context with its own `cnnlab_name`
 cookie, as if the student had picked a name; its tabs open Train first, then Architecture,
-Lessons, Compare and Train in turn across the class. Prints:
+Lessons, Compare and Train in turn across the class. Unless `--cold`, one tab first opens each
+page once, as a teacher checking the server before class would (its times are printed too).
+Prints:
 
 - page errors: Streamlit exception boxes, crashed tabs, uncaught errors and console errors;
 - time to first content: from navigation to the page's title (h1) on screen, timed inside the
