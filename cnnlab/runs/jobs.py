@@ -36,7 +36,6 @@ from typing import TYPE_CHECKING, Any
 from cnnlab.arch.parse import spec_from_data
 from cnnlab.arch.specs import Spec
 from cnnlab.runs.executors import Executor, LocalProcesses, choose_executor
-from cnnlab.runs.processes import pid_alive
 from cnnlab.runs.slots import choose_device, cpu_threads_per_slot
 from cnnlab.runs.store import Run, RunStore, Status
 
@@ -232,9 +231,9 @@ class JobManager:
         """Mark runs interrupted whose worker died outside this manager's sight."""
         with self._lock:
             mine = self.executor.pids()
-        if any(r.worker_pid not in mine and not pid_alive(r.worker_pid) for r in running):
+        if any(r.worker_pid not in mine and not r.worker_alive() for r in running):
             # Our own workers count as alive here: _reap gives them a message with the exit code.
-            self.store.mark_interrupted(alive=lambda pid: pid in mine or pid_alive(pid))
+            self.store.mark_interrupted(ours=mine)
 
     def _launch(self, running: list[Run]) -> None:
         """Start workers for the oldest queued runs while their kind of slot is free."""
@@ -244,7 +243,7 @@ class JobManager:
         launched = set(ours)
         # Runs other managers (or an earlier server) started take slots here too.
         busy.update(r.device or "cpu" for r in running
-                    if r.id not in launched and pid_alive(r.worker_pid))
+                    if r.id not in launched and r.worker_alive())
         for run in self.store.queued():
             if run.id in launched:
                 continue  # its worker is starting and has not claimed it yet

@@ -16,7 +16,7 @@ import secrets
 import shutil
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -28,14 +28,14 @@ from cnnlab.runs import metrics as metric_log
 from cnnlab.runs.checkpoints import Checkpoints
 from cnnlab.runs.encoding import dumps
 from cnnlab.runs.metrics import Event
-from cnnlab.runs.processes import pid_alive
+from cnnlab.runs.processes import process_start, same_process
 
 DB_NAME = "runs.sqlite"
 BUSY_TIMEOUT_S = 10.0
 SCHEMA_VERSION = 2
 # Columns added after version 1, as (name, SQL type): a store made by an older cnnlab gains
 # them in place when it is opened (ALTER TABLE ADD COLUMN keeps every row; new columns are NULL).
-ADDED_COLUMNS = (("run_group", "TEXT"),)
+ADDED_COLUMNS = (("run_group", "TEXT"), ("worker_start", "INTEGER"))
 
 # One row per training run. spec/config/result are JSON text so the schema does not change
 # whenever a model family or hyperparameter is added. Queue order is (created_at, rowid);
@@ -57,7 +57,8 @@ CREATE TABLE IF NOT EXISTS runs (
     message          TEXT,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     result_json      TEXT NOT NULL DEFAULT '{}',
-    run_group        TEXT
+    run_group        TEXT,
+    worker_start     INTEGER
 );
 CREATE INDEX IF NOT EXISTS runs_status_created ON runs (status, created_at);
 """
@@ -107,6 +108,12 @@ class Run:
     result: dict[str, Any] = field(default_factory=dict)
     # Runs queued together to compare (a pair or a sweep, cnnlab.runs.experiments) share one.
     group: str | None = None
+    # When the worker process started (processes.process_start): with worker_pid, it tells
+    # the worker from an unrelated process that was given the same pid after the worker died.
+    worker_start: int | None = None
+
+    def worker_alive(self) -> bool:
+        return same_process(self.worker_pid, self.worker_start)
 
     @property
     def label(self) -> str:
@@ -131,6 +138,7 @@ class Run:
             cancel_requested=bool(row["cancel_requested"]),
             result=json.loads(row["result_json"]),
             group=row["run_group"],
+            worker_start=row["worker_start"],
         )
 
 
@@ -249,7 +257,8 @@ class RunStore:
     def _start_columns(pid: int, device: str | None, data_source: str | None = None
                        ) -> dict[str, Any]:
         # A device or data source not given keeps what the run already has.
-        columns: dict[str, Any] = {"started_at": time.time(), "worker_pid": pid}
+        columns: dict[str, Any] = {"started_at": time.time(), "worker_pid": pid,
+                                   "worker_start": process_start(pid)}
         if device is not None:
             columns["device"] = device
         if data_source is not None:
@@ -441,15 +450,21 @@ class RunStore:
         with self._connect() as conn:
             return bool(self._fetch(conn, run_id)["cancel_requested"])
 
-    def mark_interrupted(self, alive: Callable[[int], bool] = pid_alive) -> list[str]:
-        """Mark running runs whose worker process is gone as interrupted; returns their ids."""
+    def mark_interrupted(self, alive: Callable[[int], bool] | None = None,
+                         ours: Collection[int] = ()) -> list[str]:
+        """Mark running runs whose worker process is gone as interrupted; returns their ids.
+
+        A worker is alive when `alive(pid)` says so, by default when its pid still names the
+        process that started then (a reused pid does not keep a dead worker's run running).
+        `ours` are pids the caller knows are its live workers (unreaped children included)."""
         interrupted = []
         with self._write() as conn:
-            rows = conn.execute("SELECT id, worker_pid FROM runs WHERE status = ?",
+            rows = conn.execute("SELECT id, worker_pid, worker_start FROM runs WHERE status = ?",
                                 (Status.RUNNING.value,)).fetchall()
             for row in rows:
                 pid = row["worker_pid"]
-                if pid is not None and alive(pid):
+                if pid is not None and (pid in ours or (
+                        alive(pid) if alive else same_process(pid, row["worker_start"]))):
                     continue
                 self._transition(conn, row["id"], Status.INTERRUPTED, message=(
                     f"worker process {pid} is gone; metrics up to that point are kept"))
