@@ -97,9 +97,10 @@ def test_bad_sweep_lists_are_refused_naming_the_field(text: str, why: str) -> No
 
 def test_a_group_is_queued_together_with_a_readable_id(managers, store) -> None:
     manager = managers(cpu_slots=0)
-    ids = queue_group(manager, "bn-lenet", [("a", SPEC, tiny()), ("b", SPEC, tiny(lr=0.5))])
+    ids = queue_group(manager, "bn-lenet", [("a", SPEC, tiny()), ("b", SPEC, tiny(lr=0.5))],
+                      owner="Ada")
     runs = [store.get(i) for i in ids]
-    assert [r.name for r in runs] == ["a", "b"]
+    assert [r.name for r in runs] == ["a", "b"] and [r.owner for r in runs] == ["Ada", "Ada"]
     assert runs[0].group == runs[1].group and runs[0].group.startswith("group of bn-lenet")
     assert runs[0].result["memory_estimated"] > 0  # the estimate is kept at submit
 
@@ -115,10 +116,11 @@ def test_a_group_refused_half_way_leaves_nothing_queued(managers, store) -> None
 def test_a_duplicate_pairs_the_run_with_a_copy_that_differs_in_one_field(managers,
                                                                           store) -> None:
     manager = managers(cpu_slots=0)
-    first = manager.submit("bn-lenet", SPEC, tiny(), name="mine")
-    group, ids = duplicate_with_change(manager, first, "batch_norm", "none")
+    first = manager.submit("bn-lenet", SPEC, tiny(), name="mine", owner="Ada")
+    group, ids = duplicate_with_change(manager, first, "batch_norm", "none", owner="Grace")
     assert ids[0] == first and len(ids) == 2
     original, copy = store.get(first), store.get(ids[1])
+    assert (original.owner, copy.owner) == ("Ada", "Grace")  # the reused run keeps its owner
     assert original.group == copy.group == group and "batch_norm" in group
     assert copy.name == "mine · batch_norm=none"
     assert copy.spec == {**original.spec, "batch_norm": "none"} and copy.config == original.config
@@ -137,7 +139,8 @@ def test_a_duplicate_of_a_run_in_a_group_queues_a_fresh_pair(managers, store) ->
 
 def test_a_sweep_trains_one_run_per_value_in_one_group(managers, store) -> None:
     manager = managers(cpu_slots=2)
-    group, ids = sweep(manager, "bn-lenet", SPEC, tiny(max_steps=3), "lr", "0.1, 1")
+    group, ids = sweep(manager, "bn-lenet", SPEC, tiny(max_steps=3), "lr", "0.1, 1", owner="Ada")
+    assert {store.get(i).owner for i in ids} == {"Ada"}
     for run_id in ids:
         wait_for(finished(store, run_id))
     runs = store.list(group=group)[::-1]

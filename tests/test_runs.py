@@ -492,12 +492,29 @@ def test_a_run_store_of_schema_1_gains_groups_in_place_and_keeps_its_runs(tmp_pa
     store = RunStore(runs_dir)
     (old,) = store.list()
     assert old.name == "old run" and old.status is Status.DONE and old.group is None
-    new = store.create("vgg-11", SPEC, CONFIG, group="lr sweep")
-    assert store.get(new.id).group == "lr sweep"
+    assert old.owner is None
+    new = store.create("vgg-11", SPEC, CONFIG, group="lr sweep", owner="Ada")
+    assert store.get(new.id).group == "lr sweep" and store.get(new.id).owner == "Ada"
     with sqlite3.connect(runs_dir / store_module.DB_NAME) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == store_module.SCHEMA_VERSION == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == store_module.SCHEMA_VERSION == 4
     RunStore(runs_dir)  # opening a migrated store again changes nothing
     assert [r.id for r in store.list()] == [new.id, old.id]
+
+
+def test_a_run_store_of_schema_2_gains_owners_in_place(tmp_path: Path) -> None:
+    runs_dir = tmp_path / "runs"
+    runs_dir.mkdir()
+    with sqlite3.connect(runs_dir / store_module.DB_NAME) as conn:
+        conn.executescript(VERSION_1_RUNS)
+        conn.execute("ALTER TABLE runs ADD COLUMN run_group TEXT")
+        conn.execute("UPDATE runs SET run_group = 'g'")
+        conn.execute("PRAGMA user_version = 2")
+    store = RunStore(runs_dir)
+    (old,) = store.list()
+    assert (old.group, old.owner) == ("g", None)
+    mine = store.create("vgg-11", SPEC, CONFIG, owner="Grace")
+    assert [r.owner for r in RunStore(runs_dir).list()] == ["Grace", None]
+    assert store.create("vgg-11", SPEC, CONFIG).owner is None and mine.owner == "Grace"
 
 
 def test_list_filters_by_group_and_groups_gathers_them(store: RunStore) -> None:

@@ -145,14 +145,15 @@ def new_group_id(what: str) -> str:
 
 def queue_group(manager: JobManager, model: str,
                 runs: Sequence[tuple[str, Spec, TrainConfig]],
-                group: str | None = None) -> list[str]:
-    """Queue (name, spec, config) runs as one group; their ids, in order. All or none: a run
+                group: str | None = None, owner: str | None = None) -> list[str]:
+    """Queue (name, spec, config) runs as one group, owned by `owner`; their ids, in order. All or none: a run
     refused at submit cancels those queued before it, and its error is raised."""
     group = group or new_group_id(f"group of {model}")
     ids: list[str] = []
     try:
         for name, spec, config in runs:
-            ids.append(manager.submit(model, spec, config, name=name, group=group))
+            ids.append(manager.submit(model, spec, config, name=name, group=group,
+                                       owner=owner))
     except BaseException:
         for run_id in ids:
             manager.cancel(run_id)
@@ -169,14 +170,15 @@ REUSABLE = (Status.DONE, Status.DIVERGED, Status.RUNNING, Status.QUEUED)
 
 
 def duplicate_with_change(manager: JobManager, run_id: str, field: str, value: Any,
-                          name: str | None = None) -> tuple[str, list[str]]:
+                          name: str | None = None, owner: str | None = None
+                          ) -> tuple[str, list[str]]:
     """Pair run `run_id` with a copy that differs in `field` only (same seed, same data).
 
     Returns (group, [first id, new id]). The first is the run itself when it is in no group
     and ended done or diverged (or is still queued or training); else a fresh copy of it is
     queued too, so a pair never leans on a cancelled run or splits another group. Raises
     ExperimentError, SpecError or ConfigError (naming the field) before anything is queued;
-    KeyError for an unknown run."""
+    KeyError for an unknown run. The runs queued are `owner`'s; a reused first run keeps its own."""
     original = manager.get(run_id)
     spec, config = _recreate(original)
     new_spec, new_config = apply_change(spec, config, field, value)
@@ -189,16 +191,18 @@ def duplicate_with_change(manager: JobManager, run_id: str, field: str, value: A
     changed = (f"{label} · {field}={value_text(after)}", new_spec, new_config)
     copy = (f"{label} · {field}={value_text(before)}", spec, config)
     if original.status in REUSABLE and original.group is None:
-        new_id = queue_group(manager, original.model, [changed], group)[0]
+        new_id = queue_group(manager, original.model, [changed], group, owner)[0]
         if manager.store.set_group(run_id, group):  # False if it joined a group meanwhile
             return group, [run_id, new_id]
-        return group, queue_group(manager, original.model, [copy], group) + [new_id]
-    return group, queue_group(manager, original.model, [copy, changed], group)
+        return group, queue_group(manager, original.model, [copy], group, owner) + [new_id]
+    return group, queue_group(manager, original.model, [copy, changed], group, owner)
 
 
 def sweep(manager: JobManager, model: str, spec: Spec, config: TrainConfig, field: str,
-          values: Sequence[Any] | str, name: str | None = None) -> tuple[str, list[str]]:
-    """Queue one run per value of `field` (a list, or text for `parse_values`), as one group.
+          values: Sequence[Any] | str, name: str | None = None, owner: str | None = None
+          ) -> tuple[str, list[str]]:
+    """Queue one run per value of `field` (a list, or text for `parse_values`), as one group
+    owned by `owner`.
     Returns (group, ids in the order of the values). Every value is checked before anything
     is queued: ExperimentError, SpecError or ConfigError, naming the field."""
     if isinstance(values, str):
@@ -212,4 +216,4 @@ def sweep(manager: JobManager, model: str, spec: Spec, config: TrainConfig, fiel
         shown = value_text(value_of(new_spec, new_config, field))
         runs.append((f"{label} · {field}={shown}", new_spec, new_config))
     group = new_group_id(f"{field} sweep of {label}")
-    return group, queue_group(manager, model, runs, group)
+    return group, queue_group(manager, model, runs, group, owner)

@@ -104,9 +104,10 @@ class JobManager:
         config: TrainConfig | dict[str, Any],
         name: str | None = None,
         group: str | None = None,
+        owner: str | None = None,
     ) -> str:
         """Queue a run; returns its id. `config` is a TrainConfig or its dict; `group` ties
-        runs queued to be compared (cnnlab.runs.experiments). The memory estimate made now is
+        runs queued to be compared (cnnlab.runs.experiments); `owner` names who queued it. The memory estimate made now is
         kept in the run's result, to set beside the peak the worker measures.
 
         Raises SpecError listing the spec's problems, or ConfigError for the config's, before
@@ -117,7 +118,7 @@ class JobManager:
         checked = spec_from_data(spec.to_dict() if isinstance(spec, Spec) else spec)
         config_dict = _config_dict(config, self.num_gpus)
         run = self.store.create(model, checked.to_dict(), config_dict, name=name, group=group,
-                                result=_estimate(checked, config_dict))
+                                result=_estimate(checked, config_dict), owner=owner)
         self._wake.set()  # start it now if a slot is free, not at the next poll
         return run.id
 

@@ -32,10 +32,10 @@ from cnnlab.runs.processes import process_start, same_process
 
 DB_NAME = "runs.sqlite"
 BUSY_TIMEOUT_S = 10.0
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 4
 # Columns added after version 1, as (name, SQL type): a store made by an older cnnlab gains
 # them in place when it is opened (ALTER TABLE ADD COLUMN keeps every row; new columns are NULL).
-ADDED_COLUMNS = (("run_group", "TEXT"), ("worker_start", "INTEGER"))
+ADDED_COLUMNS = (("run_group", "TEXT"), ("owner", "TEXT"), ("worker_start", "INTEGER"))
 
 # One row per training run. spec/config/result are JSON text so the schema does not change
 # whenever a model family or hyperparameter is added. Queue order is (created_at, rowid);
@@ -58,6 +58,7 @@ CREATE TABLE IF NOT EXISTS runs (
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     result_json      TEXT NOT NULL DEFAULT '{}',
     run_group        TEXT,
+    owner            TEXT,
     worker_start     INTEGER
 );
 CREATE INDEX IF NOT EXISTS runs_status_created ON runs (status, created_at);
@@ -108,6 +109,9 @@ class Run:
     result: dict[str, Any] = field(default_factory=dict)
     # Runs queued together to compare (a pair or a sweep, cnnlab.runs.experiments) share one.
     group: str | None = None
+    # The display name of whoever queued it (cnnlab.runs.owners); None for runs queued
+    # without one (the CLI, a single-user lab, a store older than schema 3).
+    owner: str | None = None
     # When the worker process started (processes.process_start): with worker_pid, it tells
     # the worker from an unrelated process that was given the same pid after the worker died.
     worker_start: int | None = None
@@ -138,6 +142,7 @@ class Run:
             cancel_requested=bool(row["cancel_requested"]),
             result=json.loads(row["result_json"]),
             group=row["run_group"],
+            owner=row["owner"],
             worker_start=row["worker_start"],
         )
 
@@ -291,9 +296,10 @@ class RunStore:
         data_source: str | None = None,
         group: str | None = None,
         result: dict[str, Any] | None = None,
+        owner: str | None = None,
     ) -> Run:
         """Record a queued run. `group` ties runs queued to be compared; `result` starts the
-        run's result (e.g. the memory estimate made before launch)."""
+        run's result (e.g. the memory estimate made before launch); `owner` names who queued it."""
         spec_json, config_json = dumps(spec), dumps(config)
         result_json = dumps(result or {})
         for _ in range(5):  # a random suffix can collide within one second; just draw again
@@ -303,10 +309,10 @@ class RunStore:
                 with self._write() as conn:
                     conn.execute(
                         "INSERT INTO runs (id, created_at, status, name, model, spec_json,"
-                        " config_json, data_source, run_group, result_json)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        " config_json, data_source, run_group, result_json, owner)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (run_id, now, Status.QUEUED.value, name, model, spec_json, config_json,
-                         data_source, group, result_json),
+                         data_source, group, result_json, owner),
                     )
                     return Run.from_row(self._fetch(conn, run_id))
             except sqlite3.IntegrityError:
