@@ -23,7 +23,7 @@ from cnnlab.arch.checks import SpecError
 from cnnlab.arch.presets import PRESETS
 from cnnlab.runs.jobs import JobManager
 from cnnlab.runs.processes import pid_alive, worker_env
-from cnnlab.runs.slots import choose_device
+from cnnlab.runs.slots import choose_device, fits_on_gpu, gpu_estimate
 from cnnlab.runs.store import RunStore, Status
 from cnnlab.training.config import ConfigError, TrainConfig
 
@@ -196,6 +196,32 @@ def test_without_gpus_every_run_shares_the_cpu_slots() -> None:
     assert choose_device("cpu", Counter(), cpu_slots=0, gpu_slots=0, num_gpus=0) is None
 
 
+GIB = 2**30
+
+
+def test_runs_share_a_gpu_while_their_estimates_fit_its_budget_up_to_runs_per_gpu() -> None:
+    assert fits_on_gpu(10 * GIB, [], candidate=20 * GIB, runs_per_gpu=4)  # idle: any run
+    assert fits_on_gpu(10 * GIB, [3 * GIB, 3 * GIB], candidate=4 * GIB, runs_per_gpu=4)
+    assert not fits_on_gpu(10 * GIB, [3 * GIB, 3 * GIB], candidate=5 * GIB, runs_per_gpu=4)
+    assert not fits_on_gpu(10 * GIB, [GIB] * 4, candidate=GIB, runs_per_gpu=4)
+    # Anything unknown (no budget, a run estimated for the CPU) means the GPU alone.
+    assert not fits_on_gpu(None, [GIB], candidate=GIB, runs_per_gpu=4)
+    assert not fits_on_gpu(10 * GIB, [None], candidate=GIB, runs_per_gpu=4)
+    assert not fits_on_gpu(10 * GIB, [GIB], candidate=None, runs_per_gpu=4)
+    assert gpu_estimate({"memory_estimated": 5, "memory_device": "cuda"}) == 5
+    assert gpu_estimate({"memory_estimated": 5, "memory_device": "cpu"}) is None
+
+
+def test_a_run_goes_to_the_least_busy_gpu_it_fits_on() -> None:
+    shared = dict(cpu_slots=1, gpu_slots=8, num_gpus=2, budgets=[10 * GIB, 10 * GIB],
+                  runs_per_gpu=4)
+    busy = Counter({"cuda:0": 1, "cuda:1": 2})
+    loads = {"cuda:0": [8 * GIB], "cuda:1": [2 * GIB, 2 * GIB]}
+    assert choose_device("auto", busy, loads=loads, candidate=GIB, **shared) == "cuda:0"
+    assert choose_device("auto", busy, loads=loads, candidate=3 * GIB, **shared) == "cuda:1"
+    assert choose_device("auto", busy, loads=loads, candidate=7 * GIB, **shared) is None
+
+
 def test_a_worker_sees_only_its_own_gpu_or_none_on_the_cpu(monkeypatch) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")  # the server was given GPUs 2 and 3
     assert worker_env("cuda:1", threads=2)["CUDA_VISIBLE_DEVICES"] == "3"
@@ -346,3 +372,65 @@ def test_a_second_manager_counts_the_first_ones_worker_against_its_slot_and_can_
     assert store.get(long_run).status is Status.CANCELLED
     wait_for(finished(store, short_run))
     assert store.get(short_run).status is Status.DONE
+
+
+# -- GPU sharing through a real JobManager, on pretend GPUs -----------------------------------
+
+
+class PretendGpus:
+    """An executor with `num_gpus` GPUs that trains nothing: start() marks the run running with
+    this test's pid (a live process), as a worker's claim would; finish() ends one."""
+
+    def __init__(self, num_gpus: int) -> None:
+        self.num_gpus = num_gpus
+        self.started: dict[str, str] = {}
+
+    def default_cpu_slots(self) -> int:
+        return 0
+
+    def start(self, store: RunStore, run_id: str, device: str) -> None:
+        store.mark_running(run_id, os.getpid(), device=device)
+        self.started[run_id] = device
+
+    def poll(self, store: RunStore) -> None:
+        for run_id in list(self.started):
+            if store.get(run_id).status.terminal:
+                del self.started[run_id]
+
+    def running(self) -> dict[str, str]:
+        return dict(self.started)
+
+    def pids(self) -> set[int]:
+        return {os.getpid()}
+
+    def kill(self, store: RunStore, run) -> bool:
+        store.finish_unless_final(run.id, Status.CANCELLED, "killed")
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+def queue_gpu_run(store: RunStore, gib: float) -> str:
+    estimate = {"memory_estimated": int(gib * GIB), "memory_device": "cuda"}
+    return store.create("bn-lenet", SPEC.to_dict(), tiny(device="cuda").to_dict(),
+                        result=estimate).id
+
+
+def test_the_manager_starts_gpu_runs_side_by_side_while_their_estimates_fit(
+        managers, store) -> None:
+    gpus = PretendGpus(num_gpus=1)
+    big, small, second_big, tiny_run = (queue_gpu_run(store, gib) for gib in (5, 3, 4, 1))
+    managers(executor=gpus, gpu_budget=9 * GIB, runs_per_gpu=3)
+    wait_for(lambda: len(gpus.started) == 2)
+    time.sleep(0.5)  # several dispatcher ticks: nothing else may start
+    assert gpus.started == {big: "cuda:0", small: "cuda:0"}  # 8 GiB of 9
+    # 1 GiB would fit, but it does not jump the 4 GiB run waiting ahead of it.
+    assert store.get(tiny_run).status is Status.QUEUED
+    store.finish(small, Status.DONE)
+    wait_for(lambda: second_big in gpus.started)  # 5 + 4 GiB
+    time.sleep(0.5)
+    assert store.get(tiny_run).status is Status.QUEUED  # 10 GiB would not fit
+    store.finish(big, Status.DONE)
+    wait_for(lambda: tiny_run in gpus.started)
+    assert gpus.started == {second_big: "cuda:0", tiny_run: "cuda:0"}

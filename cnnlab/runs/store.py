@@ -29,6 +29,7 @@ from cnnlab.runs.checkpoints import Checkpoints
 from cnnlab.runs.encoding import dumps
 from cnnlab.runs.metrics import Event
 from cnnlab.runs.processes import process_start, same_process
+from cnnlab.runs.turns import fair_order
 
 DB_NAME = "runs.sqlite"
 BUSY_TIMEOUT_S = 10.0
@@ -38,8 +39,8 @@ SCHEMA_VERSION = 4
 ADDED_COLUMNS = (("run_group", "TEXT"), ("owner", "TEXT"), ("worker_start", "INTEGER"))
 
 # One row per training run. spec/config/result are JSON text so the schema does not change
-# whenever a model family or hyperparameter is added. Queue order is (created_at, rowid);
-# rowid breaks ties between equal timestamps.
+# whenever a model family or hyperparameter is added. Queued runs are read oldest first,
+# (created_at, rowid) with rowid breaking ties, and start in fair turns (cnnlab.runs.turns).
 RUNS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id               TEXT PRIMARY KEY,
@@ -343,29 +344,28 @@ class RunStore:
         return [Run.from_row(row) for row in rows]
 
     def queued(self) -> list[Run]:
-        """Queued runs in the order workers will claim them (oldest first)."""
+        """Queued runs in the order they will start: fair turns across owners (turns.fair_order)."""
         with self._connect() as conn:
-            rows = conn.execute(
-                "SELECT * FROM runs WHERE status = ? ORDER BY created_at, rowid",
-                (Status.QUEUED.value,),
-            ).fetchall()
-        return [Run.from_row(row) for row in rows]
+            return self._queued_in(conn)
+
+    @staticmethod
+    def _queued_in(conn: sqlite3.Connection) -> list[Run]:
+        rows = conn.execute("SELECT * FROM runs WHERE status = ? ORDER BY created_at, rowid",
+                            (Status.QUEUED.value,)).fetchall()
+        # Each owner's latest start, over every run that ever started (running or finished).
+        last_starts = dict(conn.execute(
+            "SELECT owner, MAX(started_at) FROM runs WHERE started_at IS NOT NULL GROUP BY owner"
+        ).fetchall())
+        return fair_order([Run.from_row(row) for row in rows], last_starts)
 
     def queue_position(self, run_id: str) -> int | None:
         """1 for the run that will be claimed next; None if the run is not queued."""
         with self._connect() as conn:
-            row = conn.execute("SELECT status, created_at, rowid FROM runs WHERE id = ?",
-                               (run_id,)).fetchone()
-            if row is None:
-                raise KeyError(f"unknown run id: {run_id!r}")
-            if row["status"] != Status.QUEUED.value:
+            status = Status(self._fetch(conn, run_id)["status"])  # KeyError for an unknown id
+            if status is not Status.QUEUED:
                 return None
-            (ahead,) = conn.execute(
-                "SELECT COUNT(*) FROM runs WHERE status = ?"
-                " AND (created_at < ? OR (created_at = ? AND rowid < ?))",
-                (Status.QUEUED.value, row["created_at"], row["created_at"], row["rowid"]),
-            ).fetchone()
-        return ahead + 1
+            ids = [run.id for run in self._queued_in(conn)]
+        return ids.index(run_id) + 1
 
     def mark_running(
         self, run_id: str, pid: int, device: str | None = None, data_source: str | None = None
@@ -375,16 +375,14 @@ class RunStore:
                                     **self._start_columns(pid, device, data_source))
 
     def claim_next(self, pid: int, device: str | None = None) -> Run | None:
-        """Atomically take the oldest queued run and mark it running; None if the queue is empty."""
+        """Atomically take the next queued run (fair turns) and mark it running; None if the
+        queue is empty."""
         with self._write() as conn:
             # Select and update inside one write transaction, so two workers never get the same run.
-            row = conn.execute(
-                "SELECT id FROM runs WHERE status = ? ORDER BY created_at, rowid LIMIT 1",
-                (Status.QUEUED.value,),
-            ).fetchone()
-            if row is None:
+            queue = self._queued_in(conn)
+            if not queue:
                 return None
-            return self._transition(conn, row["id"], Status.RUNNING,
+            return self._transition(conn, queue[0].id, Status.RUNNING,
                                     **self._start_columns(pid, device))
 
     def finish(
