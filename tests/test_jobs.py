@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -434,3 +435,44 @@ def test_the_manager_starts_gpu_runs_side_by_side_while_their_estimates_fit(
     store.finish(big, Status.DONE)
     wait_for(lambda: tiny_run in gpus.started)
     assert gpus.started == {second_big: "cuda:0", tiny_run: "cuda:0"}
+
+
+# -- fair turns and stale rows, with real workers ------------------------------------------------
+
+
+@pytest.mark.slow
+def test_with_one_cpu_slot_a_second_owners_first_run_starts_before_the_first_owners_second(
+        managers, store) -> None:
+    manager = managers(cpu_slots=1)
+    a1, a2 = (manager.submit("bn-lenet", SPEC, tiny(max_steps=10), owner="ann") for _ in range(2))
+    b1 = manager.submit("bn-lenet", SPEC, tiny(max_steps=10), owner="bob")
+    assert [manager.queue_position(i) for i in (b1, a2)] in ([2, 3], [1, 2])  # a1 may be off
+    wait_for(lambda: all(store.get(i).status.terminal for i in (a1, a2, b1)),
+             timeout=3 * RUN_TIMEOUT_S)
+    runs = {i: store.get(i) for i in (a1, a2, b1)}
+    assert [r.status for r in runs.values()] == [Status.DONE] * 3, [r.message for r in runs.values()]
+    assert runs[a1].started_at < runs[b1].started_at < runs[a2].started_at
+
+
+@pytest.mark.slow
+def test_a_running_row_whose_pid_now_names_an_unrelated_process_does_not_hold_the_slot(
+        managers, store) -> None:
+    stale = store.create("bn-lenet", SPEC.to_dict(), tiny().to_dict()).id
+    gone = subprocess.Popen(["sleep", "60"])
+    store.mark_running(stale, gone.pid, device="cpu")  # its start time is recorded with the pid
+    gone.kill()
+    gone.wait()
+    unrelated = subprocess.Popen(["sleep", "60"])  # the pid of the dead worker, reused
+    try:
+        with sqlite3.connect(store.db_path) as conn:
+            conn.execute("UPDATE runs SET worker_pid = ? WHERE id = ?", (unrelated.pid, stale))
+        assert pid_alive(unrelated.pid) and store.get(stale).status is Status.RUNNING
+        manager = managers(cpu_slots=1)
+        assert store.get(stale).status is Status.INTERRUPTED
+        run_id = manager.submit("bn-lenet", SPEC, tiny(max_steps=10))
+        wait_for(finished(store, run_id))
+        assert store.get(run_id).status is Status.DONE
+        assert unrelated.poll() is None  # left alone
+    finally:
+        unrelated.kill()
+        unrelated.wait()
