@@ -129,3 +129,15 @@ def _has_steps(runs_dir: Path) -> bool:
         return False
     runs = RunStore(runs_dir).list()
     return bool(runs) and bool(RunStore(runs_dir).metrics(runs[0].id, "step"))
+
+
+def test_cli_runs_on_a_store_whose_records_were_lost_exits_2_saying_how_to_recover(
+        runs_dir: Path, capsys) -> None:
+    store = RunStore(runs_dir)
+    store.run_dir(store.create("bn-lenet", {}, {}).id).mkdir(parents=True)
+    (runs_dir / "runs.sqlite").write_bytes(b"")
+    for wal in runs_dir.glob("runs.sqlite-*"):
+        wal.unlink()
+    assert cli.main(["runs"]) == 2
+    err = capsys.readouterr().err
+    assert "empty (0 bytes)" in err and "restore runs.sqlite" in err and "Traceback" not in err

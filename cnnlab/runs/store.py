@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import sqlite3
@@ -179,15 +180,36 @@ class StoreError(CnnlabError):
     """The run store could not be read or written (a locked, full or damaged database)."""
 
 
-class RunStore:
-    """All run bookkeeping for one runs directory. Cheap to construct; holds no connection."""
+RUN_DIR_NAME = re.compile(r"\d{8}-\d{6}-[0-9a-f]{6}")  # new_run_id's shape
 
-    def __init__(self, runs_dir: str | os.PathLike[str] | None = None) -> None:
+
+def _writable(runs_dir: Path, db_path: Path) -> bool:
+    """Whether this process may write the store (a folder not there yet will be created)."""
+    if not runs_dir.exists():
+        return True
+    return os.access(runs_dir, os.W_OK) and (not db_path.exists() or os.access(db_path, os.W_OK))
+
+
+class RunStore:
+    """All run bookkeeping for one runs directory. Cheap to construct; holds no connection.
+
+    `read_only` (default: when the folder or runs.sqlite cannot be written) opens the store for
+    browsing only: listing runs, metrics and checkpoints works; anything that would record
+    something raises StoreError saying the store is read-only."""
+
+    def __init__(self, runs_dir: str | os.PathLike[str] | None = None, *,
+                 read_only: bool | None = None) -> None:
         self.runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
-        self.runs_dir.mkdir(parents=True, exist_ok=True)
         self.db_path = self.runs_dir / DB_NAME
+        self.read_only = (not _writable(self.runs_dir, self.db_path) if read_only is None
+                          else read_only)
         self._checkpoints = Checkpoints(self.runs_dir)
-        self._init_db()
+        self._refuse_lost_records()
+        if self.read_only:
+            self._check_readable()
+        else:
+            self.runs_dir.mkdir(parents=True, exist_ok=True)
+            self._init_db()
 
     # -- connections -------------------------------------------------------------------
 
@@ -196,7 +218,9 @@ class RunStore:
         # A fresh connection per operation: sqlite3 connections must not be shared across
         # threads, and short-lived ones never hold a stale read snapshot.
         try:
-            conn = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            database, uri = self._target()
+            conn = sqlite3.connect(database, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                                   uri=uri)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the run store {self.db_path}: {exc}") from exc
         try:
@@ -205,14 +229,34 @@ class RunStore:
             conn.execute("PRAGMA synchronous = NORMAL")  # durable enough in WAL, much faster
             yield conn
         except sqlite3.Error as exc:  # callers see one error type, not the storage engine's
-            raise StoreError(f"run store {self.db_path}: {exc}") from exc
+            hint = f". {self._read_only_hint()}" if "readonly" in str(exc) else ""
+            raise StoreError(f"run store {self.db_path}: {exc}{hint}") from exc
         finally:
             conn.close()
+
+    def _target(self) -> tuple[str | Path, bool]:
+        """sqlite3.connect's database and uri arguments."""
+        if not self.read_only:
+            return self.db_path, False
+        uri = f"{self.db_path.resolve().as_uri()}?mode=ro"
+        # Without a -wal file every write is in the main file, and immutable=1 lets SQLite read
+        # it from a folder where it cannot create the -shm file WAL mode otherwise needs.
+        if not Path(f"{self.db_path}-wal").exists():
+            uri += "&immutable=1"
+        return uri, True
+
+    def _read_only_hint(self) -> str:
+        return (f"The run store {self.runs_dir} is read-only: runs, metrics and checkpoints can"
+                " be browsed, but nothing can be recorded. Fix: make the folder and runs.sqlite"
+                " writable for this user, or copy the folder somewhere writable and set"
+                " $CNNLAB_RUNS to the copy")
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         # IMMEDIATE takes the write lock up front, so a read-then-write never fails with
         # SQLITE_BUSY half-way (a deferred transaction cannot wait to upgrade its lock).
+        if self.read_only:
+            raise StoreError(self._read_only_hint())
         with self._connect() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -221,6 +265,39 @@ class RunStore:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+
+    def _refuse_lost_records(self) -> None:
+        """Refuse a runs.sqlite that is missing or empty (0 bytes) beside run folders: the
+        records were lost (a full disk, a copy cut short), and a fresh schema over it would
+        silently show an empty store and bury the evidence."""
+        size = self.db_path.stat().st_size if self.db_path.exists() else None
+        if size not in (None, 0) or not self.runs_dir.is_dir():
+            return
+        folders = sorted(p.name for p in self.runs_dir.iterdir()
+                         if p.is_dir() and RUN_DIR_NAME.fullmatch(p.name))
+        if not folders:
+            return  # a new store
+        state = "missing" if size is None else "empty (0 bytes)"
+        raise StoreError(
+            f"the run store {self.db_path} is {state}, but {self.runs_dir} holds {len(folders)}"
+            f" run folder(s) ({', '.join(folders[:3])}{', ...' if len(folders) > 3 else ''}):"
+            " the run records were lost, and nothing was changed. Fix: restore runs.sqlite"
+            " (and runs.sqlite-wal, if there was one) from a backup; or, to start over, move"
+            " runs.sqlite and the run folders aside (the folders keep checkpoints and worker"
+            " logs) or point $CNNLAB_RUNS at a new folder.")
+
+    def _check_readable(self) -> None:
+        """A read-only store must already exist with the current columns (nothing can add them)."""
+        if not self.db_path.exists():
+            raise StoreError(f"no run store at {self.db_path}, and {self.runs_dir} is read-only")
+        with self._connect() as conn:
+            have = {row["name"] for row in conn.execute("PRAGMA table_info(runs)")}
+        missing = [name for name, _ in ADDED_COLUMNS if name not in have]
+        if not have or missing:
+            raise StoreError(
+                f"the run store {self.db_path} is read-only and was written by an older cnnlab"
+                f" (it lacks {', '.join(missing) or 'the runs table'}). Fix: open it once where it"
+                " is writable, so cnnlab adds the columns, or browse a writable copy.")
 
     def _init_db(self) -> None:
         with self._connect() as conn:
