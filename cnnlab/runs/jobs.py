@@ -269,9 +269,7 @@ class JobManager:
         placed = dict(ours) | {r.id: r.device or "cpu" for r in running
                                if r.id not in ours and r.worker_alive()}
         busy = Counter(placed.values())
-        loads: dict[str, list[int | None]] = {}
-        for run_id, device in placed.items():
-            loads.setdefault(device, []).append(estimates.get(run_id))
+        loads = _loads(placed, estimates)
         gpu_waits = False
         for run in queue:
             if run.id in ours:
@@ -304,6 +302,15 @@ def make_job_manager(store: RunStore | None = None, *, ray_address: str | None =
 
 
 # -- helpers --------------------------------------------------------------------------------
+
+
+def _loads(placed: dict[str, str], estimates: dict[str, int | None]
+           ) -> dict[str, list[int | None]]:
+    """Device -> the GPU memory estimates of the runs on it (None: not known)."""
+    loads: dict[str, list[int | None]] = {}
+    for run_id, device in placed.items():
+        loads.setdefault(device, []).append(estimates.get(run_id))
+    return loads
 
 
 def _estimate(spec: Spec, config: dict[str, Any]) -> dict[str, Any]:

@@ -101,7 +101,7 @@ def gpu_budgets(num_gpus: int, share: float = GPU_MEMORY_SHARE) -> list[int | No
     one torch does not see, whose runs then get it alone.
 
     Total, not free, memory: the runs sharing it are counted by their estimates, and free
-    memory would count them twice. (get_device_properties does not open a CUDA context.)"""
+    memory would count them twice."""
     import torch
 
     here = visible_gpus()
