@@ -25,7 +25,7 @@ from cnnlab.arch.presets import PRESETS
 from cnnlab.runs.jobs import JobManager
 from cnnlab.runs.processes import pid_alive, worker_env
 from cnnlab.runs.slots import choose_device, fits_on_gpu, gpu_estimate
-from cnnlab.runs.store import RunStore, Status
+from cnnlab.runs.store import RunStore, Status, StoreError
 from cnnlab.training.config import ConfigError, TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -476,3 +476,16 @@ def test_a_running_row_whose_pid_now_names_an_unrelated_process_does_not_hold_th
     finally:
         unrelated.kill()
         unrelated.wait()
+
+
+def test_a_manager_on_a_read_only_store_shows_the_queue_and_refuses_to_queue(
+        managers, store) -> None:
+    stale = store.create("bn-lenet", SPEC.to_dict(), tiny().to_dict()).id
+    store.mark_running(stale, pid=2**22 + 1)  # a worker long gone
+    waiting = store.create("bn-lenet", SPEC.to_dict(), tiny().to_dict()).id
+    manager = managers(store=RunStore(store.runs_dir, read_only=True), cpu_slots=1)
+    time.sleep(0.5)  # several dispatcher ticks: none may fail or start anything
+    assert [r.id for r in manager.active()] == [stale, waiting]
+    assert manager.queue_position(waiting) == 1
+    with pytest.raises(StoreError, match="read-only"):
+        manager.submit("bn-lenet", SPEC, tiny())

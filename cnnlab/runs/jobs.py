@@ -106,7 +106,9 @@ class JobManager:
 
         # A server that died mid-run left its run "running" with a dead worker: say so now,
         # before counting slots. Its metrics and checkpoints stay as they were.
-        for run_id in self.store.mark_interrupted():
+        # A read-only store (browsing a copy) records nothing: no run is marked or started, and
+        # submit raises the store's StoreError saying so.
+        for run_id in [] if self.store.read_only else self.store.mark_interrupted():
             log.info("run %s was interrupted (its worker is gone)", run_id)
         self._thread = threading.Thread(target=self._dispatch_loop, name="cnnlab-jobs", daemon=True)
         self._thread.start()
@@ -214,6 +216,8 @@ class JobManager:
             self._wake.clear()
 
     def _tick(self) -> None:
+        if self.store.read_only:
+            return
         self._reap()
         self._enforce_cancels()
         running = self.store.list(Status.RUNNING)
