@@ -462,6 +462,9 @@ def test_a_running_row_whose_pid_now_names_an_unrelated_process_does_not_hold_th
     store.mark_running(stale, gone.pid, device="cpu")  # its start time is recorded with the pid
     gone.kill()
     gone.wait()
+    # Start times count clock ticks (10 ms): a real reuse comes after the pids wrap around,
+    # long after; here the two processes must not start within one tick.
+    time.sleep(0.05)
     unrelated = subprocess.Popen(["sleep", "60"])  # the pid of the dead worker, reused
     try:
         with sqlite3.connect(store.db_path) as conn:
