@@ -252,8 +252,9 @@ def run_table(models: list[str], mode: Mode, device: torch.device, runs_dir: Pat
     """Queue every model at once through the JobManager; wait (cancelling at the budget)."""
     store = RunStore(runs_dir)
     cuda = device.type == "cuda"
+    # All `slots` runs may share the GPU (the memory budget still applies), as a class's would.
     manager = JobManager(store, cpu_slots=0 if cuda else slots, gpu_slots=slots if cuda else 0,
-                         poll_interval=0.2)
+                         runs_per_gpu=max(1, slots), poll_interval=0.2)
     start = time.time()
     ids = {name: manager.submit(name, spec_for(name, mode),
                                 config_for(name, mode, "auto", name in compiled, schedule),

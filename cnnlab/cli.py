@@ -10,9 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from cnnlab.arch import presets
 from cnnlab.arch.checks import SpecError, check
@@ -112,6 +115,28 @@ def cmd_diagram(args: argparse.Namespace) -> int:
 
 EXIT_NOT_DONE = 1  # the run finished as cancelled, diverged or failed
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report it
+EXIT_TERMINATED = 143  # SIGTERM, as shells report it
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """While training, SIGTERM (a plain `kill`, a system shutdown, a job scheduler) raises
+    cnnlab.runs.worker.Terminated, so the run is marked interrupted at once instead of staying
+    "running" until some job manager notices its dead pid."""
+    from cnnlab.runs.worker import Terminated
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set in the main thread
+        return
+
+    def terminated(signum: int, frame: Any) -> None:
+        raise Terminated(signal.Signals(signum).name)
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _train_arguments(parser: argparse.ArgumentParser, textbook_only: bool = False) -> None:
@@ -192,7 +217,15 @@ def _record_and_train(store: Any, model: str, spec: Spec, config: TrainConfig, d
     store.mark_running(run.id, os.getpid(), device=device, data_source=str(data.source))
     print(f"run {run.id}: {model} on {device}, {config.epochs} epochs, lr {config.lr:g}, "
           f"batch {config.batch_size}", file=sys.stderr)
-    run_recorded(store, run.id, progress=True)
+    from cnnlab.runs.store import Status
+    from cnnlab.runs.worker import Terminated
+
+    try:
+        run_recorded(store, run.id, progress=True)
+    except Terminated as exc:
+        store.finish_unless_final(run.id, Status.INTERRUPTED, f"cnnlab train stopped by {exc};"
+                                  " metrics up to that point are kept")
+        raise
     return store.get(run.id)
 
 
@@ -236,11 +269,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     store = RunStore()
     model = args.preset if args.spec is None else args.spec.stem
+    from cnnlab.runs.worker import Terminated
+
     try:
-        run = _record_and_train(store, model, spec, config, data, name=args.name)
+        with _sigterm_raises():
+            run = _record_and_train(store, model, spec, config, data, name=args.name)
     except KeyboardInterrupt:
         print("interrupted: the run is recorded as cancelled", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Terminated as exc:
+        print(f"stopped by {exc}: the run is recorded as interrupted", file=sys.stderr)
+        return EXIT_TERMINATED
     _print_run(store, run)
     return 0 if run.status is Status.DONE else EXIT_NOT_DONE
 

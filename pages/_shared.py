@@ -19,14 +19,25 @@ from cnnlab.errors import Problem
 from cnnlab.runs.executors import ExecutorError
 from cnnlab.runs.jobs import JobManager, make_job_manager
 from cnnlab.runs.live import RunEvents
-from cnnlab.runs.store import RunStore
+from cnnlab.runs.store import RunStore, StoreError
 from cnnlab.views.text import problem_markdown
 
 
 @st.cache_resource(show_spinner=False)
-def run_store() -> RunStore:
-    """The run store in $CNNLAB_RUNS (SQLite; safe to use from any session and thread)."""
+def _run_store() -> RunStore:
     return RunStore()
+
+
+def run_store() -> RunStore:
+    """The run store in $CNNLAB_RUNS (SQLite; safe to use from any session and thread).
+
+    A store that cannot be opened (its records lost, a damaged file) stops the page with the
+    store's own message and fix; nothing is cached, so the next rerun tries again."""
+    try:
+        return _run_store()
+    except StoreError as exc:
+        st.error(str(exc), icon=":material/error:")
+        st.stop()
 
 
 @st.cache_resource(show_spinner=False)

@@ -135,6 +135,7 @@ def results(run_ids: list[str]) -> None:
             COLUMNS["params"]: st.column_config.NumberColumn(format="localized"),
             COLUMNS["flops"]: st.column_config.NumberColumn(format="compact",
                                                             help="FLOPs of one forward pass"),
+            COLUMNS["macs"]: st.column_config.NumberColumn(format="compact"),
             COLUMNS["time_s"]: st.column_config.NumberColumn(format="%.1f"),
             COLUMNS["examples_per_s"]: st.column_config.NumberColumn(format="%.0f"),
             COLUMNS["test_acc"]: st.column_config.NumberColumn(format="%.3f"),

@@ -27,8 +27,9 @@ from cnnlab.lessons.catalogue import (
 from cnnlab.views.text import markdown_text
 from pages._links import open_on_architecture, open_on_train
 from pages._class import gate
-from pages._shared import job_manager, show_problems
+from pages._shared import run_store, show_problems
 
+MEMORY_MEASURES = ("train_memory", "inference_memory")
 KINDS = {"predict": "Predict, then reveal", "experiment": "Experiment", "paired": "Paired runs",
          "sweep": "Sweep", "discussion": "Discussion"}
 COUNT = st.column_config.NumberColumn(format="localized")
@@ -68,6 +69,21 @@ def predict(ex: Exercise, task: Predict) -> None:
             alert(markdown_text(answers.verdict(shown, question.tolerance)))
             st.dataframe(pd.DataFrame(list(shown.answer.rows)), hide_index=True,
                          column_config={c: COUNT for c in COUNTED})
+            if question.measure in MEMORY_MEASURES:
+                measured_beside(question)
+
+
+def measured_beside(question: answers.Question) -> None:
+    """Runs of this exact network on this server: the whole process's estimate and peak."""
+    try:
+        rows = lesson_runs.measured_runs(run_store(), question.spec)
+    except CnnlabError:
+        return
+    if rows:
+        st.caption("Runs of this network on this server: the Train page's estimate before "
+                   "launch (the whole process: weights, activations, data, PyTorch itself) "
+                   "beside the peak measured while it trained.")
+        st.dataframe(pd.DataFrame(rows), hide_index=True)
 
 
 def experiment(ex: Exercise, task: Experiment) -> None:
@@ -104,9 +120,13 @@ def queue_runs(ex: Exercise, task: Paired | Sweep) -> None:
         st.session_state["compare.runs"] = ids  # the Compare page opens on them
     queued = st.session_state.get(k)
     if queued:
-        statuses = ", ".join(f"{name}: {job_manager().status(run_id)}"
-                             for name, run_id in zip(names, queued))
-        st.caption(f"Queued. {markdown_text(statuses)}")
+        try:
+            rows = lesson_runs.run_rows(run_store(), queued)
+        except (CnnlabError, KeyError):  # the store is busy, or a run was deleted meanwhile
+            rows = []
+        st.caption("Queued: status, accuracy and memory (estimated before launch, measured "
+                   "while training) as the runs go; rerun the page to refresh.")
+        st.dataframe(pd.DataFrame(rows), hide_index=True)
         st.page_link(PAGE_FILES["compare"], label="Compare them", icon=":material/compare_arrows:")
 
 

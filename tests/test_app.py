@@ -70,3 +70,24 @@ def test_the_server_listens_on_loopback_and_takes_small_uploads_by_default(monke
     finally:
         monkeypatch.undo()
         config.get_config_options(force_reparse=True)
+
+
+def test_a_run_store_whose_records_were_lost_is_shown_as_an_error_with_the_fix(
+        tmp_path, monkeypatch):
+    from cnnlab.runs.store import RunStore
+
+    runs = tmp_path / "runs"
+    store = RunStore(runs)
+    store.run_dir(store.create("bn-lenet", {}, {}).id).mkdir(parents=True)
+    (runs / "runs.sqlite").write_bytes(b"")  # truncated
+    for wal in runs.glob("runs.sqlite-*"):
+        wal.unlink()
+    monkeypatch.setenv("CNNLAB_RUNS", str(runs))
+    st.cache_resource.clear()
+    at = AppTest.from_file(str(Path(__file__).parent.parent / "app.py"), default_timeout=60)
+    at.run()
+    assert not at.exception
+    assert any("empty (0 bytes)" in e.value and "restore runs.sqlite" in e.value
+               for e in at.error)
+    assert (runs / "runs.sqlite").stat().st_size == 0
+    st.cache_resource.clear()

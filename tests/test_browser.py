@@ -218,7 +218,7 @@ def lessons_step(page: Page) -> None:
     page.get_by_text("7.1 AlexNet").click()
     lenet = page.locator(".st-key-card-7-1-5")  # ReLU vs sigmoid in LeNet
     lenet.get_by_role("button", name="Queue both runs").click()
-    expect(lenet.get_by_text("Queued.")).to_be_visible()
+    expect(lenet.get_by_text("Queued:")).to_be_visible()
     expect(lenet.get_by_role("link", name="Compare them")).to_be_visible()
     no_exception(page)
     wait_idle(page)

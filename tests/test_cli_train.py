@@ -6,6 +6,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +18,8 @@ import torch
 
 from cnnlab import cli
 from cnnlab.runs.store import RunStore, Status
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_cli_train_on_the_sample_records_a_run(runs_dir: Path, capsys) -> None:
@@ -92,3 +99,45 @@ def test_cli_metrics_and_report_write_a_runs_epochs_and_page(runs_dir: Path, cap
 def test_cli_metrics_of_an_unknown_run_exits_2_naming_it(runs_dir: Path, capsys) -> None:
     assert cli.main(["metrics", "nope"]) == 2
     assert "run_id: no run 'nope'" in capsys.readouterr().err
+
+
+def test_cli_train_stopped_with_sigterm_records_the_run_as_interrupted_at_once(
+        runs_dir: Path) -> None:
+    # A real process, as a job scheduler or `kill` would stop it.
+    train = subprocess.Popen(
+        [sys.executable, "-m", "cnnlab", "train", "bn-lenet", "--data", "sample",
+         "--epochs", "1000"],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not _has_steps(runs_dir):
+            assert train.poll() is None, train.communicate()
+            time.sleep(0.1)
+        train.send_signal(signal.SIGTERM)
+        _, err = train.communicate(timeout=30)
+    finally:
+        train.kill()
+    assert train.returncode == cli.EXIT_TERMINATED, err
+    (run,) = RunStore(runs_dir).list()
+    assert run.status is Status.INTERRUPTED and "SIGTERM" in run.message
+    assert "interrupted" in err and "Traceback" not in err
+
+
+def _has_steps(runs_dir: Path) -> bool:
+    if not (runs_dir / "runs.sqlite").exists():
+        return False
+    runs = RunStore(runs_dir).list()
+    return bool(runs) and bool(RunStore(runs_dir).metrics(runs[0].id, "step"))
+
+
+def test_cli_runs_on_a_store_whose_records_were_lost_exits_2_saying_how_to_recover(
+        runs_dir: Path, capsys) -> None:
+    store = RunStore(runs_dir)
+    store.run_dir(store.create("bn-lenet", {}, {}).id).mkdir(parents=True)
+    (runs_dir / "runs.sqlite").write_bytes(b"")
+    for wal in runs_dir.glob("runs.sqlite-*"):
+        wal.unlink()
+    assert cli.main(["runs"]) == 2
+    err = capsys.readouterr().err
+    assert "empty (0 bytes)" in err and "restore runs.sqlite" in err and "Traceback" not in err

@@ -164,3 +164,31 @@ def test_a_sweep_gives_one_point_per_value_with_the_diverged_one_marked(store, l
     assert len(diverged) == 3 and list(diverged[0].x) == [50.0]
     assert figure.layout.xaxis.type == "log"  # 0.1 to 50 spans 500x
     assert list(figure.data[0].x) == [0.1, 1.0]  # accuracy of the runs that trained
+
+
+def test_every_row_shows_lr_batch_optimizer_normalization_and_multiply_adds(store, runs,
+                                                                           lr_sweep) -> None:
+    """The settings that explain a difference are columns even when they agree, and the
+    book's row shows its recipe (plain SGD) beside them."""
+    ours, book, scratch = compare_table(store, [runs["bn-lenet"], runs["bn-lenet-scratch"]])[:3]
+    config = store.get(runs["bn-lenet"]).config
+    assert (ours["lr"], ours["batch_size"], ours["optimizer"]) == (
+        config["lr"], config["batch_size"], config["optimizer"])
+    assert (book["lr"], book["batch_size"], book["optimizer"]) == (1.0, 256, "sgd")
+    assert ours["norm"] == book["norm"] == "BatchNorm"
+    assert scratch["norm"] == "BatchNorm (from scratch)"
+    assert ours["macs"] == inspect_spec(PRESETS["bn-lenet"]).total_macs == ours["flops"] // 2
+    swept = table_columns(compare_table(store, lr_sweep))
+    assert list(swept)[:2] == ["run", "varied:lr"] and "lr" not in swept  # shown once
+
+
+def test_normalization_names_the_switch_the_exercise_flips() -> None:
+    from cnnlab.views.compare import norm_text
+
+    assert norm_text(PRESETS["bn-lenet-no-bn"]) == "none"
+    assert norm_text(PRESETS["alexnet"]) == "none"
+    assert norm_text(PRESETS["resnet18"]) == "BatchNorm"
+    assert norm_text(PRESETS["bn-lenet"].replace(norm_kind="group")) == "GroupNorm"
+    assert norm_text(PRESETS["resnet18"].replace(norm_affine=False)) == "BatchNorm, fixed gamma/beta"
+    assert norm_text(PRESETS["vgg11"]) == "none"
+    assert norm_text(PRESETS["vgg11"].replace(batch_norm=True, norm_kind="layer")) == "LayerNorm"

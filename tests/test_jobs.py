@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -23,8 +24,8 @@ from cnnlab.arch.checks import SpecError
 from cnnlab.arch.presets import PRESETS
 from cnnlab.runs.jobs import JobManager
 from cnnlab.runs.processes import pid_alive, worker_env
-from cnnlab.runs.slots import choose_device
-from cnnlab.runs.store import RunStore, Status
+from cnnlab.runs.slots import choose_device, fits_on_gpu, gpu_estimate
+from cnnlab.runs.store import RunStore, Status, StoreError
 from cnnlab.training.config import ConfigError, TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -196,6 +197,32 @@ def test_without_gpus_every_run_shares_the_cpu_slots() -> None:
     assert choose_device("cpu", Counter(), cpu_slots=0, gpu_slots=0, num_gpus=0) is None
 
 
+GIB = 2**30
+
+
+def test_runs_share_a_gpu_while_their_estimates_fit_its_budget_up_to_runs_per_gpu() -> None:
+    assert fits_on_gpu(10 * GIB, [], candidate=20 * GIB, runs_per_gpu=4)  # idle: any run
+    assert fits_on_gpu(10 * GIB, [3 * GIB, 3 * GIB], candidate=4 * GIB, runs_per_gpu=4)
+    assert not fits_on_gpu(10 * GIB, [3 * GIB, 3 * GIB], candidate=5 * GIB, runs_per_gpu=4)
+    assert not fits_on_gpu(10 * GIB, [GIB] * 4, candidate=GIB, runs_per_gpu=4)
+    # Anything unknown (no budget, a run estimated for the CPU) means the GPU alone.
+    assert not fits_on_gpu(None, [GIB], candidate=GIB, runs_per_gpu=4)
+    assert not fits_on_gpu(10 * GIB, [None], candidate=GIB, runs_per_gpu=4)
+    assert not fits_on_gpu(10 * GIB, [GIB], candidate=None, runs_per_gpu=4)
+    assert gpu_estimate({"memory_estimated": 5, "memory_device": "cuda"}) == 5
+    assert gpu_estimate({"memory_estimated": 5, "memory_device": "cpu"}) is None
+
+
+def test_a_run_goes_to_the_least_busy_gpu_it_fits_on() -> None:
+    shared = dict(cpu_slots=1, gpu_slots=8, num_gpus=2, budgets=[10 * GIB, 10 * GIB],
+                  runs_per_gpu=4)
+    busy = Counter({"cuda:0": 1, "cuda:1": 2})
+    loads = {"cuda:0": [8 * GIB], "cuda:1": [2 * GIB, 2 * GIB]}
+    assert choose_device("auto", busy, loads=loads, candidate=GIB, **shared) == "cuda:0"
+    assert choose_device("auto", busy, loads=loads, candidate=3 * GIB, **shared) == "cuda:1"
+    assert choose_device("auto", busy, loads=loads, candidate=7 * GIB, **shared) is None
+
+
 def test_a_worker_sees_only_its_own_gpu_or_none_on_the_cpu(monkeypatch) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")  # the server was given GPUs 2 and 3
     assert worker_env("cuda:1", threads=2)["CUDA_VISIBLE_DEVICES"] == "3"
@@ -346,3 +373,122 @@ def test_a_second_manager_counts_the_first_ones_worker_against_its_slot_and_can_
     assert store.get(long_run).status is Status.CANCELLED
     wait_for(finished(store, short_run))
     assert store.get(short_run).status is Status.DONE
+
+
+# -- GPU sharing through a real JobManager, on pretend GPUs -----------------------------------
+
+
+class PretendGpus:
+    """An executor with `num_gpus` GPUs that trains nothing: start() marks the run running with
+    this test's pid (a live process), as a worker's claim would; finish() ends one."""
+
+    def __init__(self, num_gpus: int) -> None:
+        self.num_gpus = num_gpus
+        self.started: dict[str, str] = {}
+
+    def default_cpu_slots(self) -> int:
+        return 0
+
+    def start(self, store: RunStore, run_id: str, device: str) -> None:
+        store.mark_running(run_id, os.getpid(), device=device)
+        self.started[run_id] = device
+
+    def poll(self, store: RunStore) -> None:
+        for run_id in list(self.started):
+            if store.get(run_id).status.terminal:
+                del self.started[run_id]
+
+    def running(self) -> dict[str, str]:
+        return dict(self.started)
+
+    def pids(self) -> set[int]:
+        return {os.getpid()}
+
+    def kill(self, store: RunStore, run) -> bool:
+        store.finish_unless_final(run.id, Status.CANCELLED, "killed")
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+def queue_gpu_run(store: RunStore, gib: float) -> str:
+    estimate = {"memory_estimated": int(gib * GIB), "memory_device": "cuda"}
+    return store.create("bn-lenet", SPEC.to_dict(), tiny(device="cuda").to_dict(),
+                        result=estimate).id
+
+
+def test_the_manager_starts_gpu_runs_side_by_side_while_their_estimates_fit(
+        managers, store) -> None:
+    gpus = PretendGpus(num_gpus=1)
+    big, small, second_big, tiny_run = (queue_gpu_run(store, gib) for gib in (5, 3, 4, 1))
+    managers(executor=gpus, gpu_budget=9 * GIB, runs_per_gpu=3)
+    wait_for(lambda: len(gpus.started) == 2)
+    time.sleep(0.5)  # several dispatcher ticks: nothing else may start
+    assert gpus.started == {big: "cuda:0", small: "cuda:0"}  # 8 GiB of 9
+    # 1 GiB would fit, but it does not jump the 4 GiB run waiting ahead of it.
+    assert store.get(tiny_run).status is Status.QUEUED
+    store.finish(small, Status.DONE)
+    wait_for(lambda: second_big in gpus.started)  # 5 + 4 GiB
+    time.sleep(0.5)
+    assert store.get(tiny_run).status is Status.QUEUED  # 10 GiB would not fit
+    store.finish(big, Status.DONE)
+    wait_for(lambda: tiny_run in gpus.started)
+    assert gpus.started == {second_big: "cuda:0", tiny_run: "cuda:0"}
+
+
+# -- fair turns and stale rows, with real workers ------------------------------------------------
+
+
+@pytest.mark.slow
+def test_with_one_cpu_slot_a_second_owners_first_run_starts_before_the_first_owners_second(
+        managers, store) -> None:
+    manager = managers(cpu_slots=1)
+    a1, a2 = (manager.submit("bn-lenet", SPEC, tiny(max_steps=10), owner="ann") for _ in range(2))
+    b1 = manager.submit("bn-lenet", SPEC, tiny(max_steps=10), owner="bob")
+    assert [manager.queue_position(i) for i in (b1, a2)] in ([2, 3], [1, 2])  # a1 may be off
+    wait_for(lambda: all(store.get(i).status.terminal for i in (a1, a2, b1)),
+             timeout=3 * RUN_TIMEOUT_S)
+    runs = {i: store.get(i) for i in (a1, a2, b1)}
+    assert [r.status for r in runs.values()] == [Status.DONE] * 3, [r.message for r in runs.values()]
+    assert runs[a1].started_at < runs[b1].started_at < runs[a2].started_at
+
+
+@pytest.mark.slow
+def test_a_running_row_whose_pid_now_names_an_unrelated_process_does_not_hold_the_slot(
+        managers, store) -> None:
+    stale = store.create("bn-lenet", SPEC.to_dict(), tiny().to_dict()).id
+    gone = subprocess.Popen(["sleep", "60"])
+    store.mark_running(stale, gone.pid, device="cpu")  # its start time is recorded with the pid
+    gone.kill()
+    gone.wait()
+    # Start times count clock ticks (10 ms): a real reuse comes after the pids wrap around,
+    # long after; here the two processes must not start within one tick.
+    time.sleep(0.05)
+    unrelated = subprocess.Popen(["sleep", "60"])  # the pid of the dead worker, reused
+    try:
+        with sqlite3.connect(store.db_path) as conn:
+            conn.execute("UPDATE runs SET worker_pid = ? WHERE id = ?", (unrelated.pid, stale))
+        assert pid_alive(unrelated.pid) and store.get(stale).status is Status.RUNNING
+        manager = managers(cpu_slots=1)
+        assert store.get(stale).status is Status.INTERRUPTED
+        run_id = manager.submit("bn-lenet", SPEC, tiny(max_steps=10))
+        wait_for(finished(store, run_id))
+        assert store.get(run_id).status is Status.DONE
+        assert unrelated.poll() is None  # left alone
+    finally:
+        unrelated.kill()
+        unrelated.wait()
+
+
+def test_a_manager_on_a_read_only_store_shows_the_queue_and_refuses_to_queue(
+        managers, store) -> None:
+    stale = store.create("bn-lenet", SPEC.to_dict(), tiny().to_dict()).id
+    store.mark_running(stale, pid=2**22 + 1)  # a worker long gone
+    waiting = store.create("bn-lenet", SPEC.to_dict(), tiny().to_dict()).id
+    manager = managers(store=RunStore(store.runs_dir, read_only=True), cpu_slots=1)
+    time.sleep(0.5)  # several dispatcher ticks: none may fail or start anything
+    assert [r.id for r in manager.active()] == [stale, waiting]
+    assert manager.queue_position(waiting) == 1
+    with pytest.raises(StoreError, match="read-only"):
+        manager.submit("bn-lenet", SPEC, tiny())

@@ -288,8 +288,11 @@ def test_a_paired_card_queues_two_real_runs_that_finish(store):
         assert time.monotonic() < deadline, [store.get(i).status for i in ids]
         time.sleep(0.5)
     at.run()
-    shown = "\n".join(c.value for c in at.caption).replace("\\", "")  # Markdown escapes
-    assert "7.1.5 · activation=relu: done" in shown
+    (table,) = [t.value for t in at.dataframe if "memory measured (MiB)" in t.value.columns]
+    assert list(table["run"]) == ["7.1.5 · activation=sigmoid", "7.1.5 · activation=relu"]
+    assert list(table["status"]) == ["done", "done"]
+    assert (table["memory measured (MiB)"] > 0).all()  # beside the estimate made at submit
+    assert (table["memory estimated (MiB)"] > 0).all()
 
 
 def test_a_question_names_its_unit_once():
@@ -299,3 +302,25 @@ def test_a_question_names_its_unit_once():
         "NiN's FLOPs per image")
     close = reveal(Question("p", PRESETS["nin"], "params"), 2_000_000)
     assert "off by 0.4%" in answers.verdict(close, 0.10)
+
+
+def test_a_cards_runs_and_a_memory_reveal_show_estimated_beside_measured(tmp_path) -> None:
+    """Exercises 7.1.3, 7.3.3 and 7.7.3 ask about memory: the Lessons page sets the estimate
+    made before launch beside the peak measured while training, from the run store."""
+    from cnnlab.lessons.runs import measured_runs, run_rows
+    from cnnlab.runs.recorded import run_recorded
+    from cnnlab.runs.store import RunStore, Status
+    from cnnlab.training.resources import estimate_record
+    from tests.conftest import ONE_EPOCH
+
+    store = RunStore(tmp_path / "runs")
+    spec = PRESETS["bn-lenet"]
+    run = store.create("bn-lenet", spec.to_dict(), ONE_EPOCH.to_dict(), name="7.1.3 · batch",
+                       result=estimate_record(spec, ONE_EPOCH))
+    store.mark_running(run.id, pid=1, device="cpu")
+    assert run_recorded(store, run.id) is Status.DONE
+    (row,) = run_rows(store, [run.id])
+    assert row["run"] == "7.1.3 · batch" and row["status"] == "done" and row["test acc"] > 0
+    assert row["memory estimated (MiB)"] > 100 and row["memory measured (MiB)"] > 100
+    assert measured_runs(store, spec) == [row]
+    assert measured_runs(store, PRESETS["bn-lenet-scratch"]) == []  # another network

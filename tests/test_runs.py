@@ -19,7 +19,7 @@ import pytest
 from cnnlab.runs import store as store_module
 from cnnlab.runs.processes import pid_alive
 from cnnlab.runs.checkpoints import CheckpointError
-from cnnlab.runs.store import RunStore, Status
+from cnnlab.runs.store import RunStore, Status, StoreError
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = {"family": "vgg", "arch": [[1, 64], [1, 128]], "fc": [4096, 4096], "dropout": 0.5}
@@ -496,7 +496,7 @@ def test_a_run_store_of_schema_1_gains_groups_in_place_and_keeps_its_runs(tmp_pa
     new = store.create("vgg-11", SPEC, CONFIG, group="lr sweep", owner="Ada")
     assert store.get(new.id).group == "lr sweep" and store.get(new.id).owner == "Ada"
     with sqlite3.connect(runs_dir / store_module.DB_NAME) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == store_module.SCHEMA_VERSION == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == store_module.SCHEMA_VERSION == 4
     RunStore(runs_dir)  # opening a migrated store again changes nothing
     assert [r.id for r in store.list()] == [new.id, old.id]
 
@@ -534,3 +534,53 @@ def test_create_starts_the_result_with_what_is_known_before_launch(store: RunSto
     store.mark_running(run.id, pid=1)
     assert store.finish(run.id, Status.DONE, result={"memory_measured": 99}).result == {
         "memory_estimated": 123, "memory_measured": 99}
+
+
+# -- integrity: a lost database, a read-only folder ----------------------------------------------
+
+
+def test_an_emptied_database_beside_run_folders_is_refused_not_replaced(tmp_path: Path) -> None:
+    runs_dir = tmp_path / "runs"
+    store = RunStore(runs_dir)
+    run_id = store.create("vgg-11", SPEC, CONFIG).id
+    store.run_dir(run_id).mkdir(parents=True)  # as a worker's log or a checkpoint makes it
+    (runs_dir / store_module.DB_NAME).write_bytes(b"")  # truncated: a full disk, a cut copy
+    for wal in runs_dir.glob(f"{store_module.DB_NAME}-*"):
+        wal.unlink()
+    with pytest.raises(StoreError, match=r"empty \(0 bytes\).*1 run folder.*restore runs.sqlite"):
+        RunStore(runs_dir)
+    assert (runs_dir / store_module.DB_NAME).stat().st_size == 0  # nothing written over it
+    (runs_dir / store_module.DB_NAME).unlink()
+    with pytest.raises(StoreError, match="missing"):
+        RunStore(runs_dir)
+
+
+def test_a_new_store_and_a_store_without_run_folders_open_as_before(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / store_module.DB_NAME).write_bytes(b"")
+    (tmp_path / "empty" / "notes").mkdir()  # not a run folder
+    assert RunStore(tmp_path / "empty").list() == []
+    assert RunStore(tmp_path / "new").list() == []
+
+
+def test_a_read_only_store_can_be_browsed_and_refuses_writes_clearly(tmp_path: Path,
+                                                                      monkeypatch) -> None:
+    runs_dir = tmp_path / "runs"
+    writable = RunStore(runs_dir)
+    run_id = writable.create("vgg-11", SPEC, CONFIG, name="kept").id
+    writable.mark_running(run_id, pid=1)
+    writable.add_metrics(run_id, [{"kind": "step", "epoch": 0, "step": 1, "time": 0.0,
+                                   "train_loss": 2.0}])
+    # Tests run as root, for whom chmod -w changes nothing: pretend the folder is read-only.
+    real_access = os.access
+    monkeypatch.setattr(store_module.os, "access",
+                        lambda path, mode: mode != os.W_OK and real_access(path, mode))
+    store = RunStore(runs_dir)
+    assert store.read_only
+    assert [r.name for r in store.list()] == ["kept"] and store.get(run_id).name == "kept"
+    assert [e["train_loss"] for e in store.metrics(run_id, "step")] == [2.0]
+    with pytest.raises(StoreError, match="read-only: runs, metrics and checkpoints can be browsed"):
+        store.create("vgg-11", SPEC, CONFIG)
+    with pytest.raises(StoreError, match="read-only"):
+        store.request_cancel(run_id)
+    assert RunStore(runs_dir, read_only=False).get(run_id).status is Status.RUNNING

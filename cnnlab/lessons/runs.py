@@ -3,12 +3,14 @@ per run (`cnnlab.runs.experiments.apply_change`, checked as any run), queued as 
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
 from cnnlab.arch.presets import preset_name
 from cnnlab.arch.specs import Spec
 from cnnlab.lessons.catalogue import Exercise, Paired, Sweep
 from cnnlab.runs.experiments import apply_change, new_group_id, queue_group, value_text
+from cnnlab.runs.store import RunStore
 from cnnlab.training.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -52,3 +54,35 @@ def queue(manager: JobManager | ClassGate, exercise: Exercise, owner: str | None
     runs = planned_runs(exercise)
     group = new_group_id(f"lesson {exercise.id}")
     return group, queue_group(manager, model_name(exercise), runs, group, owner)
+
+
+MIB = 2**20
+
+
+def _mib(value: object) -> float | None:
+    return value / MIB if isinstance(value, (int, float)) else None
+
+
+def run_rows(store: RunStore, run_ids: list[str]) -> list[dict[str, object]]:
+    """How a card's queued runs are doing: name, status, final test accuracy, and the memory
+    estimated before launch beside the peak measured while training (exercises 7.1.3, 7.3.3,
+    7.7.3 ask about memory; the estimate is the Train page's, the measurement the worker's)."""
+    rows = []
+    for run_id in run_ids:
+        run = store.get(run_id)
+        metrics = run.result.get("metrics") or {}
+        rows.append({"run": run.label, "status": str(run.status),
+                     "test acc": metrics.get("test_acc"),
+                     "memory estimated (MiB)": _mib(run.result.get("memory_estimated")),
+                     "memory measured (MiB)": _mib(run.result.get("memory_measured"))})
+    return rows
+
+
+def measured_runs(store: RunStore, spec: Spec, limit: int = 5) -> list[dict[str, object]]:
+    """The newest finished runs of exactly this network (any input size is a different one),
+    with estimated and measured memory: what a memory question's reveal sets beside the
+    layer table's count."""
+    wanted = json.loads(spec.to_json())  # as the store keeps it: tuples become lists
+    same = [run.id for run in store.list(limit=500)
+            if run.spec == wanted and run.result.get("memory_measured")]
+    return run_rows(store, same[:limit])

@@ -36,8 +36,14 @@ from typing import TYPE_CHECKING, Any
 from cnnlab.arch.parse import spec_from_data
 from cnnlab.arch.specs import Spec
 from cnnlab.runs.executors import Executor, LocalProcesses, choose_executor
-from cnnlab.runs.processes import pid_alive
-from cnnlab.runs.slots import choose_device, cpu_threads_per_slot
+from cnnlab.runs.slots import (
+    RUNS_PER_GPU,
+    choose_device,
+    cpu_threads_per_slot,
+    gpu_budgets,
+    gpu_estimate,
+    uses_gpu,
+)
 from cnnlab.runs.store import Run, RunStore, Status
 
 if TYPE_CHECKING:
@@ -52,8 +58,11 @@ class JobManager:
     """Queue, start, watch and cancel training runs. One per server process, shared by all sessions.
 
     `cpu_slots` and `gpu_slots` bound how many runs train at once; the rest wait in the
-    store's queue, oldest first. `cpu_slots=None` is the executor's default (1 locally);
-    `gpu_slots=None` means one slot per GPU the executor has.
+    store's queue, in fair turns across owners (cnnlab.runs.turns). `cpu_slots=None` is the
+    executor's default (1 locally). Up to `runs_per_gpu` runs share a GPU while their memory
+    estimates fit `gpu_budget` bytes (default: slots.GPU_MEMORY_SHARE of each local GPU's
+    memory; unknown on a Ray cluster, where a run has its GPU alone); `gpu_slots=None` means
+    `runs_per_gpu` per GPU the executor has.
     `cpu_threads=None` picks torch threads for a CPU worker: all cores but one, shared out
     between the CPU slots, so the server keeps a core to answer on. `executor` trains the
     runs (default: local worker processes with those threads).
@@ -65,6 +74,8 @@ class JobManager:
         *,
         cpu_slots: int | None = None,
         gpu_slots: int | None = None,
+        runs_per_gpu: int = RUNS_PER_GPU,
+        gpu_budget: int | None = None,
         poll_interval: float = 0.5,
         cancel_grace: float = CANCEL_GRACE_S,
         cpu_threads: int | None = None,
@@ -72,14 +83,18 @@ class JobManager:
     ) -> None:
         if (cpu_slots is not None and cpu_slots < 0) or (gpu_slots is not None and gpu_slots < 0):
             raise ValueError("slot counts cannot be negative")
+        if runs_per_gpu < 1:
+            raise ValueError("runs_per_gpu must be at least 1")
         self.store = store if store is not None else RunStore()
         self.cpu_threads = cpu_threads or cpu_threads_per_slot(cpu_slots or 1)
         self.executor = executor or LocalProcesses(self.cpu_threads)
         self.cpu_slots = self.executor.default_cpu_slots() if cpu_slots is None else cpu_slots
         self.num_gpus = self.executor.num_gpus
-        self.gpu_slots = self.num_gpus if gpu_slots is None else gpu_slots
+        self.runs_per_gpu = runs_per_gpu
+        self.gpu_slots = self.num_gpus * runs_per_gpu if gpu_slots is None else gpu_slots
         if self.num_gpus == 0:
             self.gpu_slots = 0  # nothing to put them on
+        self.gpu_budgets = self._gpu_budgets(gpu_budget)
         self.poll_interval = poll_interval
         self.cancel_grace = cancel_grace
 
@@ -91,7 +106,9 @@ class JobManager:
 
         # A server that died mid-run left its run "running" with a dead worker: say so now,
         # before counting slots. Its metrics and checkpoints stay as they were.
-        for run_id in self.store.mark_interrupted():
+        # A read-only store (browsing a copy) records nothing: no run is marked or started, and
+        # submit raises the store's StoreError saying so.
+        for run_id in [] if self.store.read_only else self.store.mark_interrupted():
             log.info("run %s was interrupted (its worker is gone)", run_id)
         self._thread = threading.Thread(target=self._dispatch_loop, name="cnnlab-jobs", daemon=True)
         self._thread.start()
@@ -176,6 +193,13 @@ class JobManager:
         self._thread.join()
         self.executor.close()
 
+    def _gpu_budgets(self, configured: int | None) -> list[int | None]:
+        if configured is not None or self.num_gpus == 0:
+            return [configured] * self.num_gpus
+        if isinstance(self.executor, LocalProcesses):
+            return gpu_budgets(self.num_gpus)
+        return [None] * self.num_gpus  # a cluster's GPUs: this process cannot measure them
+
     # -- the dispatcher thread ---------------------------------------------------------------
 
     def _has_workers(self) -> bool:
@@ -192,6 +216,8 @@ class JobManager:
             self._wake.clear()
 
     def _tick(self) -> None:
+        if self.store.read_only:
+            return
         self._reap()
         self._enforce_cancels()
         running = self.store.list(Status.RUNNING)
@@ -233,28 +259,39 @@ class JobManager:
         """Mark runs interrupted whose worker died outside this manager's sight."""
         with self._lock:
             mine = self.executor.pids()
-        if any(r.worker_pid not in mine and not pid_alive(r.worker_pid) for r in running):
+        if any(r.worker_pid not in mine and not r.worker_alive() for r in running):
             # Our own workers count as alive here: _reap gives them a message with the exit code.
-            self.store.mark_interrupted(alive=lambda pid: pid in mine or pid_alive(pid))
+            self.store.mark_interrupted(ours=mine)
 
     def _launch(self, running: list[Run]) -> None:
-        """Start workers for the oldest queued runs while their kind of slot is free."""
+        """Start workers for queued runs, in fair turns, while their kind of slot is free."""
         with self._lock:
             ours = self.executor.running()
-        busy = Counter(ours.values())
-        launched = set(ours)
+        queue = self.store.queued()
+        estimates = {r.id: gpu_estimate(r.result) for r in [*running, *queue]}
         # Runs other managers (or an earlier server) started take slots here too.
-        busy.update(r.device or "cpu" for r in running
-                    if r.id not in launched and pid_alive(r.worker_pid))
-        for run in self.store.queued():
-            if run.id in launched:
+        placed = dict(ours) | {r.id: r.device or "cpu" for r in running
+                               if r.id not in ours and r.worker_alive()}
+        busy = Counter(placed.values())
+        loads = _loads(placed, estimates)
+        gpu_waits = False
+        for run in queue:
+            if run.id in ours:
                 continue  # its worker is starting and has not claimed it yet
-            device = choose_device(run.config.get("device", "auto"), busy,
-                                   self.cpu_slots, self.gpu_slots, self.num_gpus)
-            if device is not None:
-                with self._lock:
-                    self.executor.start(self.store, run.id, device)
-                busy[device] += 1
+            wanted = run.config.get("device", "auto")
+            on_gpu = uses_gpu(wanted, self.gpu_slots, self.num_gpus)
+            if on_gpu and gpu_waits:
+                continue  # no GPU run jumps the one that waits for room, or it might wait forever
+            device = choose_device(wanted, busy, self.cpu_slots, self.gpu_slots, self.num_gpus,
+                                   loads=loads, candidate=estimates[run.id],
+                                   budgets=self.gpu_budgets, runs_per_gpu=self.runs_per_gpu)
+            if device is None:
+                gpu_waits = gpu_waits or on_gpu
+                continue
+            with self._lock:
+                self.executor.start(self.store, run.id, device)
+            busy[device] += 1
+            loads.setdefault(device, []).append(estimates[run.id])
 
 
 def make_job_manager(store: RunStore | None = None, *, ray_address: str | None = None,
@@ -269,6 +306,15 @@ def make_job_manager(store: RunStore | None = None, *, ray_address: str | None =
 
 
 # -- helpers --------------------------------------------------------------------------------
+
+
+def _loads(placed: dict[str, str], estimates: dict[str, int | None]
+           ) -> dict[str, list[int | None]]:
+    """Device -> the GPU memory estimates of the runs on it (None: not known)."""
+    loads: dict[str, list[int | None]] = {}
+    for run_id, device in placed.items():
+        loads.setdefault(device, []).append(estimates.get(run_id))
+    return loads
 
 
 def _estimate(spec: Spec, config: dict[str, Any]) -> dict[str, Any]:

@@ -36,6 +36,33 @@ def pid_alive(pid: int | None) -> bool:
     return not _is_zombie(pid)
 
 
+def process_start(pid: int | None) -> int | None:
+    """When the process started, in clock ticks since boot (/proc/<pid>/stat field 22); None
+    when it is gone or there is no procfs. A pid with its start time names one process for good:
+    a later process given the same pid starts later."""
+    if pid is None or pid <= 0:
+        return None
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Fields after the command name, which sits in parentheses and may hold spaces; the state is
+    # field 3, so the start time (field 22) is the 20th after the ")".
+    fields = stat.rpartition(")")[2].split()
+    return int(fields[19]) if len(fields) > 19 else None
+
+
+def same_process(pid: int | None, start: int | None) -> bool:
+    """pid_alive, and (when `start` was recorded) still the process that had that start time,
+    not an unrelated one that was given the pid after it died."""
+    if not pid_alive(pid):
+        return False
+    if start is None:
+        return True  # recorded by an older cnnlab, or without procfs: the pid is all we have
+    now = process_start(pid)
+    return now is None or now == start
+
+
 def _is_zombie(pid: int) -> bool:
     # A killed child that its parent has not reaped yet still answers os.kill(pid, 0).
     try:

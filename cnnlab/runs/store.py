@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -28,18 +29,19 @@ from cnnlab.runs import metrics as metric_log
 from cnnlab.runs.checkpoints import Checkpoints
 from cnnlab.runs.encoding import dumps
 from cnnlab.runs.metrics import Event
-from cnnlab.runs.processes import pid_alive
+from cnnlab.runs.processes import process_start, same_process
+from cnnlab.runs.turns import fair_order
 
 DB_NAME = "runs.sqlite"
 BUSY_TIMEOUT_S = 10.0
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Columns added after version 1, as (name, SQL type): a store made by an older cnnlab gains
 # them in place when it is opened (ALTER TABLE ADD COLUMN keeps every row; new columns are NULL).
-ADDED_COLUMNS = (("run_group", "TEXT"), ("owner", "TEXT"))
+ADDED_COLUMNS = (("run_group", "TEXT"), ("owner", "TEXT"), ("worker_start", "INTEGER"))
 
 # One row per training run. spec/config/result are JSON text so the schema does not change
-# whenever a model family or hyperparameter is added. Queue order is (created_at, rowid);
-# rowid breaks ties between equal timestamps.
+# whenever a model family or hyperparameter is added. Queued runs are read oldest first,
+# (created_at, rowid) with rowid breaking ties, and start in fair turns (cnnlab.runs.turns).
 RUNS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id               TEXT PRIMARY KEY,
@@ -58,7 +60,8 @@ CREATE TABLE IF NOT EXISTS runs (
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     result_json      TEXT NOT NULL DEFAULT '{}',
     run_group        TEXT,
-    owner            TEXT
+    owner            TEXT,
+    worker_start     INTEGER
 );
 CREATE INDEX IF NOT EXISTS runs_status_created ON runs (status, created_at);
 """
@@ -111,6 +114,12 @@ class Run:
     # The display name of whoever queued it (cnnlab.runs.owners); None for runs queued
     # without one (the CLI, a single-user lab, a store older than schema 3).
     owner: str | None = None
+    # When the worker process started (processes.process_start): with worker_pid, it tells
+    # the worker from an unrelated process that was given the same pid after the worker died.
+    worker_start: int | None = None
+
+    def worker_alive(self) -> bool:
+        return same_process(self.worker_pid, self.worker_start)
 
     @property
     def label(self) -> str:
@@ -136,6 +145,7 @@ class Run:
             result=json.loads(row["result_json"]),
             group=row["run_group"],
             owner=row["owner"],
+            worker_start=row["worker_start"],
         )
 
 
@@ -170,15 +180,36 @@ class StoreError(CnnlabError):
     """The run store could not be read or written (a locked, full or damaged database)."""
 
 
-class RunStore:
-    """All run bookkeeping for one runs directory. Cheap to construct; holds no connection."""
+RUN_DIR_NAME = re.compile(r"\d{8}-\d{6}-[0-9a-f]{6}")  # new_run_id's shape
 
-    def __init__(self, runs_dir: str | os.PathLike[str] | None = None) -> None:
+
+def _writable(runs_dir: Path, db_path: Path) -> bool:
+    """Whether this process may write the store (a folder not there yet will be created)."""
+    if not runs_dir.exists():
+        return True
+    return os.access(runs_dir, os.W_OK) and (not db_path.exists() or os.access(db_path, os.W_OK))
+
+
+class RunStore:
+    """All run bookkeeping for one runs directory. Cheap to construct; holds no connection.
+
+    `read_only` (default: when the folder or runs.sqlite cannot be written) opens the store for
+    browsing only: listing runs, metrics and checkpoints works; anything that would record
+    something raises StoreError saying the store is read-only."""
+
+    def __init__(self, runs_dir: str | os.PathLike[str] | None = None, *,
+                 read_only: bool | None = None) -> None:
         self.runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
-        self.runs_dir.mkdir(parents=True, exist_ok=True)
         self.db_path = self.runs_dir / DB_NAME
+        self.read_only = (not _writable(self.runs_dir, self.db_path) if read_only is None
+                          else read_only)
         self._checkpoints = Checkpoints(self.runs_dir)
-        self._init_db()
+        self._refuse_lost_records()
+        if self.read_only:
+            self._check_readable()
+        else:
+            self.runs_dir.mkdir(parents=True, exist_ok=True)
+            self._init_db()
 
     # -- connections -------------------------------------------------------------------
 
@@ -187,7 +218,9 @@ class RunStore:
         # A fresh connection per operation: sqlite3 connections must not be shared across
         # threads, and short-lived ones never hold a stale read snapshot.
         try:
-            conn = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            database, uri = self._target()
+            conn = sqlite3.connect(database, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                                   uri=uri)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the run store {self.db_path}: {exc}") from exc
         try:
@@ -196,14 +229,34 @@ class RunStore:
             conn.execute("PRAGMA synchronous = NORMAL")  # durable enough in WAL, much faster
             yield conn
         except sqlite3.Error as exc:  # callers see one error type, not the storage engine's
-            raise StoreError(f"run store {self.db_path}: {exc}") from exc
+            hint = f". {self._read_only_hint()}" if "readonly" in str(exc) else ""
+            raise StoreError(f"run store {self.db_path}: {exc}{hint}") from exc
         finally:
             conn.close()
+
+    def _target(self) -> tuple[str | Path, bool]:
+        """sqlite3.connect's database and uri arguments."""
+        if not self.read_only:
+            return self.db_path, False
+        uri = f"{self.db_path.resolve().as_uri()}?mode=ro"
+        # Without a -wal file every write is in the main file, and immutable=1 lets SQLite read
+        # it from a folder where it cannot create the -shm file WAL mode otherwise needs.
+        if not Path(f"{self.db_path}-wal").exists():
+            uri += "&immutable=1"
+        return uri, True
+
+    def _read_only_hint(self) -> str:
+        return (f"The run store {self.runs_dir} is read-only: runs, metrics and checkpoints can"
+                " be browsed, but nothing can be recorded. Fix: make the folder and runs.sqlite"
+                " writable for this user, or copy the folder somewhere writable and set"
+                " $CNNLAB_RUNS to the copy")
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         # IMMEDIATE takes the write lock up front, so a read-then-write never fails with
         # SQLITE_BUSY half-way (a deferred transaction cannot wait to upgrade its lock).
+        if self.read_only:
+            raise StoreError(self._read_only_hint())
         with self._connect() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -212,6 +265,39 @@ class RunStore:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+
+    def _refuse_lost_records(self) -> None:
+        """Refuse a runs.sqlite that is missing or empty (0 bytes) beside run folders: the
+        records were lost (a full disk, a copy cut short), and a fresh schema over it would
+        silently show an empty store and bury the evidence."""
+        size = self.db_path.stat().st_size if self.db_path.exists() else None
+        if size not in (None, 0) or not self.runs_dir.is_dir():
+            return
+        folders = sorted(p.name for p in self.runs_dir.iterdir()
+                         if p.is_dir() and RUN_DIR_NAME.fullmatch(p.name))
+        if not folders:
+            return  # a new store
+        state = "missing" if size is None else "empty (0 bytes)"
+        raise StoreError(
+            f"the run store {self.db_path} is {state}, but {self.runs_dir} holds {len(folders)}"
+            f" run folder(s) ({', '.join(folders[:3])}{', ...' if len(folders) > 3 else ''}):"
+            " the run records were lost, and nothing was changed. Fix: restore runs.sqlite"
+            " (and runs.sqlite-wal, if there was one) from a backup; or, to start over, move"
+            " runs.sqlite and the run folders aside (the folders keep checkpoints and worker"
+            " logs) or point $CNNLAB_RUNS at a new folder.")
+
+    def _check_readable(self) -> None:
+        """A read-only store must already exist with the current columns (nothing can add them)."""
+        if not self.db_path.exists():
+            raise StoreError(f"no run store at {self.db_path}, and {self.runs_dir} is read-only")
+        with self._connect() as conn:
+            have = {row["name"] for row in conn.execute("PRAGMA table_info(runs)")}
+        missing = [name for name, _ in ADDED_COLUMNS if name not in have]
+        if not have or missing:
+            raise StoreError(
+                f"the run store {self.db_path} is read-only and was written by an older cnnlab"
+                f" (it lacks {', '.join(missing) or 'the runs table'}). Fix: open it once where it"
+                " is writable, so cnnlab adds the columns, or browse a writable copy.")
 
     def _init_db(self) -> None:
         with self._connect() as conn:
@@ -254,7 +340,8 @@ class RunStore:
     def _start_columns(pid: int, device: str | None, data_source: str | None = None
                        ) -> dict[str, Any]:
         # A device or data source not given keeps what the run already has.
-        columns: dict[str, Any] = {"started_at": time.time(), "worker_pid": pid}
+        columns: dict[str, Any] = {"started_at": time.time(), "worker_pid": pid,
+                                   "worker_start": process_start(pid)}
         if device is not None:
             columns["device"] = device
         if data_source is not None:
@@ -334,29 +421,28 @@ class RunStore:
         return [Run.from_row(row) for row in rows]
 
     def queued(self) -> list[Run]:
-        """Queued runs in the order workers will claim them (oldest first)."""
+        """Queued runs in the order they will start: fair turns across owners (turns.fair_order)."""
         with self._connect() as conn:
-            rows = conn.execute(
-                "SELECT * FROM runs WHERE status = ? ORDER BY created_at, rowid",
-                (Status.QUEUED.value,),
-            ).fetchall()
-        return [Run.from_row(row) for row in rows]
+            return self._queued_in(conn)
+
+    @staticmethod
+    def _queued_in(conn: sqlite3.Connection) -> list[Run]:
+        rows = conn.execute("SELECT * FROM runs WHERE status = ? ORDER BY created_at, rowid",
+                            (Status.QUEUED.value,)).fetchall()
+        # Each owner's latest start, over every run that ever started (running or finished).
+        last_starts = dict(conn.execute(
+            "SELECT owner, MAX(started_at) FROM runs WHERE started_at IS NOT NULL GROUP BY owner"
+        ).fetchall())
+        return fair_order([Run.from_row(row) for row in rows], last_starts)
 
     def queue_position(self, run_id: str) -> int | None:
         """1 for the run that will be claimed next; None if the run is not queued."""
         with self._connect() as conn:
-            row = conn.execute("SELECT status, created_at, rowid FROM runs WHERE id = ?",
-                               (run_id,)).fetchone()
-            if row is None:
-                raise KeyError(f"unknown run id: {run_id!r}")
-            if row["status"] != Status.QUEUED.value:
+            status = Status(self._fetch(conn, run_id)["status"])  # KeyError for an unknown id
+            if status is not Status.QUEUED:
                 return None
-            (ahead,) = conn.execute(
-                "SELECT COUNT(*) FROM runs WHERE status = ?"
-                " AND (created_at < ? OR (created_at = ? AND rowid < ?))",
-                (Status.QUEUED.value, row["created_at"], row["created_at"], row["rowid"]),
-            ).fetchone()
-        return ahead + 1
+            ids = [run.id for run in self._queued_in(conn)]
+        return ids.index(run_id) + 1
 
     def mark_running(
         self, run_id: str, pid: int, device: str | None = None, data_source: str | None = None
@@ -366,16 +452,14 @@ class RunStore:
                                     **self._start_columns(pid, device, data_source))
 
     def claim_next(self, pid: int, device: str | None = None) -> Run | None:
-        """Atomically take the oldest queued run and mark it running; None if the queue is empty."""
+        """Atomically take the next queued run (fair turns) and mark it running; None if the
+        queue is empty."""
         with self._write() as conn:
             # Select and update inside one write transaction, so two workers never get the same run.
-            row = conn.execute(
-                "SELECT id FROM runs WHERE status = ? ORDER BY created_at, rowid LIMIT 1",
-                (Status.QUEUED.value,),
-            ).fetchone()
-            if row is None:
+            queue = self._queued_in(conn)
+            if not queue:
                 return None
-            return self._transition(conn, row["id"], Status.RUNNING,
+            return self._transition(conn, queue[0].id, Status.RUNNING,
                                     **self._start_columns(pid, device))
 
     def finish(
@@ -454,15 +538,21 @@ class RunStore:
         with self._connect() as conn:
             return bool(self._fetch(conn, run_id)["cancel_requested"])
 
-    def mark_interrupted(self, alive: Callable[[int], bool] = pid_alive) -> list[str]:
-        """Mark running runs whose worker process is gone as interrupted; returns their ids."""
+    def mark_interrupted(self, alive: Callable[[int], bool] | None = None,
+                         ours: Collection[int] = ()) -> list[str]:
+        """Mark running runs whose worker process is gone as interrupted; returns their ids.
+
+        A worker is alive when `alive(pid)` says so, by default when its pid still names the
+        process that started then (a reused pid does not keep a dead worker's run running).
+        `ours` are pids the caller knows are its live workers (unreaped children included)."""
         interrupted = []
         with self._write() as conn:
-            rows = conn.execute("SELECT id, worker_pid FROM runs WHERE status = ?",
+            rows = conn.execute("SELECT id, worker_pid, worker_start FROM runs WHERE status = ?",
                                 (Status.RUNNING.value,)).fetchall()
             for row in rows:
                 pid = row["worker_pid"]
-                if pid is not None and alive(pid):
+                if pid is not None and (pid in ours or (
+                        alive(pid) if alive else same_process(pid, row["worker_start"]))):
                     continue
                 self._transition(conn, row["id"], Status.INTERRUPTED, message=(
                     f"worker process {pid} is gone; metrics up to that point are kept"))

@@ -33,6 +33,11 @@ COLUMNS: dict[str, str] = {
     "epochs": "Epochs",
     "params": "Parameters",
     "flops": "FLOPs per image",
+    "macs": "Multiply-adds per image",
+    "lr": "lr",
+    "batch_size": "Batch",
+    "optimizer": "Optimizer",
+    "norm": "Normalization",
     "data": "Data",
     "input_size": "Input (px)",
     "device": "Device",
@@ -41,6 +46,8 @@ COLUMNS: dict[str, str] = {
     "status": "Status",
     "model": "Model",
 }
+# Settings every row shows (a run's config; the book's recipe), varied or not.
+SETTINGS = ("lr", "batch_size", "optimizer")
 VARIED = "varied:"  # row keys of the fields that differ between the runs: "varied:lr"
 MIB = 2**20
 
@@ -62,15 +69,36 @@ def textbook_key(run: Run) -> str | None:
     return run.model if run.model in TEXTBOOK_RESULTS else None
 
 
-def _cost(spec: Spec | None) -> tuple[int | None, int | None]:
-    """(parameters, FLOPs per image) of a spec, or (None, None) if it cannot be inspected."""
+def _cost(spec: Spec | None) -> tuple[int | None, int | None, int | None]:
+    """(parameters, FLOPs, multiply-adds per image) of a spec; Nones if it cannot be
+    inspected."""
     if spec is None:
-        return None, None
+        return None, None, None
     try:
         table = inspect_spec(spec)
     except Exception:  # a spec that no longer builds: show the row without its cost
-        return None, None
-    return table.total_params, table.total_flops
+        return None, None, None
+    return table.total_params, table.total_flops, table.total_macs
+
+
+NORM_NAMES = {"batch": "BatchNorm", "group": "GroupNorm", "layer": "LayerNorm", "none": "none"}
+
+
+def norm_text(spec: Spec | None) -> str | None:
+    """What normalizes the network's layers, in a word or three: "BatchNorm", "none",
+    "BatchNorm (from scratch)", "GroupNorm, fixed gamma/beta" (exercises 7.5.1-7.5.7)."""
+    if spec is None:
+        return None
+    switch = getattr(spec, "batch_norm", True)  # ResNet and DenseNet always normalize
+    kind = getattr(spec, "norm_kind", None)
+    if kind is None or switch in (False, "none"):
+        return "none"
+    text = NORM_NAMES.get(kind, kind)
+    if switch == "scratch":
+        text += " (from scratch)"
+    if kind != "none" and not getattr(spec, "norm_affine", True):
+        text += ", fixed gamma/beta"
+    return text
 
 
 def _last(events: list[dict[str, Any]], key: str) -> Any:
@@ -103,7 +131,7 @@ def run_row(store: RunStore, run: Run, varied: list[str] | tuple[str, ...] = ())
     """One run's row: what it costs, how fast it trained and how accurate it ended, and its
     value of each `varied` field (under "varied:<field>")."""
     spec = _spec(run)
-    params, flops = _cost(spec)
+    params, flops, macs = _cost(spec)
     result = run.result
     epochs = store.metrics(run.id, kind="epoch")
     if run.status is Status.RUNNING and run.started_at is not None:
@@ -118,7 +146,8 @@ def run_row(store: RunStore, run: Run, varied: list[str] | tuple[str, ...] = ())
     return {
         "run": run.label, "source": "this run", "model": run.model, "status": str(run.status),
         "data": data_text(run), "input_size": spec.input_size if spec else None,
-        "params": result.get("params", params), "flops": flops,
+        "params": result.get("params", params), "flops": flops, "macs": macs,
+        **{f: run.config.get(f) for f in SETTINGS}, "norm": norm_text(spec),
         "epochs": result.get("epochs_done", len(epochs)), "time_s": seconds,
         "examples_per_s": speed, "test_acc": test_acc, "vs_book": None,
         "device": result.get("device") or run.device, "id": run.id, "textbook": textbook_key(run),
@@ -133,12 +162,15 @@ def textbook_row(name: str) -> Row:
     """The book's row for TEXTBOOK_RESULTS[name]: 10 epochs on the full data on its GPU."""
     book = TEXTBOOK_RESULTS[name]
     preset = presets.PRESETS.get(name)
-    params, flops = _cost(preset)
+    params, flops, macs = _cost(preset)
     recipe = TEXTBOOK_RECIPES.get(name)
     return {
         "run": f"textbook: {name}", "source": f"d2l {book.section}", "model": name,
         "status": "done", "data": "full", "input_size": preset.input_size if preset else None,
-        "params": params, "flops": flops, "epochs": recipe.epochs if recipe else 10,
+        "params": params, "flops": flops, "macs": macs,
+        "lr": recipe.lr if recipe else None, "batch_size": recipe.batch_size if recipe else None,
+        "optimizer": "sgd", "norm": norm_text(preset),  # train_ch6: plain SGD
+        "epochs": recipe.epochs if recipe else 10,
         "time_s": None, "examples_per_s": book.examples_per_s, "test_acc": book.test_acc,
         "vs_book": None, "device": "the book's GPU", "id": None, "textbook": name,
         "memory_estimated": None, "memory_measured": None, "comparable": True,
@@ -180,9 +212,11 @@ def compare_table(store: RunStore, run_ids: list[str]) -> list[Row]:
 
 
 def table_columns(rows: list[Row]) -> dict[str, str]:
-    """COLUMNS with each varied field's column after the run's name: {"varied:lr": "lr"}."""
+    """COLUMNS with each varied field's column after the run's name: {"varied:lr": "lr"}
+    (and without that setting's own column, for lr, batch size and optimizer)."""
     varied = list(dict.fromkeys(k for row in rows for k in row if k.startswith(VARIED)))
-    columns = dict(COLUMNS)
+    # A setting that varies moves up beside the name rather than showing twice.
+    columns = {k: v for k, v in COLUMNS.items() if f"{VARIED}{k}" not in varied}
     first = {"run": columns.pop("run"), **{k: k.removeprefix(VARIED) for k in varied}}
     return {**first, **columns}
 
