@@ -329,6 +329,9 @@ def run_class(args, browser, url: str, pid: int, store: RunStore) -> dict:
     started = sorted((run for run in runs if run.started_at is not None),
                      key=lambda run: run.started_at)
     summary["owner_turns"] = [run.owner for run in started]
+    # First come, first served would start them in this order.
+    summary["owner_queue_order"] = [run.owner for run in sorted(
+        runs, key=lambda run: run.created_at)]
     if args.idle_tabs:
         summary["idle"] = idle_cpu(browser, url, pid, args.idle_tabs, args.idle_s)
     summary["load_average"] = [round(x, 2) for x in os.getloadavg()]
@@ -360,9 +363,10 @@ def report(s: dict) -> None:
     print(f"{s['sessions']} tabs of {s['owners']} owners queued {runs['queued']} runs in "
           f"{s['queued_in_s']} s (Start clicks failed: {s['start_clicks_failed']}); all ended "
           f"{s['runs_wait_s']} s later")
-    short = {owner: owner.rsplit("-", 1)[-1] for owner in s["owner_turns"] if owner}
-    print("owners in the order their runs started: "
-          + " ".join(short.get(o, "?") for o in s["owner_turns"]))
+    def short(owners: list) -> str:
+        return " ".join(o.rsplit("-", 1)[-1] if o else "?" for o in owners)
+    print(f"owners in the order their runs were queued:  {short(s['owner_queue_order'])}")
+    print(f"owners in the order their runs started:      {short(s['owner_turns'])}")
     for error in s["other_errors"]:
         print(f"  error: {error[:200]}")
     print(f"load average {' '.join(map(str, s['load_average']))} on {s['cores']} cores")

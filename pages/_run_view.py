@@ -148,10 +148,14 @@ def live(run_id: str, polling: bool) -> None:
 def downloads(run: Run, events: list[dict]) -> None:
     """A finished run's per-epoch metrics as CSV and its one-page report, to keep or hand in."""
     left, right = st.columns(2)
-    left.download_button("Metrics per epoch (CSV)", report.metrics_csv(events),
+    # Built when clicked, not on every rerun: drawn eagerly, each rerun stored both files in
+    # Streamlit's media store and dropped the previous ones, and the browser's check of a
+    # dropped file's URL logged a 404 ("Download Button source error", bench/load.py); a
+    # class watching finished runs also rebuilt a report per tab per rerun for nothing.
+    left.download_button("Metrics per epoch (CSV)", lambda: report.metrics_csv(events),
                          f"{run.id}-metrics.csv", "text/csv", icon=":material/download:",
                          key=key(f"csv.{run.id}"))
-    right.download_button("Run report (HTML)", report.report_html(run, events),
+    right.download_button("Run report (HTML)", lambda: report.report_html(run, events),
                           f"{run.id}-report.html", "text/html", icon=":material/description:",
                           key=key(f"report.{run.id}"))
 
