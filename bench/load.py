@@ -186,24 +186,34 @@ def queue_runs(tabs: list[Tab], store: RunStore, runs_per_owner: int) -> tuple[f
             tab.page.get_by_role("button", name="Start training").wait_for(
                 timeout=LOAD_TIMEOUT_S * 1000)
     start, failed = time.perf_counter(), 0
+    expected: dict[str, int] = {}  # owner -> runs it should have queued so far
     for owner, owner_tabs in trains.items():
         for n in range(runs_per_owner):
             tab = owner_tabs[n % len(owner_tabs)]
-            button = tab.page.get_by_role("button", name="Start training")
+            if n >= len(owner_tabs):
+                # Every earlier click of this owner landed first (this tab's among them): its
+                # rerun draws the next Start button, under a new key.
+                wait_queued(store, owner, n, tab)
             try:
-                # A rerun still drawing may hold the previous click's button: wait it out.
                 tab.page.locator('[data-testid="stStatusWidget"]').wait_for(state="detached")
-                button.click()
+                tab.page.get_by_role("button", name="Start training").click()
+                expected[owner] = n + 1
             except PlaywrightError as exc:
                 tab.errors.append(f"Start: {exc.message.splitlines()[0]}")
                 failed += 1
-                continue
-            deadline = time.monotonic() + CLICK_TIMEOUT_S
-            while time.monotonic() < deadline and owned(store, owner) < n + 1:
-                time.sleep(0.05)
-            if owned(store, owner) < n + 1:
-                tab.errors.append(f"Start pressed, no run queued within {CLICK_TIMEOUT_S} s")
+    for owner, count in expected.items():
+        wait_queued(store, owner, count, trains[owner][0])
     return time.perf_counter() - start, failed
+
+
+def wait_queued(store: RunStore, owner: str, count: int, tab: Tab) -> None:
+    deadline = time.monotonic() + CLICK_TIMEOUT_S
+    while owned(store, owner) < count:
+        if time.monotonic() > deadline:
+            tab.errors.append(f"{owner}: Start pressed, run {count} not queued within "
+                              f"{CLICK_TIMEOUT_S} s")
+            return
+        time.sleep(0.05)
 
 
 def owned(store: RunStore, owner: str) -> int:
