@@ -109,6 +109,22 @@ def cancel(run_id: str) -> None:
         st.session_state[key("cancel_error")] = str(exc)
 
 
+def rename(run_id: str) -> None:
+    try:
+        gate().rename(run_id, st.session_state[key(f"rename.{run_id}")].strip() or None)
+    except (KeyError, CnnlabError) as exc:
+        st.session_state[key("cancel_error")] = str(exc)
+
+
+def delete(run_id: str) -> None:
+    try:
+        gate().delete(run_id)  # an ended run only: its metrics and checkpoints go with it
+    except (KeyError, CnnlabError) as exc:
+        st.session_state[key("cancel_error")] = str(exc)
+    else:
+        st.session_state.pop("selected_run", None)
+
+
 # --- live progress of one run ----------------------------------------------------------------
 
 
@@ -164,14 +180,21 @@ def run_head(run: Run) -> None:
     head = st.columns([5, 1], vertical_alignment="center")
     head[0].markdown(run_display.heading(run))
     head[0].caption(run_display.caption(run))
+    mine = may_change(person(), run)
     if not run.status.terminal:
-        mine = may_change(person(), run)
         head[1].button("Cancel", key=key(f"cancel.{run.id}"), on_click=cancel, args=(run.id,),
                        icon=":material/stop:", disabled=run.cancel_requested or not mine,
                        width="stretch", help=None if mine else "Only its owner or the teacher")
+    elif mine:
+        with head[1].popover("Rename or delete", icon=":material/edit:", width="stretch"):
+            st.text_input("Name", value=run.name or "", key=key(f"rename.{run.id}"),
+                          on_change=rename, args=(run.id,), max_chars=200)
+            st.button("Delete this run", key=key(f"delete.{run.id}"), on_click=delete,
+                      args=(run.id,), icon=":material/delete:", type="primary",
+                      help="Its metrics and checkpoints go with it")
     error = st.session_state.pop(key("cancel_error"), None)
     if error:
-        st.error(f"Could not cancel: {markdown_text(error)}", icon=":material/error:")
+        st.error(f"Could not change this run: {markdown_text(error)}", icon=":material/error:")
 
 
 def queue_place(run: Run) -> None:

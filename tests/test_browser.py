@@ -224,3 +224,28 @@ def lessons_step(page: Page) -> None:
     wait_idle(page)
     nin.evaluate("card => card.scrollIntoView({block: 'start'})")
     screenshot(page, "lessons")
+
+
+def test_a_students_name_stays_in_the_browser(tmp_path, monkeypatch, chromium_page):
+    """On a class server, the name picked once comes back in a new tab (a cookie), and no
+    link carries it."""
+    monkeypatch.setenv("CNNLAB_TEACHER_TOKEN", "a phrase only the teacher knows")
+    proc, url = app_server.start(tmp_path / "runs", tmp_path / "streamlit.log", START_TIMEOUT_S)
+    try:
+        page = chromium_page
+        page.goto(url)
+        name = page.locator('input[aria-label="Your name"]')
+        name.fill("Ada <i>L</i>")
+        name.press("Enter")
+        sidebar = page.locator('[data-testid="stSidebar"]')
+        expect(sidebar.get_by_text("Ada <i>L</i>")).to_be_visible()  # escaped, not italic
+        wait_idle(page)
+        second = page
+        second.goto(f"{url}/train")  # a fresh load is a new session; the cookie stays
+        expect(second.locator('[data-testid="stSidebar"]').get_by_text("Ada <i>L</i>")
+               ).to_be_visible(timeout=60_000)
+        expect(second.locator('input[aria-label="Your name"]')).to_have_count(0)
+        assert "Ada" not in second.url
+    finally:
+        app_server.stop(proc)
+        stop_workers(tmp_path / "runs")

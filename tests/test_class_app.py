@@ -117,3 +117,27 @@ def test_a_student_cannot_cancel_anothers_run_but_the_teacher_can(store) -> None
     teacher.run()
     teacher.button(key=f"train.cancel.{run_id}").click().run()
     assert store.get(run_id).status is Status.CANCELLED
+
+
+def ended_run(store: RunStore, owner: str) -> str:
+    run_id = waiting_run(store, owner)
+    store.request_cancel(run_id)  # a queued run cancelled: ended, as a finished one is
+    return run_id
+
+
+def test_the_owner_renames_and_deletes_an_ended_run_and_no_one_else_can(store) -> None:
+    mine, theirs = ended_run(store, "Ada"), ended_run(store, "Grace")
+    ada = session("Ada")
+    ada.switch_page("pages/train.py").run()
+    ada.query_params["run"] = theirs
+    ada.run()
+    assert f"train.rename.{theirs}" not in keys(ada.text_input)  # not offered on Grace's run
+    ada.session_state["selected_run"] = mine  # watch another run, as the runs table does
+    ada.run()
+    ada.text_input(key=f"train.rename.{mine}").input("<b>lr</b> too high").run()
+    assert not ada.exception and store.get(mine).name == "<b>lr</b> too high"
+    ada.button(key=f"train.delete.{mine}").click().run()
+    assert not ada.exception
+    with pytest.raises(KeyError):
+        store.get(mine)
+    assert store.get(theirs).status is Status.CANCELLED  # untouched

@@ -318,7 +318,10 @@ def saved_for_backward(model: nn.Module, input_shape: tuple[int, ...]) -> dict[s
         x = meta_input(meta_model, shape)
         keep.append(x)
         skip.add(_storage_id(x))
-        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        # ShapeOnly: cnnlab's fast meta kernels. PyTorch's own, for ReLU with autograd on,
+        # import torch._dynamo and sympy on first use (2 s on a cold `cnnlab summary`).
+        with (torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
+              ShapeOnly()):
             meta_model(x)
     except Exception:  # a model that runs only in eval mode: the caller falls back
         return None

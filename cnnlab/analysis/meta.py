@@ -33,6 +33,10 @@ _LIKE_INPUT = {aten.relu.default, aten.sigmoid.default, aten.tanh.default, aten.
                aten.pow.Tensor_Scalar}
 _IN_PLACE_LIKE_INPUT = {aten.relu_.default, aten.sigmoid_.default, aten.tanh_.default,
                         aten.hardtanh_.default, aten.add_.Tensor, aten.mul_.Tensor}
+# What training-mode dropout runs on a CPU (mask = empty_like(x).bernoulli_(1 - p).div_(1 - p);
+# x * mask): their meta kernels are Python references that import sympy on first use.
+_IN_PLACE_SAME = {aten.bernoulli_.float, aten.div_.Scalar}
+_DROPOUT_PARTS = {aten.empty_like.default, *_IN_PLACE_SAME}
 # Reductions over dimensions (global average pooling is a mean over H and W): their meta
 # kernels are Python references that also import torch._dynamo on first use (2 s).
 _REDUCTIONS = {aten.mean.dim, aten.sum.dim_IntList, aten.amax.default, aten.amin.default}
@@ -146,6 +150,10 @@ def fast_result(func: Any, args: tuple, kwargs: dict) -> Any:
         return None
     if func in _LIKE_INPUT or func in _IN_PLACE_LIKE_INPUT:
         return _fast_pointwise(func, args[0], tensors, kwargs)
+    if (func in _DROPOUT_PARTS and not kwargs.get("memory_format")
+            and kwargs.get("dtype") in (None, args[0].dtype)):
+        # Training-mode dropout on a CPU: a mask like the input, filled in place, then scaled.
+        return args[0] if func in _IN_PLACE_SAME else _like(args[0])
     if func is aten.native_batch_norm.default and args[0].dim() >= 2:
         x = args[0]
         # (output, saved mean, saved inverse std), as the meta kernel returns them.
