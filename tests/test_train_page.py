@@ -195,6 +195,17 @@ def test_a_tiny_run_started_from_the_page_shows_its_progress_and_curves(store):
     assert 0.1 < row["best test acc"] <= 1.0
 
 
+def test_start_pressed_again_at_once_queues_a_second_run(store):
+    # The page's next full rerun may be a long way off (the run's end, behind a class's
+    # queue): the second press must not land on a button that the page has already re-keyed.
+    at = tiny_run(train_page(), epochs=200)
+    first = start(at)
+    assert "Queued bn-lenet" in [toast.value for toast in at.toast]
+    second = start(at)
+    assert second != first
+    assert [run.id for run in store.list()] == [second, first]
+
+
 def test_queued_and_running_runs_can_be_cancelled(store):
     at = tiny_run(train_page(), epochs=200)
     first = start(at)
