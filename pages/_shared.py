@@ -11,16 +11,18 @@ that $CNNLAB_RAY_ADDRESS names.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import streamlit as st
 
-from cnnlab.errors import Problem
+from cnnlab.errors import CnnlabError, Problem
 from cnnlab.runs.executors import ExecutorError
 from cnnlab.runs.jobs import JobManager, make_job_manager
 from cnnlab.runs.live import RunEvents
 from cnnlab.runs.store import RunStore, StoreError
-from cnnlab.views.text import problem_markdown
+from cnnlab.views.text import markdown_text, problem_markdown
+
+T = TypeVar("T")
 
 
 @st.cache_resource(show_spinner=False)
@@ -82,3 +84,18 @@ def show_problems(problems: list[Problem], slot: Callable[[str], Any] = lambda f
     widget (the page itself by default)."""
     for problem in problems:
         show_problem(problem, slot(problem.field))
+
+
+def queue_or_explain(submit: Callable[[], T], refused: str) -> T | None:
+    """`submit()`'s result (queued runs), or None after saying why nothing was queued: the
+    field-named problems of a SpecError or ConfigError, or the error of a worker process
+    that could not be started. `refused` opens the message ("Not started")."""
+    try:
+        return submit()
+    except CnnlabError as exc:
+        st.error(f"{refused}:" if exc.problems else f"{refused}: {markdown_text(str(exc))}",
+                 icon=":material/error:")
+        show_problems(exc.problems)
+    except (OSError, RuntimeError) as exc:  # a worker process could not be started
+        st.error(f"{refused}: {markdown_text(str(exc))}", icon=":material/error:")
+    return None

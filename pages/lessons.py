@@ -27,7 +27,7 @@ from cnnlab.lessons.catalogue import (
 from cnnlab.views.text import markdown_text
 from pages._links import open_on_architecture, open_on_train
 from pages._class import gate
-from pages._shared import run_store, show_problems
+from pages._shared import queue_or_explain, run_store
 
 MEMORY_MEASURES = ("train_memory", "inference_memory")
 KINDS = {"predict": "Predict, then reveal", "experiment": "Experiment", "paired": "Paired runs",
@@ -106,16 +106,11 @@ def queue_runs(ex: Exercise, task: Paired | Sweep) -> None:
     # Keyed by the groups this session queued: a click is one group, even if a rerun replays it.
     clicks = st.session_state.get(f"{k}.clicks", 0)
     if st.button(label, key=f"{k}.{clicks}", icon=":material/playlist_add:"):
-        try:
-            _, ids = lesson_runs.queue(gate(), ex)  # owned by this student, within the limits
-        except CnnlabError as exc:
-            st.error(f"Not queued: {markdown_text(str(exc)) if not exc.problems else ''}",
-                     icon=":material/error:")
-            show_problems(exc.problems)
+        # Owned by this student, within the teacher's limits.
+        queued = queue_or_explain(lambda: lesson_runs.queue(gate(), ex), "Not queued")
+        if queued is None:
             return
-        except (OSError, RuntimeError) as exc:  # a worker process could not be started
-            st.error(f"Not queued: {markdown_text(str(exc))}", icon=":material/error:")
-            return
+        ids = queued[1]
         st.session_state[k], st.session_state[f"{k}.clicks"] = ids, clicks + 1
         st.session_state["compare.runs"] = ids  # the Compare page opens on them
     queued = st.session_state.get(k)

@@ -25,7 +25,7 @@ from cnnlab.views.text import markdown_text, short
 from pages._class import class_settings, gate, person
 from pages._links import keep_in_url, link_problems, show_on_train
 from pages._run_view import all_runs, form_key, key, show_form_values, subset_key, watch, watched_run
-from pages._shared import run_store, show_problems
+from pages._shared import queue_or_explain, run_store, show_problems
 
 FROM_ARCHITECTURE = "architecture"  # the model choice that means st.session_state["spec"]
 DEFAULT_PRESET = "bn-lenet"  # trains in a minute on a CPU: a good first run
@@ -264,15 +264,9 @@ def launch(spec: Spec, config: TrainConfig | None) -> None:
         st.error(f"Not started. {check.message}", icon=":material/block:")
         return
     model = train_form.model_name(spec)
-    try:
-        run_id = gate().submit(model, spec, config, name=name)
-    except CnnlabError as exc:  # a SpecError or ConfigError lists its problems
-        st.error("Not started:" if exc.problems else f"Not started: {markdown_text(str(exc))}",
-                 icon=":material/error:")
-        show_problems(exc.problems)
-        return
-    except (OSError, RuntimeError) as exc:  # the worker process could not be started
-        st.error(f"Not started: {markdown_text(str(exc))}", icon=":material/error:")
+    run_id = queue_or_explain(lambda: gate().submit(model, spec, config, name=name),
+                              "Not started")
+    if run_id is None:
         return
     st.session_state[key("launches")] = launches + 1
     watch(run_id)

@@ -141,3 +141,12 @@ def test_the_owner_renames_and_deletes_an_ended_run_and_no_one_else_can(store) -
     with pytest.raises(KeyError):
         store.get(mine)
     assert store.get(theirs).status is Status.CANCELLED  # untouched
+
+
+def test_a_student_without_a_name_is_told_why_nothing_started(store) -> None:
+    nameless = session()
+    nameless.switch_page("pages/train.py").run()
+    nameless.button(key="train.start.0").click().run()
+    assert not nameless.exception
+    assert any(e.value.startswith("Not started") for e in nameless.error)
+    assert store.list() == []

@@ -346,11 +346,17 @@ def inspect_spec(spec: Spec, batch_size: int = 1) -> LayerTable:
     (frozen) spec, so checking a spec and showing its table cost one forward pass. A spec
     holding lists (legal, but not hashable) is inspected afresh each time. Check the spec
     with `cnnlab.arch.checks` first."""
+    return _by_spec(_cached_inspect_spec, _inspect_spec, spec, batch_size)
+
+
+def _by_spec(cached: Callable[..., Any], plain: Callable[..., Any], spec: Spec, *args: Any) -> Any:
+    """`cached(spec, *args)`; `plain(spec, *args)` for a spec holding lists (legal, but not
+    hashable, so an lru_cache cannot key on it)."""
     try:
         hash(spec)
     except TypeError:
-        return _inspect_spec(spec, batch_size)
-    return _cached_inspect_spec(spec, batch_size)
+        return plain(spec, *args)
+    return cached(spec, *args)
 
 
 def _inspect_spec(spec: Spec, batch_size: int) -> LayerTable:
@@ -378,12 +384,8 @@ def smallest_input(spec: Spec) -> int | None:
     if not even MAX_INPUT_SIZE does (exercise 7.4.2 asks it for GoogLeNet). The spec's own
     input size plays no part: the network is rebuilt at each size tried, dense head included.
     Cached by the spec; a spec holding lists is searched afresh each time."""
-    key = spec.replace(input_size=MAX_INPUT_SIZE)
-    try:
-        hash(key)
-    except TypeError:
-        return _smallest_input(key)
-    return _cached_smallest_input(key)
+    return _by_spec(_cached_smallest_input, _smallest_input,
+                    spec.replace(input_size=MAX_INPUT_SIZE))
 
 
 def _smallest_input(spec: Spec) -> int | None:
@@ -411,12 +413,8 @@ def smallest_uncollapsed_input(spec: Spec) -> int | None:
     """The smallest square input size at which no convolution runs on a 1x1 map
     (`collapsed_before_end`), or None if not even MAX_INPUT_SIZE: the other half of exercise
     7.4.2, since GoogLeNet's padded pools let it run on a single pixel. Cached by the spec."""
-    key = spec.replace(input_size=MAX_INPUT_SIZE)
-    try:
-        hash(key)
-    except TypeError:
-        return _smallest_uncollapsed_input(key)
-    return _cached_smallest_uncollapsed_input(key)
+    return _by_spec(_cached_smallest_uncollapsed_input, _smallest_uncollapsed_input,
+                    spec.replace(input_size=MAX_INPUT_SIZE))
 
 
 def _smallest_uncollapsed_input(spec: Spec) -> int | None:
