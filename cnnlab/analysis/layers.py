@@ -425,16 +425,7 @@ def _smallest_uncollapsed_input(spec: Spec) -> int | None:
     def keeps_maps(size: int) -> bool:  # uncached: the search would crowd out the pages' tables
         return collapsed_before_end(_inspect_spec(spec.replace(input_size=size), 1)) is None
 
-    high = MAX_INPUT_SIZE
-    if not keeps_maps(high):
-        return None
-    while low < high:  # invariant: `high` keeps its maps, nothing below `low` does
-        middle = (low + high) // 2
-        if keeps_maps(middle):
-            high = middle
-        else:
-            low = middle + 1
-    return high
+    return _lowest(keeps_maps, low, MAX_INPUT_SIZE)
 
 
 _cached_smallest_uncollapsed_input = functools.lru_cache(maxsize=128)(_smallest_uncollapsed_input)
@@ -464,11 +455,15 @@ def smallest_input_size(model_or_factory: nn.Module | Callable[[int], nn.Module]
     around the size it was built for: pass that size as `upper`. A factory (size -> model,
     built here on meta) rebuilds the head for each size, so any `upper` will do.
     """
-    works = _size_probe(model_or_factory, in_channels)
-    if not works(upper):
+    return _lowest(_size_probe(model_or_factory, in_channels), 1, upper)
+
+
+def _lowest(works: Callable[[int], bool], low: int, high: int) -> int | None:
+    """The smallest size in [low, high] that `works`, for a test that, once true, stays true
+    for every larger size; None if not even `high` works. A binary search."""
+    if not works(high):
         return None
-    low, high = 1, upper  # invariant: `high` works, nothing below `low` does
-    while low < high:
+    while low < high:  # invariant: `high` works, nothing below `low` does
         middle = (low + high) // 2
         if works(middle):
             high = middle
