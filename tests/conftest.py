@@ -60,3 +60,20 @@ def record_tiny_run(store: RunStore, preset: str, name: str | None = None,
     store.mark_running(run.id, pid=1, device="cpu", data_source="sample")
     assert run_recorded(store, run.id) is Status.DONE
     return run.id
+
+
+@pytest.fixture
+def app_store(tmp_path, monkeypatch):
+    """A fresh run store; the app's cached store and job manager are created on it (AppTest
+    sessions of the test share them), and the job manager is shut down after."""
+    import streamlit as st
+
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("CNNLAB_RUNS", str(runs))
+    st.cache_resource.clear()  # shared between AppTest instances (streamlit issue #9139)
+    st.cache_data.clear()
+    yield RunStore(runs)
+    from pages._shared import job_manager
+
+    job_manager().shutdown(wait=True, cancel=True)
+    st.cache_resource.clear()

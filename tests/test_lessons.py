@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from cnnlab.analysis.layers import inspect_spec, smallest_input_size
@@ -195,17 +194,8 @@ def test_the_train_pages_values_make_the_lessons_config_again(full_found):
 
 
 @pytest.fixture
-def store(tmp_path, monkeypatch):
-    """A fresh run store; the app's cached store and job manager are created on it."""
-    runs = tmp_path / "runs"
-    monkeypatch.setenv("CNNLAB_RUNS", str(runs))
-    st.cache_resource.clear()  # shared between AppTest instances (streamlit issue #9139)
-    st.cache_data.clear()
-    yield RunStore(runs)
-    from pages._shared import job_manager
-
-    job_manager().shutdown(wait=True, cancel=True)
-    st.cache_resource.clear()
+def store(app_store):
+    return app_store  # conftest: a fresh store the app's cached store and job manager use
 
 
 def lessons_page() -> AppTest:
@@ -309,7 +299,7 @@ def test_a_cards_runs_and_a_memory_reveal_show_estimated_beside_measured(tmp_pat
     made before launch beside the peak measured while training, from the run store."""
     from cnnlab.lessons.runs import measured_runs, run_rows
     from cnnlab.runs.recorded import run_recorded
-    from cnnlab.runs.store import RunStore, Status
+    from cnnlab.runs.store import Status
     from cnnlab.training.resources import estimate_record
     from tests.conftest import ONE_EPOCH
 

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from cnnlab.arch.presets import PRESETS
@@ -24,17 +23,8 @@ RUN_TIMEOUT_S = 90  # a tiny run takes ~5 s; the worker's first torch import can
 
 
 @pytest.fixture
-def store(tmp_path, monkeypatch):
-    """A fresh run store; the app's cached store and job manager are created on it."""
-    runs = tmp_path / "runs"
-    monkeypatch.setenv("CNNLAB_RUNS", str(runs))
-    st.cache_resource.clear()  # shared between AppTest instances (streamlit issue #9139)
-    st.cache_data.clear()
-    yield RunStore(runs)
-    from pages._shared import job_manager
-
-    job_manager().shutdown(wait=True, cancel=True)
-    st.cache_resource.clear()
+def store(app_store):
+    return app_store  # conftest: a fresh store the app's cached store and job manager use
 
 
 def train_page(spec=None) -> AppTest:
