@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from cnnlab.arch.specs import Spec
+from cnnlab.arch.specs import CHOICES, Spec
 from cnnlab.views import editor as editing
 
 WIDGETS = "form.widgets"  # session key: widget key -> (field, kind) of the form last drawn
@@ -117,11 +117,12 @@ class Form:
                                 args=(key,))
         self.record(field, "table", key, edited.to_dict("records"), rows)
 
-    def choice(self, field: str, label: str, options: list[str], help: str | None = None) -> None:
+    def choice(self, field: str, label: str, help: str | None = None) -> None:
+        """Buttons for a text field, offering exactly what the checks accept (CHOICES)."""
         shown = shown_value(self.spec, field, "value")
         key = self.key(field)
         self.show(key, shown)
-        value = st.segmented_control(label, options, key=key, required=True, help=help,
+        value = st.segmented_control(label, list(CHOICES[field]), key=key, required=True, help=help,
                                      on_change=on_edit, args=(key,))
         self.record(field, "value", key, value, shown)
 
@@ -150,7 +151,7 @@ def edit_norm(form: Form, inactive: str = "") -> None:
     `inactive` names the switch that turns them on, for the help text."""
     needs = f" (with {inactive})" if inactive else ""
     with st.expander("Normalization (exercises 7.5)", expanded=False):
-        form.choice("norm_kind", "Norm layer", ["batch", "group", "layer", "none"],
+        form.choice("norm_kind", "Norm layer",
                     help="What stands where the network puts BatchNorm" + needs + ": batch "
                     "(d2l 7.5), group (GroupNorm, gcd(32, C) groups), layer (one group: "
                     "mean and variance over C, H, W), none. Exercise 7.5.7 asks about other "
@@ -188,7 +189,7 @@ def edit_vgg(form: Form) -> None:
         form.toggle("norm_in_head", "…and after each hidden dense layer",
                     help="Exercise 7.5.3: do we need batch norm in every layer? Only with "
                     "batch norm on")
-        form.choice("head", "Head", ["dense", "gap"],
+        form.choice("head", "Head",
                     help="dense: the book's (flatten, dense layers); gap: global average "
                     "pooling as in NiN (d2l 7.3), then the dense layers in `hidden` (empty it "
                     "for one Linear): watch the parameter count collapse (exercise 7.2.2 asks "
@@ -228,10 +229,10 @@ def edit_lenet(form: Form) -> None:
         form.number("first_padding", "Padding of the first conv", low=0, high=4,
                     help="2 in d2l 6.6, 0 in BN-LeNet (7.5.4)")
     with right:
-        form.choice("batch_norm", "Batch norm", ["none", "scratch", "torch"],
+        form.choice("batch_norm", "Batch norm",
                     help="scratch: the textbook's BatchNorm class (7.5.3); torch: nn.BatchNorm2d")
-        form.choice("activation", "Activation", ["sigmoid", "relu"])
-        form.choice("pool", "Pooling", ["avg", "max"])
+        form.choice("activation", "Activation")
+        form.choice("pool", "Pooling")
         form.toggle("norm_in_head", "Normalize the dense layers too",
                     help="7.5.4 does; exercise 7.5.3 asks whether every layer needs it")
         form.number("dropout", "Dropout after dense layers", step=0.05,
@@ -246,7 +247,7 @@ def edit_resnet(form: Form) -> None:
                    "channels; every stage after the first halves height and width.")
     with right:
         form.number("stem_channels", "Stem channels", low=1, high=8192)
-        form.choice("block", "Residual block", ["basic", "bottleneck"],
+        form.choice("block", "Residual block",
                     help="basic: two 3x3 convs; bottleneck: 1x1, 3x3, 1x1 (exercise 7.6.2)")
         form.toggle("preact", "Pre-activation (BN, ReLU, conv)", help="Exercise 7.6.3")
         edit_norm(form)
@@ -264,7 +265,7 @@ def edit_densenet(form: Form) -> None:
                     help="Share of channels a transition block keeps (0.5 in the book)")
         form.toggle("bottleneck", "Bottleneck (DenseNet-BC)",
                     help="A 1x1 conv to 4 x growth rate before each 3x3")
-        form.choice("transition_pool", "Transition pooling", ["avg", "max"],
+        form.choice("transition_pool", "Transition pooling",
                     help="Exercise 7.7.1: why average pooling rather than max-pooling in the "
                     "transition layer?")
         edit_norm(form)

@@ -146,3 +146,16 @@ def test_the_deepest_presets_stay_well_inside_the_layer_budget():
     densenet264 = PRESETS["densenet121"].replace(block_sizes=(6, 12, 64, 48))
     for spec in (resnet152, densenet264, PRESETS["googlenet"]):
         assert not [p for p in validate(spec) if "convolution layers" in p.message]
+
+
+def test_every_offered_choice_is_accepted_and_nothing_else():
+    """The Architecture page's buttons come from CHOICES, as the checks' accepted values do."""
+    from cnnlab.arch.presets import PRESETS
+    from cnnlab.arch.specs import CHOICES
+
+    for field, options in CHOICES.items():
+        spec = next(s for s in PRESETS.values() if isinstance(getattr(s, field, None), str))
+        for option in options:
+            assert not [p for p in validate(spec.replace(**{field: option}))
+                        if p.field == field and p.severity == "error"], (field, option)
+        assert any(p.field == field for p in validate(spec.replace(**{field: "bogus"})))

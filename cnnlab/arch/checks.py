@@ -11,7 +11,7 @@ import math
 import reprlib
 from typing import Any
 
-from cnnlab.arch.specs import NORM_KINDS, NormSwitches, Spec
+from cnnlab.arch.specs import CHOICES, NormSwitches, Spec
 from cnnlab.errors import CnnlabError, Problem, errors, warnings
 
 # Generous caps: far beyond the chapter's networks, small enough to stay on a laptop.
@@ -167,7 +167,7 @@ def check_norm(c: Checker, s: NormSwitches, inactive: str = "") -> None:
     """The normalization switches (`NormSwitches`). `inactive` says why they do nothing in this
     spec ("batch_norm is off"), which a warning repeats for each switch moved off its default:
     a student who unticks conv_bias on a VGG without batch norm should know nothing changed."""
-    c.choice("norm_kind", s.norm_kind, NORM_KINDS)
+    c.choice("norm_kind", s.norm_kind, CHOICES["norm_kind"])
     c.flag("conv_bias", s.conv_bias)
     c.flag("norm_affine", s.norm_affine)
     defaults = {"norm_kind": "batch", "conv_bias": True, "norm_affine": True}

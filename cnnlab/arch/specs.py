@@ -21,6 +21,13 @@ InceptionSplit = tuple[int, tuple[int, int], tuple[int, int], int]
 # What stands where a family puts BatchNorm (`norm_kind`): "batch", "group" (GroupNorm with
 # gcd(32, C) groups), "layer" (GroupNorm(1, C): LayerNorm over C, H, W) or "none".
 NORM_KINDS = ("batch", "group", "layer", "none")
+# Every text field's choices, in one place for the checks and the Architecture page's buttons
+# (batch_norm is text only on LeNet; VGG's and GoogLeNet's are switches).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "norm_kind": NORM_KINDS, "head": ("dense", "gap"), "pool": ("avg", "max"),
+    "activation": ("sigmoid", "relu"), "batch_norm": ("none", "scratch", "torch"),
+    "block": ("basic", "bottleneck"), "transition_pool": ("avg", "max"),
+}
 
 
 @dataclass(frozen=True, kw_only=True)

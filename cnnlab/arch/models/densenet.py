@@ -19,7 +19,7 @@ from torch import nn
 from cnnlab.arch.checks import MAX_CHANNELS, Checker, check_norm, is_int
 from cnnlab.arch.families import Family, register
 from cnnlab.arch.models.common import norm2d
-from cnnlab.arch.specs import DenseNetSpec
+from cnnlab.arch.specs import CHOICES, DenseNetSpec
 
 
 def norm_relu(channels: int, norm_kind: str = "batch", norm_affine: bool = True) -> list[nn.Module]:
@@ -111,7 +111,7 @@ def _check(c: Checker, s: DenseNetSpec) -> None:
             v for v in s.block_sizes if is_int(v)))
     c.number_in("compression", s.compression, 0, 1, low_open=True)
     c.flag("bottleneck", s.bottleneck)
-    c.choice("transition_pool", s.transition_pool, ("avg", "max"))
+    c.choice("transition_pool", s.transition_pool, CHOICES["transition_pool"])
     check_norm(c, s)
 
 

@@ -10,7 +10,7 @@ from torch import nn
 from cnnlab.arch.checks import MAX_CHANNELS, Checker, check_norm, echo
 from cnnlab.arch.families import Family, register
 from cnnlab.arch.models.common import flat_features, norm1d, norm2d
-from cnnlab.arch.specs import LeNetSpec
+from cnnlab.arch.specs import CHOICES, LeNetSpec
 
 
 def batch_norm(
@@ -113,9 +113,9 @@ def _check(c: Checker, s: LeNetSpec) -> None:
             c.int_in(f"conv_channels[{i}]", v, 1, MAX_CHANNELS)
     c.units("hidden", s.hidden)
     c.int_in("first_padding", s.first_padding, 0, 4)
-    c.choice("pool", s.pool, ("avg", "max"))
-    c.choice("activation", s.activation, ("sigmoid", "relu"))
-    c.choice("batch_norm", s.batch_norm, ("none", "scratch", "torch"))
+    c.choice("pool", s.pool, CHOICES["pool"])
+    c.choice("activation", s.activation, CHOICES["activation"])
+    c.choice("batch_norm", s.batch_norm, CHOICES["batch_norm"])
     check_norm(c, s, "batch_norm is 'none'" if s.batch_norm == "none" else "")
     if s.batch_norm == "scratch" and s.norm_kind != "batch":
         c.error("norm_kind", f"{echo(s.norm_kind)} cannot go with batch_norm 'scratch': the "

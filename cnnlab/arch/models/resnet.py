@@ -16,7 +16,7 @@ from torch import nn
 from cnnlab.arch.checks import MAX_CHANNELS, MAX_CONVS_PER_BLOCK, Checker, check_norm, is_int
 from cnnlab.arch.families import Family, register
 from cnnlab.arch.models.common import norm2d
-from cnnlab.arch.specs import ResNetSpec
+from cnnlab.arch.specs import CHOICES, ResNetSpec
 
 
 class Residual(nn.Module):
@@ -144,7 +144,7 @@ def _check(c: Checker, s: ResNetSpec) -> None:
         per_block = 3 if s.block == "bottleneck" else 2
         c.conv_budget("stages", 1 + len(s.stages) + per_block * sum(
             n for n, _ in s.stages if is_int(n)))
-    c.choice("block", s.block, ("basic", "bottleneck"))
+    c.choice("block", s.block, CHOICES["block"])
     c.flag("preact", s.preact)
     check_norm(c, s)
 

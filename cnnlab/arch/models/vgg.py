@@ -13,7 +13,7 @@ from torch import nn
 from cnnlab.arch.checks import MAX_CHANNELS, MAX_CONVS_PER_BLOCK, Checker, check_norm, echo, is_int
 from cnnlab.arch.families import Family, register
 from cnnlab.arch.models.common import conv_relu, dense_head, flat_features
-from cnnlab.arch.specs import VGGSpec
+from cnnlab.arch.specs import CHOICES, VGGSpec
 
 
 def vgg_block(
@@ -75,7 +75,7 @@ def _check(c: Checker, s: VGGSpec) -> None:
     if s.norm_in_head is True and s.batch_norm is not True:
         c.warn("norm_in_head", "has no effect while batch_norm is off",
                "turn batch_norm on to normalize the dense layers too")
-    if c.choice("head", s.head, ("dense", "gap")) and s.head == "gap" and s.hidden:
+    if c.choice("head", s.head, CHOICES["head"]) and s.head == "gap" and s.hidden:
         c.warn("head", f"the global-average-pooling head still has the hidden dense layers "
                f"{echo(s.hidden)}", "empty `hidden` for NiN's head: pooling, then one Linear")
 
