@@ -61,23 +61,25 @@ def test_pointwise_ops_and_reductions_match_pytorchs_meta_kernels():
 def test_a_summary_imports_neither_dynamo_nor_sympy_nor_the_flop_counter():
     # Dynamo costs 2 s on a cold start, as long as `import torch` itself; sympy 0.3 s; the flop
     # counter imports triton where it is installed, 0.2 s.
-    code = ("import sys; from cnnlab.analysis.layers import inspect_spec; "
-            "from cnnlab.arch.checks import check; from cnnlab.arch.presets import PRESETS\n"
-            "for spec in PRESETS.values(): check(spec); inspect_spec(spec)\n"
-            "print(sorted(m for m in ('torch._dynamo', 'sympy', 'torch.utils.flop_counter')"
-            " if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                         text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
-    assert out.strip() == "[]"
+    assert heavy_imports("from cnnlab.analysis.layers import inspect_spec; "
+                         "from cnnlab.arch.checks import check\n"
+                         "for spec in PRESETS.values(): check(spec); inspect_spec(spec)",
+                         "torch._dynamo", "sympy", "torch.utils.flop_counter") == []
 
 
 def test_probing_for_the_smallest_input_imports_neither_dynamo_nor_sympy():
     # The probes fail on purpose; PyTorch's error path for a collapsed map imports sympy, which
     # on a busy server held an Architecture page edit for seconds.
-    code = ("import sys; from cnnlab.analysis.layers import smallest_input; "
-            "from cnnlab.arch.presets import PRESETS\n"
-            "for spec in PRESETS.values(): smallest_input(spec)\n"
-            "print(sorted(m for m in ('torch._dynamo', 'sympy') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+    assert heavy_imports("from cnnlab.analysis.layers import smallest_input\n"
+                         "for spec in PRESETS.values(): smallest_input(spec)",
+                         "torch._dynamo", "sympy") == []
+
+
+def heavy_imports(code: str, *modules: str) -> list[str]:
+    """Which of `modules` a fresh interpreter has imported after running `code` (with
+    PRESETS imported)."""
+    script = (f"import sys; from cnnlab.arch.presets import PRESETS\n{code}\n"
+              f"print(' '.join(m for m in {modules!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
                          text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
-    assert out.strip() == "[]"
+    return out.split()
