@@ -3,6 +3,7 @@ settings reaching a student's Train page, and a student who cannot cancel anothe
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -69,7 +70,9 @@ def waiting_run(store: RunStore, owner: str) -> str:
 
 def test_the_teacher_locks_and_limits_and_a_student_meets_them(store) -> None:
     teacher = class_page()
+    started = time.monotonic()
     teacher.text_input(key="you.token").input("guess").run()
+    assert time.monotonic() - started >= 0.1  # a wrong token is slowed (0.1 s in this test)
     assert "not the teacher token" in texts(teacher.error)
     assert teacher.text_input(key="you.token").value == ""  # cleared, even when wrong
     assert "class.locked" not in keys(teacher.multiselect)
