@@ -153,3 +153,16 @@ def test_a_student_without_a_name_is_told_why_nothing_started(store) -> None:
     assert not nameless.exception
     assert any(e.value.startswith("Not started") for e in nameless.error)
     assert store.list() == []
+
+
+def test_a_pinned_run_opens_on_every_students_compare_page(store) -> None:
+    from tests.conftest import record_tiny_run
+
+    pinned, other = record_tiny_run(store, "bn-lenet", "pinned"), record_tiny_run(store, "lenet")
+    classroom.save(store, classroom.ClassSettings(pinned=(pinned,)))
+    st.cache_data.clear()  # as save_settings does on the server
+    student = session("Ada")
+    student.switch_page("pages/compare.py").run()
+    assert not student.exception
+    assert student.multiselect(key="compare.runs").value == [pinned]
+    assert "Pinned by the teacher" in texts(student.caption) and other != pinned
