@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
 import pytest
 import torch
 
 from cnnlab.arch.models import build
 from cnnlab.arch.presets import PRESETS
 from cnnlab.arch.specs import Spec
+from cnnlab.runs.jobs import JobManager
+from cnnlab.runs.processes import pid_alive
 from cnnlab.runs.recorded import run_recorded
 from cnnlab.runs.store import RunStore, Status
 from cnnlab.training.config import TrainConfig
@@ -77,3 +84,31 @@ def app_store(tmp_path, monkeypatch):
 
     job_manager().shutdown(wait=True, cancel=True)
     st.cache_resource.clear()
+
+
+def is_worker(pid: int | None) -> bool:
+    try:
+        return b"cnnlab.runs.worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def managers(store: RunStore) -> Iterator[Callable[..., JobManager]]:
+    """Make JobManagers on the test module's `store`; all are shut down and their workers
+    killed after (test_jobs, test_ray_executor)."""
+    made: list[JobManager] = []
+
+    def make(**kwargs) -> JobManager:
+        kwargs.setdefault("poll_interval", 0.1)
+        manager = JobManager(kwargs.pop("store", store), **kwargs)
+        made.append(manager)
+        return manager
+
+    yield make
+    for manager in made:
+        manager.cancel_grace = 1.0
+        manager.shutdown(wait=True, cancel=True)
+    for run in store.list():  # a failed test must not leave a worker training (or SIGSTOPped)
+        if run.worker_pid and pid_alive(run.worker_pid) and is_worker(run.worker_pid):
+            os.killpg(run.worker_pid, signal.SIGKILL)

@@ -15,14 +15,13 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from cnnlab.arch.checks import SpecError
 from cnnlab.arch.presets import PRESETS
-from cnnlab.runs.jobs import JobManager
 from cnnlab.runs.processes import pid_alive, worker_env
 from cnnlab.runs.slots import choose_device, fits_on_gpu, gpu_estimate
 from cnnlab.runs.store import RunStore, Status, StoreError
@@ -55,36 +54,9 @@ def wait_for(condition: Callable[[], object], timeout: float = RUN_TIMEOUT_S, ev
     pytest.fail(f"timed out after {timeout} s waiting for {condition}")
 
 
-def is_worker(pid: int | None) -> bool:
-    try:
-        return b"cnnlab.runs.worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-
-
 @pytest.fixture
 def store(tmp_path: Path) -> RunStore:
     return RunStore(tmp_path / "runs")
-
-
-@pytest.fixture
-def managers(store: RunStore) -> Iterator[Callable[..., JobManager]]:
-    """Make JobManagers on the test's store; all are shut down and their workers killed after."""
-    made: list[JobManager] = []
-
-    def make(**kwargs) -> JobManager:
-        kwargs.setdefault("poll_interval", 0.1)
-        manager = JobManager(kwargs.pop("store", store), **kwargs)
-        made.append(manager)
-        return manager
-
-    yield make
-    for manager in made:
-        manager.cancel_grace = 1.0
-        manager.shutdown(wait=True, cancel=True)
-    for run in store.list():  # a failed test must not leave a worker training (or SIGSTOPped)
-        if run.worker_pid and pid_alive(run.worker_pid) and is_worker(run.worker_pid):
-            os.killpg(run.worker_pid, signal.SIGKILL)
 
 
 def running_with_steps(store: RunStore, run_id: str) -> Callable[[], bool]:

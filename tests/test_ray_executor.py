@@ -21,7 +21,7 @@ ray = pytest.importorskip("ray")
 
 from cnnlab.arch.presets import PRESETS  # noqa: E402
 from cnnlab.runs.executors import ExecutorError, LocalProcesses, choose_executor  # noqa: E402
-from cnnlab.runs.jobs import JobManager, make_job_manager  # noqa: E402
+from cnnlab.runs.jobs import make_job_manager  # noqa: E402
 from cnnlab.runs.ray_executor import RayExecutor, ray_reason, record_message  # noqa: E402
 from cnnlab.runs.store import RunStore, Status  # noqa: E402
 from cnnlab.training.config import TrainConfig  # noqa: E402
@@ -48,23 +48,6 @@ def ray_instance() -> Iterator[None]:
 @pytest.fixture
 def store(tmp_path: Path) -> RunStore:
     return RunStore(tmp_path / "runs")
-
-
-@pytest.fixture
-def managers(store: RunStore) -> Iterator[Callable[..., JobManager]]:
-    """JobManagers on the test's store; each is shut down (its runs cancelled) after."""
-    made: list[JobManager] = []
-
-    def make(**kwargs) -> JobManager:
-        kwargs.setdefault("poll_interval", 0.1)
-        manager = JobManager(store, **kwargs)
-        made.append(manager)
-        return manager
-
-    yield make
-    for manager in made:
-        manager.cancel_grace = 1.0
-        manager.shutdown(wait=True, cancel=True)
 
 
 def wait_for(condition: Callable[[], object], timeout: float = RUN_TIMEOUT_S) -> object:
