@@ -17,6 +17,7 @@ from cnnlab.arch.checks import validate
 from cnnlab.arch.presets import PRESETS
 from cnnlab.arch.specs import Spec
 from cnnlab.errors import CnnlabError, errors
+from cnnlab.runs import classroom
 from cnnlab.training import resources
 from cnnlab.training.config import OPTIMIZERS, SCHEDULES, TrainConfig
 from cnnlab.training.recipes import default_config
@@ -118,7 +119,7 @@ def start_values(spec: Spec, buildable: bool) -> None:
 
 def locks() -> dict[str, Any]:
     """The fields the teacher fixed for this session's person (none for the teacher)."""
-    return {} if person().teacher else dict(class_settings().locked)
+    return classroom.locks_for(class_settings(), person())
 
 
 class Form:
