@@ -13,12 +13,13 @@ import pandas as pd
 import streamlit as st
 
 from cnnlab.errors import CnnlabError
-from cnnlab.runs.store import Run, Status, groups
+from cnnlab.runs.store import Status, groups
 from cnnlab.views import report
 from cnnlab.views.compare import (
     COLUMNS,
     compare_table,
     curves_for,
+    first_choice,
     sweep_points,
     table_columns,
     textbook_references,
@@ -30,18 +31,6 @@ from pages._class import class_settings
 from pages._shared import run_store
 
 REFRESH_S = 2.0  # while a chosen run trains, curves and table redraw this often
-
-
-def default_choice(runs: list[Run]) -> list[str]:
-    """The runs the teacher pinned, else the run picked on another page, else the newest two
-    that finished."""
-    pinned = [i for i in class_settings().pinned if any(r.id == i for r in runs)]
-    if pinned:
-        return pinned
-    wanted = st.session_state.get("selected_run")
-    if any(r.id == wanted for r in runs):
-        return [wanted]
-    return [r.id for r in runs if r.status is Status.DONE][:2] or [r.id for r in runs][:1]
 
 
 def table_frame(rows: list[dict]) -> pd.DataFrame:
@@ -88,14 +77,14 @@ if found:
                          key="compare.group", on_change=on_group_pick, bind="query-params",
                          placeholder="Pick a group to compare its runs",
                          format_func=lambda g: f"{g} ({len(found[g])} runs)")
-linked = st.query_params.get_all("compare.runs")  # a pasted link's runs, on a first visit
-missing = [i for i in linked if i not in by_id]
-if missing and "compare.runs" not in st.session_state:
+picked, missing = first_choice(
+    runs, st.session_state.get("compare.runs"),
+    st.query_params.get_all("compare.runs"),  # a pasted link's runs, on a first visit
+    class_settings().pinned, st.session_state.get("selected_run"))
+if missing:
     st.warning(f"`compare.runs`: there is no run {markdown_text(', '.join(missing)[:200])} on "
                "this server (deleted, or a link from another one); showing the others.",
                icon=":material/link_off:")
-picked = [i for i in st.session_state.get("compare.runs", [i for i in linked if i in by_id]
-                                          or default_choice(runs)) if i in by_id]
 pinned = [i for i in class_settings().pinned if i in by_id]
 if pinned:
     st.caption("Pinned by the teacher: " + ", ".join(markdown_text(by_id[i].label) for i in pinned))

@@ -17,6 +17,7 @@ from cnnlab.arch.checks import validate
 from cnnlab.arch.presets import PRESETS
 from cnnlab.arch.specs import Spec
 from cnnlab.errors import CnnlabError, errors
+from cnnlab.runs import classroom
 from cnnlab.training import resources
 from cnnlab.training.config import OPTIMIZERS, SCHEDULES, TrainConfig
 from cnnlab.training.recipes import default_config
@@ -28,7 +29,7 @@ from pages._run_view import all_runs, form_key, key, show_form_values, subset_ke
 from pages._shared import queue_or_explain, run_store, show_problems
 
 FROM_ARCHITECTURE = "architecture"  # the model choice that means st.session_state["spec"]
-DEFAULT_PRESET = "bn-lenet"  # trains in a minute on a CPU: a good first run
+DEFAULT_PRESET = train_form.DEFAULT_PRESET
 KEEP = "session"  # the settings survive a visit to another page (widgets' persist_state)
 
 
@@ -50,23 +51,22 @@ def reset_to_textbook(spec: Spec) -> None:
 def open_link() -> None:
     """On a session's first visit, the model and settings a pasted link names (`?model=vgg11
     &lr=0.05`); a parameter that cannot be read is named, and its default shown."""
-    query = st.query_params.to_dict()
-    if key("seed") in st.session_state or not links.TRAIN_KEYS.intersection(query):
+    if key("seed") in st.session_state:
         return
-    spec, problems = links.spec_from_query(query)
-    spec = spec or st.session_state.get("spec") or PRESETS[DEFAULT_PRESET]
-    base = train_form.first_config(spec, resources.full_data_found(), resources.gpu_names())
-    config, config_problems = links.config_from_query(query, base)
-    if problems or config_problems:
-        link_problems(problems + config_problems)
-    show_on_train(spec, config or base, as_preset=True)
+    opened = train_form.from_link(st.query_params.to_dict(), st.session_state.get("spec"),
+                                  resources.full_data_found(), resources.gpu_names())
+    if opened is None:
+        return
+    spec, config, problems = opened
+    if problems:
+        link_problems(problems)
+    show_on_train(spec, config, as_preset=True)
 
 
 def link_to(spec: Spec, config: TrainConfig) -> None:
     """The URL names the model and the settings that differ from its first ones."""
-    base = train_form.first_config(spec, resources.full_data_found(), resources.gpu_names())
-    keep_in_url(links.page_spec_query(spec, DEFAULT_PRESET) | links.config_query(config, base),
-                links.TRAIN_KEYS)
+    keep_in_url(train_form.link_query(spec, config, resources.full_data_found(),
+                                      resources.gpu_names()), links.TRAIN_KEYS)
 
 
 # --- the form ----------------------------------------------------------------------------------
@@ -119,7 +119,7 @@ def start_values(spec: Spec, buildable: bool) -> None:
 
 def locks() -> dict[str, Any]:
     """The fields the teacher fixed for this session's person (none for the teacher)."""
-    return {} if person().teacher else dict(class_settings().locked)
+    return classroom.locks_for(class_settings(), person())
 
 
 class Form:

@@ -210,3 +210,11 @@ def test_a_student_may_have_only_so_many_runs_waiting(managers, store) -> None:
     ada.submit("bn-lenet", SPEC, tiny())
     with pytest.raises(ClassroomError):  # at the limit, a pair is refused as well
         duplicate_with_change(ada, first, "lr", "0.5")
+
+
+def test_a_students_form_shows_the_teachers_locks_and_the_teachers_shows_none() -> None:
+    settings = ClassSettings(locked={"epochs": 2, "model": "bn-lenet"})
+    assert classroom.locks_for(settings, Person("ada")) == {"epochs": 2, "model": "bn-lenet"}
+    assert classroom.locks_for(settings, Person(None)) == {"epochs": 2, "model": "bn-lenet"}
+    assert classroom.locks_for(settings, Person("teach", teacher=True)) == {}
+    assert classroom.locks_for(ClassSettings(), Person("ada")) == {}

@@ -7,12 +7,14 @@ import pytest
 from cnnlab.analysis.layers import inspect_spec
 from cnnlab.arch.presets import PRESETS
 from cnnlab.runs.recorded import run_recorded
-from cnnlab.runs.store import RunStore
+from cnnlab.runs.store import Run, RunStore, Status
 from cnnlab.training.recipes import TEXTBOOK_RESULTS
 from cnnlab.views.compare import (
     COLUMNS,
     compare_table,
     curves_for,
+    default_choice,
+    first_choice,
     sweep_points,
     table_columns,
     textbook_key,
@@ -192,3 +194,30 @@ def test_normalization_names_the_switch_the_exercise_flips() -> None:
     assert norm_text(PRESETS["resnet18"].replace(norm_affine=False)) == "BatchNorm, fixed gamma/beta"
     assert norm_text(PRESETS["vgg11"]) == "none"
     assert norm_text(PRESETS["vgg11"].replace(batch_norm=True, norm_kind="layer")) == "LayerNorm"
+
+
+# --- which runs the Compare page opens on -------------------------------------------------------
+
+
+def _listed(*statuses: Status) -> list[Run]:
+    """Runs r0, r1, ... newest first, with these statuses."""
+    return [Run(f"r{i}", status, "bn-lenet", {}, {}, created_at=100.0 - i)
+            for i, status in enumerate(statuses)]
+
+
+def test_the_page_opens_on_the_pinned_runs_then_the_watched_one_then_the_newest_done() -> None:
+    runs = _listed(Status.RUNNING, Status.DONE, Status.FAILED, Status.DONE, Status.DONE)
+    assert default_choice(runs, pinned=("r4", "gone")) == ["r4"]
+    assert default_choice(runs, pinned=("gone",), watched="r2") == ["r2"]
+    assert default_choice(runs, watched="gone") == ["r1", "r3"]
+    assert default_choice(_listed(Status.QUEUED, Status.RUNNING)) == ["r0"]
+    assert default_choice([]) == []
+
+
+def test_a_links_runs_open_on_a_first_visit_and_its_missing_ones_are_named() -> None:
+    runs = _listed(Status.DONE, Status.DONE, Status.DONE)
+    assert first_choice(runs, None, ["r2", "deleted"], pinned=("r0",)) == (["r2"], ["deleted"])
+    assert first_choice(runs, None, ["deleted"]) == (["r0", "r1"], ["deleted"])
+    # Once the session has a choice, it stands (less the runs deleted since) and the link is old.
+    assert first_choice(runs, ["r1", "deleted"], ["r2", "x"]) == (["r1"], [])
+    assert first_choice(runs, [], ["r2"]) == ([], [])

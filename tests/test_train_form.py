@@ -145,3 +145,29 @@ def test_a_bad_sweep_or_duplicate_comes_back_as_field_named_problems(tmp_path):
         assert "batch_norm" in train_form.experiment_fields(spec)
     finally:
         manager.shutdown()
+
+
+def test_a_link_opens_its_model_and_settings_and_names_what_it_cannot_read():
+    assert train_form.from_link({"run": "abc", "train.x": "1"}, None, False, []) is None
+    spec, config, problems = train_form.from_link({"model": "vgg11", "lr": "0.5"}, None, False, [])
+    assert spec == PRESETS["vgg11"] and problems == []
+    assert config == train_form.first_config(spec, False, []).replace(lr=0.5)
+    # No model in the link: the Architecture page's spec, else the default preset.
+    edited = PRESETS["alexnet"].replace(width=0.5)
+    assert train_form.from_link({"epochs": "2"}, edited, False, [])[0] == edited
+    spec, config, problems = train_form.from_link({"model": "nope", "lr": "-1"}, None, False, [])
+    assert spec == PRESETS[train_form.DEFAULT_PRESET]
+    assert config == train_form.first_config(spec, False, [])  # its first values, unread
+    assert {p.field for p in problems} == {"model", "lr"}
+
+
+def test_the_url_names_only_what_differs_from_the_forms_first_values():
+    spec = PRESETS[train_form.DEFAULT_PRESET]
+    first = train_form.first_config(spec, False, [])
+    assert train_form.link_query(spec, first, False, []) == {}
+    assert train_form.link_query(spec, first.replace(lr=0.5), False, []) == {"lr": "0.5"}
+    vgg = PRESETS["vgg11"]
+    query = train_form.link_query(vgg, train_form.first_config(vgg, False, []), False, [])
+    assert query == {"model": "vgg11"}
+    assert train_form.from_link(query, None, False, [])[:2] == (
+        vgg, train_form.first_config(vgg, False, []))

@@ -237,6 +237,12 @@ def save(store: RunStore, settings: ClassSettings) -> None:
 # --- locks and limits at submit ----------------------------------------------------------------
 
 
+def locks_for(settings: ClassSettings, person: Person) -> dict[str, Any]:
+    """The fields `person`'s Train form shows fixed, with their values: the teacher's locks for
+    a student, none for the teacher (whose runs `ClassGate.submit` does not lock either)."""
+    return {} if person.teacher else dict(settings.locked)
+
+
 def apply_locks(settings: ClassSettings, model: str, spec: Spec, config: TrainConfig
                 ) -> tuple[str, Spec, TrainConfig]:
     """The run as the locks make it: a locked model's preset, locked config fields' values."""

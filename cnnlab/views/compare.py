@@ -261,3 +261,32 @@ def curves_for(store: RunStore, run_ids: list[str]) -> dict[str, list[dict[str, 
             label = f"{label} ({run.id})"
         curves[label] = store.metrics(run.id)
     return curves
+
+
+# --- which runs the page opens on ----------------------------------------------------------------
+
+
+def default_choice(runs: list[Run], pinned: tuple[str, ...] | list[str] = (),
+                   watched: str | None = None) -> list[str]:
+    """The runs the teacher `pinned`, else the run `watched` on another page, else the newest
+    two that finished (else the newest one). `runs` come newest first; unknown ids are dropped."""
+    ids = [r.id for r in runs]
+    pinned = [i for i in pinned if i in ids]
+    if pinned:
+        return pinned
+    if watched in ids:
+        return [watched]
+    return [r.id for r in runs if r.status is Status.DONE][:2] or ids[:1]
+
+
+def first_choice(runs: list[Run], chosen: list[str] | None, linked: list[str],
+                 pinned: tuple[str, ...] | list[str] = (), watched: str | None = None
+                 ) -> tuple[list[str], list[str]]:
+    """(The runs to pick, the `linked` ids that are not here.) The session's `chosen` runs when
+    it has any choice, else a pasted link's, else `default_choice`; ids of deleted runs go.
+    The missing linked ids are only news on a first visit (`chosen` is None)."""
+    ids = {r.id for r in runs}
+    missing = [i for i in linked if i not in ids] if chosen is None else []
+    if chosen is None:
+        chosen = [i for i in linked if i in ids] or default_choice(runs, pinned, watched)
+    return [i for i in chosen if i in ids], missing

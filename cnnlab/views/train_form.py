@@ -7,7 +7,7 @@ a config, and a config that cannot be built comes back as ConfigError's problems
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +15,7 @@ from cnnlab.analysis.layers import InspectionError
 from cnnlab.analysis.table_text import human_bytes
 from cnnlab.arch.checks import SpecError
 from cnnlab.arch.parse import spec_from_data
-from cnnlab.arch.presets import preset_name
+from cnnlab.arch.presets import PRESETS, preset_name
 from cnnlab.arch.specs import Spec
 from cnnlab.errors import CnnlabError, Problem
 from cnnlab.runs import experiments
@@ -23,7 +23,9 @@ from cnnlab.runs.jobs import JobManager
 from cnnlab.training import resources
 from cnnlab.training.config import ConfigError, TrainConfig
 from cnnlab.training.recipes import TEXTBOOK_RECIPES, TEXTBOOK_RESULTS, default_config
+from cnnlab.views import links
 
+DEFAULT_PRESET = "bn-lenet"  # trains in a minute on a CPU: a good first run
 RECIPE = ("epochs", "batch_size", "lr")  # what the textbook sets per model
 HYPERPARAMETERS = (*RECIPE, "optimizer", "momentum", "weight_decay", "label_smoothing",
                    "schedule", "seed")
@@ -76,6 +78,33 @@ def first_config(spec: Spec, full_found: bool, gpus: list[str]) -> TrainConfig:
     recipe = default_config(spec)
     config, _ = config_from_form(first_values(recipe, full_found, gpus))
     return config or recipe
+
+
+# --- the form in the URL ---------------------------------------------------------------------
+
+
+def link_query(spec: Spec, config: TrainConfig, full_found: bool, gpus: list[str]
+               ) -> dict[str, str]:
+    """The Train page's URL parameters: the model (none for DEFAULT_PRESET) and the settings
+    that differ from the ones the form first shows for it (`first_config`)."""
+    return (links.page_spec_query(spec, DEFAULT_PRESET)
+            | links.config_query(config, first_config(spec, full_found, gpus)))
+
+
+def from_link(query: Mapping[str, str], edited: Spec | None, full_found: bool,
+              gpus: list[str]) -> tuple[Spec, TrainConfig, list[Problem]] | None:
+    """What a pasted link (`?model=vgg11&lr=0.05`) opens the form on: its model, else the
+    Architecture page's `edited` spec, else DEFAULT_PRESET; and its settings over the ones the
+    form first shows for that model. A parameter that cannot be read is a problem, and the
+    form keeps its first value for it (for every setting, when one is wrong). None when the
+    link names nothing the Train page shows."""
+    if not links.TRAIN_KEYS.intersection(query):
+        return None
+    spec, problems = links.spec_from_query(query)
+    spec = spec or edited or PRESETS[DEFAULT_PRESET]
+    base = first_config(spec, full_found, gpus)
+    config, config_problems = links.config_from_query(query, base)
+    return spec, config or base, problems + config_problems
 
 
 def recipe_values(spec: Spec, fields: tuple[str, ...] = RECIPE) -> dict[str, Any]:
