@@ -15,7 +15,7 @@ from cnnlab.runs.store import RunStore, Status
 from cnnlab.training.config import ConfigError
 
 # ruff: noqa: F811
-from tests.test_jobs import managers, store, tiny  # noqa: F401
+from tests.test_jobs import store, tiny  # noqa: F401
 
 SPEC = PRESETS["bn-lenet"]
 ADA, GRACE, TEACHER = Person("Ada"), Person("Grace"), Person(None, teacher=True)

@@ -22,7 +22,7 @@ from cnnlab.training.config import ConfigError
 # The job tests' fixtures (`managers`, `store`): tests name them as parameters, which ruff
 # reads as redefinitions.
 # ruff: noqa: F811
-from tests.test_jobs import finished, managers, store, tiny, wait_for  # noqa: F401
+from tests.test_jobs import finished, store, tiny, wait_for  # noqa: F401
 
 SPEC = PRESETS["bn-lenet"]
 
