@@ -67,6 +67,14 @@ def short(n: float) -> str:
     return f"{n:,.0f}"
 
 
+MIB = 2**20
+
+
+def mib(value: object) -> float | None:
+    """A byte count in MiB; None for a value that is not a number (not reported yet)."""
+    return value / MIB if isinstance(value, (int, float)) else None
+
+
 def decimal(x: float, places: int = 2) -> str:
     """At most `places` decimals, trailing zeros dropped: 1.0 -> '1', 1.25 -> '1.25',
     0.3333 -> '0.33'."""
