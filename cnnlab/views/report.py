@@ -21,6 +21,7 @@ from cnnlab.arch.checks import is_number
 from cnnlab.runs.metrics import Event
 from cnnlab.runs.store import Run
 from cnnlab.views.style import BLUE, GREEN, SKY, VERMILLION
+from cnnlab.views.text import data_label
 
 # One run's columns in `cnnlab runs --json / --csv`, in order.
 RUN_FIELDS = ("id", "name", "group", "model", "status", "created", "data", "subset", "epochs",
@@ -34,9 +35,7 @@ EPOCH_FIELDS = ("epoch", "step", "train_loss", "train_acc", "test_loss", "test_a
 def data_text(run: Run) -> str:
     """What the run trained on: 'full', 'sample' (3,000 images), 'full, subset of 3,000'.
     Before the worker chose, what the config asked for ('auto')."""
-    source = run.result.get("data_source") or run.data_source
-    data = run.config.get("data", "auto") if source is None else (
-        "sample" if source == "sample" else "full")
+    data = data_label(run) or run.config.get("data", "auto")
     subset = run.config.get("subset")
     if subset:
         return f"{data}, subset of {subset:,}"
