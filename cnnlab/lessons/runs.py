@@ -64,9 +64,8 @@ def run_rows(store: RunStore, run_ids: list[str]) -> list[dict[str, object]]:
     rows = []
     for run_id in run_ids:
         run = store.get(run_id)
-        metrics = run.result.get("metrics") or {}
         rows.append({"run": run.label, "status": str(run.status),
-                     "test acc": metrics.get("test_acc"),
+                     "test acc": run.test_acc,
                      "memory estimated (MiB)": mib(run.result.get("memory_estimated")),
                      "memory measured (MiB)": mib(run.result.get("memory_measured"))})
     return rows

@@ -136,8 +136,7 @@ def run_row(store: RunStore, run: Run, varied: list[str] | tuple[str, ...] = ())
         seconds = result.get("seconds")
         if seconds is None and run.started_at is not None and run.finished_at is not None:
             seconds = run.finished_at - run.started_at
-    metrics = result.get("metrics") or {}
-    test_acc = metrics.get("test_acc", _last(epochs, "test_acc"))
+    test_acc = run.test_acc if run.test_acc is not None else _last(epochs, "test_acc")
     speed = result.get("examples_per_s") or _last(epochs, "examples_per_s")
     return {
         "run": run.label, "source": "this run", "model": run.model, "status": str(run.status),
@@ -235,10 +234,9 @@ def sweep_points(store: RunStore, group: str) -> tuple[str | None, list[Row]]:
     points = []
     for run in runs:
         value = _setting(run, field) if field else run.label
-        metrics = run.result.get("metrics") or {}
         points.append({
             "value": value, "label": value_text(value) if field else run.label,
-            "test_acc": metrics.get("test_acc"), "id": run.id, "run": run.label,
+            "test_acc": run.test_acc, "id": run.id, "run": run.label,
             "examples_per_s": run.result.get("examples_per_s"),
             "memory_measured": mib(run.result.get("memory_measured")),
             "status": str(run.status), "diverged": run.status is Status.DIVERGED})

@@ -58,7 +58,7 @@ def run_record(run: Run) -> dict[str, Any]:
         "data": data_text(run), "subset": config.get("subset"), "epochs": config.get("epochs"),
         "batch_size": config.get("batch_size"), "lr": config.get("lr"),
         "optimizer": config.get("optimizer"), "seed": config.get("seed"),
-        "device": result.get("device") or run.device, "test_acc": metrics.get("test_acc"),
+        "device": result.get("device") or run.device, "test_acc": run.test_acc,
         "best_test_acc": result.get("best_test_acc"), "train_loss": metrics.get("train_loss"),
         "examples_per_s": result.get("examples_per_s"), "seconds": result.get("seconds"),
         "memory_estimated": result.get("memory_estimated"),

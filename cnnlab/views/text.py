@@ -114,7 +114,7 @@ def run_option(run: Run, status: bool = True, test_acc: bool = False) -> str:
     """A run in a picker: 'its name · status', with its final test accuracy if asked and known.
     Without `status` for a picker that is not redrawn as the run goes on (it would go stale).
     Plain text: pickers do not render Markdown."""
-    acc = (run.result.get("metrics") or {}).get("test_acc") if test_acc else None
+    acc = run.test_acc if test_acc else None
     extra = f" · test acc {acc:.3f}" if isinstance(acc, (int, float)) else ""
     return f"{run.label}{f' · {run.status}' if status else ''}{extra}"
 
