@@ -384,7 +384,7 @@ def _print_reproduction(runs: list[Any], data: str) -> None:
           f"{'examples/s':>10s} {'book (GPU)':>10s}  status")
     for run in runs:
         book, result = TEXTBOOK_RESULTS[run.model], run.result
-        acc = result.get("metrics", {}).get("test_acc")
+        acc = run.test_acc
         speed = result.get("examples_per_s")
         print(f"{run.model:18s} {run.spec['input_size']:5d} {result.get('epochs_done', 0):6d} "
               f"{f'{acc:.3f}' if acc is not None else '-':>8s} {book.test_acc:6.3f} "

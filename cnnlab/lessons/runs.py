@@ -12,6 +12,7 @@ from cnnlab.lessons.catalogue import Exercise, Paired, Sweep
 from cnnlab.runs.experiments import apply_change, new_group_id, queue_group, value_text
 from cnnlab.runs.store import RunStore
 from cnnlab.training.config import TrainConfig
+from cnnlab.views.text import mib
 
 if TYPE_CHECKING:
     from cnnlab.runs.classroom import ClassGate
@@ -56,13 +57,6 @@ def queue(manager: JobManager | ClassGate, exercise: Exercise, owner: str | None
     return group, queue_group(manager, model_name(exercise), runs, group, owner)
 
 
-MIB = 2**20
-
-
-def _mib(value: object) -> float | None:
-    return value / MIB if isinstance(value, (int, float)) else None
-
-
 def run_rows(store: RunStore, run_ids: list[str]) -> list[dict[str, object]]:
     """How a card's queued runs are doing: name, status, final test accuracy, and the memory
     estimated before launch beside the peak measured while training (exercises 7.1.3, 7.3.3,
@@ -70,11 +64,10 @@ def run_rows(store: RunStore, run_ids: list[str]) -> list[dict[str, object]]:
     rows = []
     for run_id in run_ids:
         run = store.get(run_id)
-        metrics = run.result.get("metrics") or {}
         rows.append({"run": run.label, "status": str(run.status),
-                     "test acc": metrics.get("test_acc"),
-                     "memory estimated (MiB)": _mib(run.result.get("memory_estimated")),
-                     "memory measured (MiB)": _mib(run.result.get("memory_measured"))})
+                     "test acc": run.test_acc,
+                     "memory estimated (MiB)": mib(run.result.get("memory_estimated")),
+                     "memory measured (MiB)": mib(run.result.get("memory_measured"))})
     return rows
 
 

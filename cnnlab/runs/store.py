@@ -125,6 +125,12 @@ class Run:
     def label(self) -> str:
         return self.name or f"{self.model} {self.id}"
 
+    @property
+    def test_acc(self) -> float | None:
+        """The final test accuracy, as the worker reported it when the run ended; None before
+        (a running run's latest is its last epoch event's)."""
+        return (self.result.get("metrics") or {}).get("test_acc")
+
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Run:
         return cls(

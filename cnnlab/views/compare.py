@@ -19,6 +19,7 @@ from cnnlab.runs.experiments import VARIABLE_FIELDS, value_text
 from cnnlab.runs.store import Run, RunStore, Status
 from cnnlab.training.recipes import TEXTBOOK_RECIPES, TEXTBOOK_RESULTS
 from cnnlab.views.report import comparable_with_book, data_text
+from cnnlab.views.text import mib
 
 Row = dict[str, Any]
 
@@ -49,7 +50,6 @@ COLUMNS: dict[str, str] = {
 # Settings every row shows (a run's config; the book's recipe), varied or not.
 SETTINGS = ("lr", "batch_size", "optimizer")
 VARIED = "varied:"  # row keys of the fields that differ between the runs: "varied:lr"
-MIB = 2**20
 
 
 def _spec(run: Run) -> Spec | None:
@@ -123,10 +123,6 @@ def varied_fields(runs: list[Run]) -> list[str]:
             if len({repr(_setting(run, f)) for run in runs}) > 1]
 
 
-def _mib(value: Any) -> float | None:
-    return value / MIB if isinstance(value, (int, float)) else None
-
-
 def run_row(store: RunStore, run: Run, varied: list[str] | tuple[str, ...] = ()) -> Row:
     """One run's row: what it costs, how fast it trained and how accurate it ended, and its
     value of each `varied` field (under "varied:<field>")."""
@@ -140,8 +136,7 @@ def run_row(store: RunStore, run: Run, varied: list[str] | tuple[str, ...] = ())
         seconds = result.get("seconds")
         if seconds is None and run.started_at is not None and run.finished_at is not None:
             seconds = run.finished_at - run.started_at
-    metrics = result.get("metrics") or {}
-    test_acc = metrics.get("test_acc", _last(epochs, "test_acc"))
+    test_acc = run.test_acc if run.test_acc is not None else _last(epochs, "test_acc")
     speed = result.get("examples_per_s") or _last(epochs, "examples_per_s")
     return {
         "run": run.label, "source": "this run", "model": run.model, "status": str(run.status),
@@ -151,8 +146,8 @@ def run_row(store: RunStore, run: Run, varied: list[str] | tuple[str, ...] = ())
         "epochs": result.get("epochs_done", len(epochs)), "time_s": seconds,
         "examples_per_s": speed, "test_acc": test_acc, "vs_book": None,
         "device": result.get("device") or run.device, "id": run.id, "textbook": textbook_key(run),
-        "memory_estimated": _mib(result.get("memory_estimated")),
-        "memory_measured": _mib(result.get("memory_measured")),
+        "memory_estimated": mib(result.get("memory_estimated")),
+        "memory_measured": mib(result.get("memory_measured")),
         "comparable": comparable_with_book(run),
         **{f"{VARIED}{f}": value_text(_setting(run, f)) for f in varied},
     }
@@ -239,12 +234,11 @@ def sweep_points(store: RunStore, group: str) -> tuple[str | None, list[Row]]:
     points = []
     for run in runs:
         value = _setting(run, field) if field else run.label
-        metrics = run.result.get("metrics") or {}
         points.append({
             "value": value, "label": value_text(value) if field else run.label,
-            "test_acc": metrics.get("test_acc"), "id": run.id, "run": run.label,
+            "test_acc": run.test_acc, "id": run.id, "run": run.label,
             "examples_per_s": run.result.get("examples_per_s"),
-            "memory_measured": _mib(run.result.get("memory_measured")),
+            "memory_measured": mib(run.result.get("memory_measured")),
             "status": str(run.status), "diverged": run.status is Status.DIVERGED})
     return field, points
 

@@ -21,6 +21,7 @@ from cnnlab.arch.checks import is_number
 from cnnlab.runs.metrics import Event
 from cnnlab.runs.store import Run
 from cnnlab.views.style import BLUE, GREEN, SKY, VERMILLION
+from cnnlab.views.text import data_label
 
 # One run's columns in `cnnlab runs --json / --csv`, in order.
 RUN_FIELDS = ("id", "name", "group", "model", "status", "created", "data", "subset", "epochs",
@@ -34,9 +35,7 @@ EPOCH_FIELDS = ("epoch", "step", "train_loss", "train_acc", "test_loss", "test_a
 def data_text(run: Run) -> str:
     """What the run trained on: 'full', 'sample' (3,000 images), 'full, subset of 3,000'.
     Before the worker chose, what the config asked for ('auto')."""
-    source = run.result.get("data_source") or run.data_source
-    data = run.config.get("data", "auto") if source is None else (
-        "sample" if source == "sample" else "full")
+    data = data_label(run) or run.config.get("data", "auto")
     subset = run.config.get("subset")
     if subset:
         return f"{data}, subset of {subset:,}"
@@ -59,7 +58,7 @@ def run_record(run: Run) -> dict[str, Any]:
         "data": data_text(run), "subset": config.get("subset"), "epochs": config.get("epochs"),
         "batch_size": config.get("batch_size"), "lr": config.get("lr"),
         "optimizer": config.get("optimizer"), "seed": config.get("seed"),
-        "device": result.get("device") or run.device, "test_acc": metrics.get("test_acc"),
+        "device": result.get("device") or run.device, "test_acc": run.test_acc,
         "best_test_acc": result.get("best_test_acc"), "train_loss": metrics.get("train_loss"),
         "examples_per_s": result.get("examples_per_s"), "seconds": result.get("seconds"),
         "memory_estimated": result.get("memory_estimated"),

@@ -67,6 +67,14 @@ def short(n: float) -> str:
     return f"{n:,.0f}"
 
 
+MIB = 2**20
+
+
+def mib(value: object) -> float | None:
+    """A byte count in MiB; None for a value that is not a number (not reported yet)."""
+    return value / MIB if isinstance(value, (int, float)) else None
+
+
 def decimal(x: float, places: int = 2) -> str:
     """At most `places` decimals, trailing zeros dropped: 1.0 -> '1', 1.25 -> '1.25',
     0.3333 -> '0.33'."""
@@ -106,7 +114,7 @@ def run_option(run: Run, status: bool = True, test_acc: bool = False) -> str:
     """A run in a picker: 'its name · status', with its final test accuracy if asked and known.
     Without `status` for a picker that is not redrawn as the run goes on (it would go stale).
     Plain text: pickers do not render Markdown."""
-    acc = (run.result.get("metrics") or {}).get("test_acc") if test_acc else None
+    acc = run.test_acc if test_acc else None
     extra = f" · test acc {acc:.3f}" if isinstance(acc, (int, float)) else ""
     return f"{run.label}{f' · {run.status}' if status else ''}{extra}"
 
