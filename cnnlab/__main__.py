@@ -1,7 +1,5 @@
 """`python -m cnnlab ...`: see `cnnlab.cli`."""
 
-import sys
+from cnnlab.cli import program
 
-from cnnlab.cli import main
-
-sys.exit(main())
+program()

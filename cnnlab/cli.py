@@ -15,7 +15,7 @@ import sys
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, NoReturn, Sequence
 
 from cnnlab.arch import presets
 from cnnlab.arch.checks import SpecError, check
@@ -447,6 +447,14 @@ def parser() -> argparse.ArgumentParser:
     _train_arguments(reproduce, textbook_only=True)
     reproduce.set_defaults(run=cmd_reproduce)
     return top
+
+
+def program() -> NoReturn:
+    """The process: `python -m cnnlab` and the `cnnlab` script. main(), then exit without the
+    interpreter's half-second teardown (see cnnlab.runs.worker.exit_now)."""
+    from cnnlab.runs.worker import exit_now
+
+    exit_now(main())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -83,3 +83,12 @@ def heavy_imports(code: str, *modules: str) -> list[str]:
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
                          text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
     return out.split()
+
+
+def test_training_with_sgd_does_not_import_dynamo():
+    # torch.optim's optimizers import torch._dynamo when built, about 1.2 s of a cold
+    # `cnnlab train` (bench/cold_train.py); the book's SGD goes through cnnlab.training.sgd.
+    assert heavy_imports("from cnnlab.training.loop import train\n"
+                         "from cnnlab.training.config import TrainConfig\n"
+                         "train(PRESETS['lenet'], TrainConfig(data='sample', max_steps=2, "
+                         "momentum=0.9, bn_recalibration=0))", "torch._dynamo") == []

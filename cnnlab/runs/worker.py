@@ -19,6 +19,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import NoReturn
 
 from cnnlab.runs.store import RunStore, Status
 
@@ -97,11 +98,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    code = main()
-    # Skip the interpreter's teardown: with torch loaded it took about 2 s here, and the
-    # slot stays taken until this process is gone. Every store write is already committed
-    # and checkpoints are fsynced, so nothing is lost.
+def exit_now(code: int) -> NoReturn:
+    """End the process with `code`, skipping the interpreter's teardown: with torch loaded its
+    last garbage collections take 0.5-2 s here (`python -c "import torch"` exits 0.5 s later
+    than `import torch, os; os._exit(0)`), and a worker's slot stays taken, or the CLI's user
+    waits, until the process is gone. Every store write is already committed and checkpoints
+    are fsynced, so nothing is lost; only the output streams need flushing."""
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+if __name__ == "__main__":
+    exit_now(main())

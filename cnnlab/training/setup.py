@@ -22,6 +22,7 @@ from cnnlab.arch.specs import Spec
 from cnnlab.errors import Problem
 from cnnlab.training.config import ConfigError, TrainConfig
 from cnnlab.training.data import NUM_CLASSES, DeviceData, FashionMNIST, load_fashion_mnist
+from cnnlab.training.sgd import SGD
 
 STEP_DECAY = ((0.5, 0.1), (0.75, 0.01))  # "step" schedule: lr x 0.1 at half, x 0.01 at 3/4
 # Evaluation batches hold about this many pixels (1024 images at 96 px): large for speed, yet
@@ -135,14 +136,15 @@ def make_model(spec: Spec, seed: int) -> nn.Module:
     return model
 
 
-def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, config: TrainConfig) -> SGD | torch.optim.Optimizer:
+    """SGD as the book trains (cnnlab.training.sgd: torch's update without the 1 s import of
+    torch._dynamo that torch.optim's optimizers cost), or torch's Adam or AdamW."""
     params = model.parameters()
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     if config.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
-                           weight_decay=config.weight_decay)
+    return SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
 
 
 def lr_at(config: TrainConfig, step: int, total_steps: int) -> float:
@@ -183,7 +185,7 @@ class Setup:
 
     model: nn.Module
     forward: Callable[[torch.Tensor], torch.Tensor]
-    optimizer: torch.optim.Optimizer
+    optimizer: SGD | torch.optim.Optimizer
     train_data: DeviceData
     test_data: DeviceData
     device: torch.device
