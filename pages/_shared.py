@@ -20,7 +20,7 @@ from cnnlab.runs.executors import ExecutorError
 from cnnlab.runs.jobs import JobManager, make_job_manager
 from cnnlab.runs.live import RunEvents
 from cnnlab.runs.store import RunStore, StoreError
-from cnnlab.views.text import markdown_text, problem_markdown
+from cnnlab.views.text import markdown_text, problem_markdown, refusal
 
 T = TypeVar("T")
 
@@ -93,8 +93,7 @@ def queue_or_explain(submit: Callable[[], T], refused: str) -> T | None:
     try:
         return submit()
     except CnnlabError as exc:
-        st.error(f"{refused}:" if exc.problems else f"{refused}: {markdown_text(str(exc))}",
-                 icon=":material/error:")
+        st.error(refusal(refused, exc), icon=":material/error:")
         show_problems(exc.problems)
     except (OSError, RuntimeError) as exc:  # a worker process could not be started
         st.error(f"{refused}: {markdown_text(str(exc))}", icon=":material/error:")

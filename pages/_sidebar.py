@@ -6,10 +6,10 @@ import streamlit as st
 
 from cnnlab.errors import CnnlabError
 from cnnlab.runs.live import progress
-from cnnlab.runs.store import Run, Status
 from cnnlab.training import resources
+from cnnlab.views import queue as queue_view
 from cnnlab.views.links import share_link
-from cnnlab.views.text import duration, markdown_text
+from cnnlab.views.text import markdown_text
 from pages._class import you
 from pages._shared import job_manager, run_events
 
@@ -27,29 +27,20 @@ def data() -> str:
     return resources.data_summary()  # a look at the disk; installing the data shows within a minute
 
 
-def owned(run: Run) -> str:
-    return f" ({markdown_text(run.owner)})" if run.owner else ""
-
-
 @st.fragment(run_every=QUEUE_REFRESH_S)
 def queue() -> None:
     st.markdown("**Queue**")
     try:
         active = job_manager().active()
-        running = [run for run in active if run.status is Status.RUNNING]
-        waiting = [run for run in active if run.status is Status.QUEUED]
+        running, waiting = queue_view.split(active)
         for run in running:
-            now = progress(run, run_events().get(run))
-            left = f", {duration(now.eta_s)} left" if now.eta_s is not None else ""
-            st.progress(now.fraction or 0.0,
-                        text=f"{markdown_text(run.model)}{owned(run)}: {now.fraction or 0:.0%}{left}")
+            fraction, text = queue_view.progress_line(run, progress(run, run_events().get(run)))
+            st.progress(fraction, text=text)
     except CnnlabError as exc:
         st.caption(f"The run store cannot be read just now ({markdown_text(str(exc))}).")
         return
-    for place, run in enumerate(waiting[:QUEUE_SHOWN], start=1):
-        st.caption(f"{place}. {markdown_text(run.model)}{owned(run)}: waiting")
-    if len(waiting) > QUEUE_SHOWN:
-        st.caption(f"... and {len(waiting) - QUEUE_SHOWN} more waiting")
+    for line in queue_view.waiting_lines(waiting, QUEUE_SHOWN):
+        st.caption(line)
     if not active:
         st.caption("Nothing is training. Start a run on the Train page.")
 

@@ -12,16 +12,13 @@ import streamlit as st
 from cnnlab.errors import CnnlabError
 from cnnlab.runs import classroom
 from cnnlab.runs.store import Run
-from cnnlab.views.text import markdown_text, run_option
+from cnnlab.views.queue import queue_rows
+from cnnlab.views.text import markdown_text, owned, refusal
 from pages._class import class_settings, gate, person, save_settings, token_form
 from pages._shared import job_manager, run_store, show_problems
 
 LIMIT_LABELS = {"max_queued": "Runs waiting or training per student",
                 "max_epochs": "Epochs per run", "max_input_size": "Input size (px)"}
-
-
-def owned(run: Run) -> str:
-    return f"{run_option(run)} · {run.owner or 'no owner'}"
 
 
 def locks_form(settings: classroom.ClassSettings) -> tuple[dict[str, str], list[str]]:
@@ -62,11 +59,9 @@ def settings_section(runs: list[Run]) -> None:
     if st.button("Save for everyone", type="primary", icon=":material/save:", key="class.save"):
         try:
             save_settings(classroom.settings_from_form(
-                texts, hidden=hidden, pinned=pinned,
-                **{k: None if v is None else int(v) for k, v in limits.items()}))
+                texts, hidden=hidden, pinned=pinned, **limits))
         except CnnlabError as exc:
-            st.error("Not saved:" if exc.problems else f"Not saved: {markdown_text(str(exc))}",
-                     icon=":material/error:")
+            st.error(refusal("Not saved", exc), icon=":material/error:")
             show_problems(exc.problems)
             return
         st.success("Saved: every session applies it within a few seconds.",
@@ -79,9 +74,7 @@ def queue_section() -> None:
     if not active:
         st.caption("Nothing is waiting or training.")
         return
-    st.dataframe(pd.DataFrame({"run": [r.label for r in active],
-                               "owner": [r.owner or "" for r in active],
-                               "status": [str(r.status) for r in active]}), hide_index=True)
+    st.dataframe(pd.DataFrame(queue_rows(active)), hide_index=True)
 
 
 def clear_section(runs: list[Run]) -> None:

@@ -156,6 +156,14 @@ def test_settings_from_the_form_list_every_bad_field() -> None:
     assert fields(exc) == ["epochs", "model"]
 
 
+def test_the_forms_limits_are_whole_numbers_and_a_fraction_is_refused_by_name() -> None:
+    settings = classroom.settings_from_form({}, max_queued=3.0, max_epochs=None)
+    assert settings.max_queued == 3 and type(settings.max_queued) is int
+    with pytest.raises(ClassroomError) as exc:
+        classroom.settings_from_form({}, max_epochs=2.5)
+    assert fields(exc) == ["max_epochs"]
+
+
 def test_someone_without_a_name_cannot_queue_a_run(managers, store) -> None:
     with pytest.raises(ClassroomError) as exc:
         ClassGate(managers(cpu_slots=0), Person(None), ClassSettings()).submit("m", SPEC, tiny())

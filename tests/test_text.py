@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from cnnlab.errors import Problem
+from cnnlab.errors import CnnlabError, Problem
 from cnnlab.runs.store import Run, Status
 from cnnlab.views.text import (
     data_label,
@@ -14,7 +14,9 @@ from cnnlab.views.text import (
     duration,
     inline_code,
     markdown_text,
+    owned,
     problem_markdown,
+    refusal,
     run_option,
     sentence,
     short,
@@ -71,6 +73,12 @@ def test_a_problem_reads_as_field_message_and_fix_with_the_users_text_escaped():
     assert sentence("Done!") == "Done!"
 
 
+def test_a_refusal_opens_its_problems_or_says_why_escaped():
+    assert refusal("Not started", CnnlabError(problems=[Problem("lr", "bad", "fix")])) == (
+        "Not started:")
+    assert refusal("Not saved", CnnlabError("disk *full*")) == r"Not saved: disk \*full\*"
+
+
 @pytest.mark.parametrize("n, text", [(7_610_000_000, "7.61 G"), (46_764_746, "46.8 M"),
                                      (1500, "1.5 k"), (512, "512"), (0, "0")])
 def test_counts_read_in_three_digits_and_a_unit(n, text):
@@ -97,6 +105,13 @@ def test_a_run_in_a_picker_shows_its_name_status_and_accuracy():
     assert run_option(run(), status=False) == "bn-lenet r1"  # for a picker that goes stale
     named = run(name="mine", result={"metrics": {"test_acc": 0.8123}})
     assert run_option(named, test_acc=True) == "mine · done · test acc 0.812"
+
+
+def test_a_run_with_its_owner_reads_plainly_in_a_picker_and_escaped_in_markdown():
+    assert owned(run(owner="Ada")) == "bn-lenet r1 · done · Ada"
+    assert owned(run()) == "bn-lenet r1 · done · no owner"
+    assert owned(run(owner="*Ada*", model="my_net"), markdown=True) == r"my\_net (\*Ada\*)"
+    assert owned(run(), markdown=True) == "bn-lenet"  # no owner: nothing added
 
 
 def test_the_data_label_says_sample_or_full_once_known():

@@ -180,11 +180,21 @@ def lock_value(field: str, text: str) -> Any:
     return value_of(spec, config, field)
 
 
+def _whole(value: float | None) -> int | float | None:
+    """A limit as the form's number input gives it, as a whole number: 3.0 is 3. Anything else
+    stays as it is, for ClassSettings to refuse by name (2.5, a bool, 0)."""
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
+
+
 def settings_from_form(lock_texts: Mapping[str, str], hidden: Iterable[str] = (),
-                       pinned: Iterable[str] = (), **limits: int | None) -> ClassSettings:
+                       pinned: Iterable[str] = (), **limits: float | None) -> ClassSettings:
     """Class settings from the teacher's form: each locked field's value as typed (read by
-    `lock_value`), the limits (LIMITS, None for none). Raises ClassroomError listing every
-    field that is wrong, not only the first."""
+    `lock_value`), the limits (LIMITS, None for none) as its number inputs give them, whole
+    numbers as ints. Raises ClassroomError listing every field that is wrong, not only the
+    first."""
+    limits = {name: _whole(value) for name, value in limits.items()}
     locked, problems = {}, []
     for field_name, text in lock_texts.items():
         try:

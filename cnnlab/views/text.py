@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from cnnlab.errors import Problem
+from cnnlab.errors import CnnlabError, Problem
 from cnnlab.runs.live import Progress
 from cnnlab.runs.store import Run, Status
 
@@ -54,6 +54,12 @@ def problem_markdown(problem: Problem) -> str:
     """"`field`: what is wrong. **Fix:** what to do." with the problem's text escaped."""
     return (f"{inline_code(problem.field)}: {sentence(problem.message)} "
             f"**Fix:** {sentence(problem.fix)}")
+
+
+def refusal(opening: str, exc: CnnlabError) -> str:
+    """The alert above a refusal's problems: "Not started:" when the problems follow, each
+    under its field; "Not started: why" (escaped) when the error has none to list."""
+    return f"{opening}:" if exc.problems else f"{opening}: {markdown_text(str(exc))}"
 
 
 # --- numbers -----------------------------------------------------------------------------------
@@ -117,6 +123,15 @@ def run_option(run: Run, status: bool = True, test_acc: bool = False) -> str:
     acc = run.test_acc if test_acc else None
     extra = f" · test acc {acc:.3f}" if isinstance(acc, (int, float)) else ""
     return f"{run.label}{f' · {run.status}' if status else ''}{extra}"
+
+
+def owned(run: Run, *, markdown: bool = False) -> str:
+    """A run and who queued it. Plain text for a picker: 'its label · status · Ada' ('no
+    owner' when it has none). With `markdown`, for a line of the sidebar's queue: 'bn-lenet
+    (Ada)', the model and the name escaped, nothing added for a run without an owner."""
+    if markdown:
+        return markdown_text(run.model) + (f" ({markdown_text(run.owner)})" if run.owner else "")
+    return f"{run_option(run)} · {run.owner or 'no owner'}"
 
 
 def data_label(run: Run) -> str | None:
