@@ -9,11 +9,11 @@ import streamlit as st
 from cnnlab.arch.presets import preset_name
 from cnnlab.arch.specs import Spec
 from cnnlab.errors import Problem
-from cnnlab.lessons.handoff import train_values
 from cnnlab.training import resources
 from cnnlab.training.config import TrainConfig
+from cnnlab.views import train_form
 from cnnlab.views.links import query_changes
-from pages._run_view import key, show_form_values
+from pages._train_state import key, show_form_values
 from pages._shared import show_problems
 
 ARCHITECTURE, TRAIN = "pages/architecture.py", "pages/train.py"
@@ -36,7 +36,8 @@ def show_on_train(spec: Spec, config: TrainConfig, *, as_preset: bool = False) -
     if name is None:
         st.session_state["spec"] = spec
     st.session_state[key("model")] = name or FROM_ARCHITECTURE
-    show_form_values(train_values(config, resources.full_data_found(), resources.gpu_names()))
+    show_form_values(train_form.config_values(config, resources.full_data_found(),
+                                              resources.gpu_names()))
     # The page puts the textbook's recipe back whenever its model differs from "recipe_for";
     # this spec's values are the ones wanted, so the page must not replace them.
     st.session_state[key("recipe_for")] = spec

@@ -2,7 +2,7 @@
 fragment of its own (`st.fragment(run_every=...)`), so a polling chart does not rerun the form.
 
 The run this session watches is kept as an id in `st.session_state["selected_run"]` and in the
-URL (`?run=`), so a reload comes back to it.
+URL (`?run=`), so a reload comes back to it (`pages/_train_state.py`).
 """
 
 from __future__ import annotations
@@ -15,40 +15,16 @@ from cnnlab.errors import CnnlabError
 from cnnlab.runs.classroom import may_change
 from cnnlab.runs.live import Progress, progress
 from cnnlab.runs.store import Run, Status
-from cnnlab.training.recipes import TEXTBOOK_RESULTS
 from cnnlab.views import report, run_display
 from cnnlab.views.curves import training_curves
 from cnnlab.views.text import markdown_text, progress_text, run_option
 from pages._class import gate, person
 from pages._shared import job_manager, run_events, run_store
+from pages._train_state import kept_and_linked, key, watch
 
 LIVE_REFRESH_S = 1
 TABLE_REFRESH_S = 3
 RUNS_SHOWN = 500
-
-
-def key(field: str) -> str:
-    return f"train.{field}"
-
-
-def subset_key(data: str) -> str:
-    """The Train form's subset widget for one data set. One widget per set: a browser that has
-    not yet drawn the rerun that chose another set still sends the old subset with its next
-    edit, and that value then lands on the old set's widget instead of overriding the new
-    set's size (seen with ten pages pressing Start at once: "sample" kept 60,000)."""
-    return key(f"subset.{data}")
-
-
-def form_key(field: str) -> str:
-    """The session key of the Train form's widget for `field` (the subset's follows the data)."""
-    return subset_key(st.session_state[key("data")]) if field == "subset" else key(field)
-
-
-def show_form_values(values: dict) -> None:
-    """Point the Train form's widgets at `values` (field -> value) before they are drawn."""
-    data = values.get("data", st.session_state.get(key("data")))
-    for field, value in values.items():
-        st.session_state[subset_key(data) if field == "subset" else key(field)] = value
 
 
 # --- shared by every session (a classroom watches the same few runs) -------------------------
@@ -75,12 +51,6 @@ def runs_frame() -> pd.DataFrame:
 
 
 # --- choosing the run to watch ------------------------------------------------------------
-
-
-def watch(run_id: str | None) -> None:
-    st.session_state["selected_run"] = run_id
-    if run_id is not None:
-        st.query_params["run"] = run_id  # a reload of this tab comes back to the same run
 
 
 # The run pickers are keyed by the run they show: when the watched run changes, they are new
@@ -222,10 +192,8 @@ def run_state(run: Run, now: Progress) -> None:
 
 
 def run_curves(run: Run, now: Progress, events: list[dict]) -> None:
-    book = TEXTBOOK_RESULTS.get(run.model)
-    on_full_data = report.comparable_with_book(run)  # all 60,000 images, as the book
     figure = curves_figure(run.id, events[-1]["seq"], now.planned_epochs or now.epochs,
-                           book.test_acc if book is not None and on_full_data else None)
+                           run_display.book_test_acc(run))
     st.plotly_chart(figure, key=key("curves"), config={"displayModeBar": False})
     if not any(e.get("kind") == "epoch" for e in events):
         st.caption("Test accuracy appears after the first epoch, when the test set is scored.")
@@ -244,9 +212,7 @@ def watched_run() -> str | None:
         st.warning(f"The run store cannot be read just now ({markdown_text(str(exc))}).",
                    icon=":material/warning:")
     by_id = {run.id: run for run in recent}
-    selected = st.session_state.get("selected_run") or st.query_params.get("run")
-    if selected not in by_id:
-        selected = None
+    selected = run_display.watched(*kept_and_linked(), known=by_id)
     st.session_state["selected_run"] = selected
     ids = list(by_id)
     picker = picker_key("watch", selected)

@@ -25,7 +25,8 @@ from cnnlab.views import links, train_form
 from cnnlab.views.text import markdown_text, short
 from pages._class import class_settings, gate, person
 from pages._links import keep_in_url, link_problems, show_on_train
-from pages._run_view import all_runs, form_key, key, show_form_values, subset_key, watch, watched_run
+from pages._run_view import all_runs, watched_run
+from pages._train_state import form_key, key, show_form_values, subset_key, watch
 from pages._shared import queue_or_explain, run_store, show_problems
 
 FROM_ARCHITECTURE = "architecture"  # the model choice that means st.session_state["spec"]

@@ -24,11 +24,10 @@ from cnnlab.lessons.catalogue import (
     Sweep,
     exercise,
 )
-from cnnlab.lessons.handoff import train_values
 from cnnlab.lessons.runs import model_name, planned_runs
 from cnnlab.runs.store import RunStore, Status
 from cnnlab.training.config import TrainConfig
-from cnnlab.views.train_form import config_from_form
+from cnnlab.views.train_form import config_from_form, config_values
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
 # The exercise lists of sections 7.1-7.7 in the chapter (seed 001): how many each has.
@@ -182,7 +181,7 @@ def test_a_receptive_field_question_names_a_block_the_network_has():
 @pytest.mark.parametrize("full_found", [False, True])
 def test_the_train_pages_values_make_the_lessons_config_again(full_found):
     config = exercise("7.1.1").task.config
-    values = train_values(config, full_found, gpus=[])
+    values = config_values(config, full_found, gpus=[])
     rebuilt, problems = config_from_form(values)
     assert problems == [] or not full_found  # the full set may be missing on this machine
     if rebuilt is not None:

@@ -9,6 +9,7 @@ from cnnlab.runs.live import progress
 from cnnlab.runs.store import Run, Status
 from cnnlab.training import resources
 from cnnlab.training.config import DATA_CHOICES, OPTIMIZERS, SCHEDULES, TrainConfig
+from cnnlab.training.recipes import TEXTBOOK_RESULTS
 from cnnlab.views import run_display, train_form
 
 
@@ -99,6 +100,22 @@ def test_the_runs_table_keeps_missing_numbers_numeric():
     assert math.isnan(columns["best test acc"][1]) and columns["progress"] == [1.0, 0.0]
 
 
+def test_the_watched_run_is_the_kept_one_else_the_links_and_only_a_known_one():
+    known = {"r1", "r2"}
+    assert run_display.watched("r1", "r2", known) == "r1"
+    assert run_display.watched(None, "r2", known) == "r2"  # a reload: the URL's run
+    assert run_display.watched("gone", None, known) is None  # deleted meanwhile
+    assert run_display.watched(None, None, known) is None
+    assert run_display.watched(None, "r9") == "r9"  # no runs to check against: the caller does
+
+
+def test_the_books_line_is_drawn_only_for_a_run_on_the_books_full_data():
+    assert run_display.book_test_acc(run(data_source="/usr/share/datasets/fashion-mnist")) == (
+        TEXTBOOK_RESULTS["bn-lenet"].test_acc)
+    assert run_display.book_test_acc(run(data_source="sample")) is None
+    assert run_display.book_test_acc(run(model="bn-lenet-custom")) is None
+
+
 def test_every_choice_the_config_accepts_has_a_name_on_the_form():
     assert set(train_form.OPTIMIZER_NAMES) == set(OPTIMIZERS)
     assert set(train_form.SCHEDULE_NAMES) == set(SCHEDULES)
@@ -171,3 +188,13 @@ def test_the_url_names_only_what_differs_from_the_forms_first_values():
     assert query == {"model": "vgg11"}
     assert train_form.from_link(query, None, False, [])[:2] == (
         vgg, train_form.first_config(vgg, False, []))
+
+
+def test_a_configs_values_fill_the_form_with_what_this_server_offers():
+    config = TrainConfig(data="full", device="cuda", subset=1000, lr=0.3)
+    here = train_form.config_values(config, full_found=False, gpus=[])
+    assert set(here) == set(train_form.FIELDS) and here["lr"] == 0.3
+    assert (here["data"], here["device"], here["subset"]) == ("sample", "cpu", 1000)
+    gpu = train_form.config_values(config.replace(subset=None), full_found=True, gpus=["H200"])
+    assert (gpu["data"], gpu["device"]) == ("full", "cuda")
+    assert gpu["subset"] == resources.train_size("full")  # no subset: the whole set

@@ -2,6 +2,6 @@
 
 `catalogue` lists every exercise, grouped by section, with what a student does about it;
 `answers` computes what a predict card reveals (from the layer table, never typed in);
-`handoff` turns an experiment card into the values the Architecture and Train pages read.
+`runs` queues a paired or sweep card's runs as one group.
 No Streamlit here: `pages/lessons.py` lays the cards out.
 """

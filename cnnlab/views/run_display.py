@@ -1,15 +1,18 @@
 """How a run is shown on the Train page: its status badge, heading, caption and ending, its
-numbers, and the runs table's columns. Markdown strings and plain values, no Streamlit inside.
+numbers, the book's line on its curves, which run a session watches, and the runs table's
+columns. Markdown strings and plain values, no Streamlit inside.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from typing import Any
 
 from cnnlab.runs.live import Progress
 from cnnlab.runs.store import Run, Status
-from cnnlab.views.report import data_text
+from cnnlab.training.recipes import TEXTBOOK_RESULTS
+from cnnlab.views.report import comparable_with_book, data_text
 from cnnlab.views.text import duration, markdown_text, sentence
 
 # status -> (word, badge colour, icon)
@@ -111,3 +114,19 @@ def runs_columns(runs: list[Run], summaries: list[Progress]) -> dict[str, list[A
         "created": [run.created_at for run in runs],
         "run": [run.id for run in runs],
     }
+
+
+def watched(kept: str | None, linked: str | None,
+            known: Collection[str] | None = None) -> str | None:
+    """The run a session watches: the one it `kept`, else the one its URL names (`?run=`, after
+    a reload). None unless that is one of the `known` runs (a run deleted, a link from another
+    server); without `known`, the caller finds out (the store's `get` raises KeyError)."""
+    chosen = kept or linked
+    return chosen if known is None or chosen in known else None
+
+
+def book_test_acc(run: Run) -> float | None:
+    """The book's test accuracy for the run's model, the line drawn over its curves; None when
+    the book did not train it, or the run did not train on all 60,000 images as the book did."""
+    book = TEXTBOOK_RESULTS.get(run.model)
+    return book.test_acc if book is not None and comparable_with_book(run) else None

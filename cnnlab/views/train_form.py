@@ -72,6 +72,20 @@ def first_values(config: TrainConfig, full_found: bool, gpus: list[str]) -> dict
             "device": device_options(gpus)[0]}
 
 
+def config_values(config: TrainConfig, full_found: bool, gpus: list[str]) -> dict[str, Any]:
+    """Every field of the form (FIELDS) holding `config`: what a lesson's or a link's run
+    shows. The form offers only the data sets this server has: "auto" (or "full" where it is
+    missing) becomes the first it offers, as "auto" becomes the first device it offers. No
+    subset is the whole set, as the form writes it."""
+    values = first_values(config, full_found, gpus)
+    offered = data_options(full_found)
+    data = config.data if config.data in offered else offered[0]
+    values.update(data=data, subset=config.subset or resources.train_size(data))
+    if config.device in device_options(gpus):
+        values["device"] = config.device
+    return values
+
+
 def first_config(spec: Spec, full_found: bool, gpus: list[str]) -> TrainConfig:
     """The config the form shows for `spec` on a first visit: what a link to the Train page
     leaves out (`cnnlab.views.links.config_query` writes what differs from it)."""
