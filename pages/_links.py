@@ -17,9 +17,6 @@ from pages._train_state import key, show_form_values
 from pages._shared import show_problems
 
 ARCHITECTURE, TRAIN = "pages/architecture.py", "pages/train.py"
-# The Train page's model choice that means st.session_state["spec"] (pages/train.py's
-# FROM_ARCHITECTURE; importing that page would run it).
-FROM_ARCHITECTURE = "architecture"
 
 
 def open_on_architecture(spec: Spec) -> None:
@@ -35,7 +32,7 @@ def show_on_train(spec: Spec, config: TrainConfig, *, as_preset: bool = False) -
     name = preset_name(spec) if as_preset and st.session_state.get("spec") != spec else None
     if name is None:
         st.session_state["spec"] = spec
-    st.session_state[key("model")] = name or FROM_ARCHITECTURE
+    st.session_state[key("model")] = name or train_form.FROM_ARCHITECTURE
     show_form_values(train_form.config_values(config, resources.full_data_found(),
                                               resources.gpu_names()))
     # The page puts the textbook's recipe back whenever its model differs from "recipe_for";

@@ -29,6 +29,11 @@ def form_key(field: str) -> str:
     return subset_key(st.session_state[key("data")]) if field == "subset" else key(field)
 
 
+def first_visit() -> bool:
+    """Whether the form has no values in this session yet (every field is set at once)."""
+    return key("seed") not in st.session_state
+
+
 def show_form_values(values: dict[str, Any]) -> None:
     """Point the Train form's widgets at `values` (field -> value) before they are drawn."""
     data = values.get("data", st.session_state.get(key("data")))

@@ -3,7 +3,8 @@
 Runs train in worker processes behind a queue that every session on this server shares
 (`cnnlab.runs.jobs`); this page keeps only the id of the run it shows (`"selected_run"`), so a
 reload, another tab or another student's browser can pick any run from the table below.
-`cnnlab.views.train_form` turns the form into a config; `pages/_run_view.py` shows the runs.
+`cnnlab.views.train_form` turns the form into a config; `pages/_experiments.py` queues pairs and
+sweeps, and `pages/_run_view.py` shows the runs.
 """
 
 from __future__ import annotations
@@ -14,36 +15,28 @@ import streamlit as st
 
 from cnnlab.analysis.layers import inspect_spec
 from cnnlab.arch.checks import validate
-from cnnlab.arch.presets import PRESETS
 from cnnlab.arch.specs import Spec
 from cnnlab.errors import CnnlabError, errors
 from cnnlab.runs import classroom
 from cnnlab.training import resources
 from cnnlab.training.config import OPTIMIZERS, SCHEDULES, TrainConfig
-from cnnlab.training.recipes import default_config
 from cnnlab.views import links, train_form
-from cnnlab.views.text import markdown_text, short
+from cnnlab.views.text import markdown_text
 from pages._class import class_settings, gate, person
+from pages._experiments import experiments
 from pages._links import keep_in_url, link_problems, show_on_train
 from pages._run_view import all_runs, watched_run
-from pages._train_state import form_key, key, show_form_values, subset_key, watch
-from pages._shared import queue_or_explain, run_store, show_problems
+from pages._train_state import first_visit, form_key, key, show_form_values, subset_key, watch
+from pages._shared import queue_or_explain, show_problems
 
-FROM_ARCHITECTURE = "architecture"  # the model choice that means st.session_state["spec"]
-DEFAULT_PRESET = train_form.DEFAULT_PRESET
 KEEP = "session"  # the settings survive a visit to another page (widgets' persist_state)
 
 
 # --- callbacks (they run before the script, so the widgets below see what they set) ---------
 
 
-def show_values(values: dict[str, Any]) -> None:
-    """Point the widgets of these fields at these values (before they are drawn)."""
-    show_form_values(values)
-
-
 def reset_to_textbook(spec: Spec) -> None:
-    show_values(train_form.recipe_values(spec, train_form.HYPERPARAMETERS))
+    show_form_values(train_form.recipe_values(spec, train_form.HYPERPARAMETERS))
 
 
 # --- the view in the URL --------------------------------------------------------------------
@@ -52,7 +45,7 @@ def reset_to_textbook(spec: Spec) -> None:
 def open_link() -> None:
     """On a session's first visit, the model and settings a pasted link names (`?model=vgg11
     &lr=0.05`); a parameter that cannot be read is named, and its default shown."""
-    if key("seed") in st.session_state:
+    if not first_visit():
         return
     opened = train_form.from_link(st.query_params.to_dict(), st.session_state.get("spec"),
                                   resources.full_data_found(), resources.gpu_names())
@@ -78,18 +71,16 @@ def choose_model() -> tuple[Spec, bool]:
     can be built (its problems are shown when not)."""
     st.subheader("Model")
     edited: Spec | None = st.session_state.get("spec")
-    choices = ([FROM_ARCHITECTURE] if edited is not None else []) + list(PRESETS)
-    if st.session_state.get(key("model")) not in choices:
-        st.session_state[key("model")] = choices[0] if edited is not None else DEFAULT_PRESET
-    locked = locks().get("model")
-    if locked is not None:  # the teacher's model for everyone; Start applies it again
-        st.session_state[key("model")] = locked
+    locked = locks().get("model")  # the teacher's model for everyone; Start applies it again
+    shown = train_form.model_choice(st.session_state.get(key("model")), edited, locked)
+    if st.session_state.get(key("model")) != shown:
+        st.session_state[key("model")] = shown
     picked = st.selectbox(
-        "Model", choices, key=key("model"), persist_state=KEEP, label_visibility="collapsed",
-        disabled=locked is not None, help="Locked by the teacher" if locked else None,
-        format_func=lambda c: (f"{train_form.model_name(edited)} (from the Architecture page)"
-                               if c == FROM_ARCHITECTURE else c))
-    spec = edited if picked == FROM_ARCHITECTURE else PRESETS[picked]
+        "Model", train_form.model_choices(edited), key=key("model"), persist_state=KEEP,
+        label_visibility="collapsed", disabled=locked is not None,
+        help="Locked by the teacher" if locked else None,
+        format_func=lambda choice: train_form.model_option(choice, edited))
+    spec = train_form.chosen_spec(picked, edited)
     problems = errors(validate(spec))
     if problems:
         st.error("This model cannot be built; fix it on the Architecture page.",
@@ -101,20 +92,18 @@ def choose_model() -> tuple[Spec, bool]:
     except CnnlabError as exc:
         st.error(f"This model cannot be built: {markdown_text(str(exc))}", icon=":material/error:")
         return spec, False
-    st.caption(f"{spec.input_size}x{spec.input_size} input · {table.total_params:,} parameters · "
-               f"{short(table.total_flops)}FLOPs per image")
+    st.caption(train_form.model_caption(spec, table))
     return spec, True
 
 
 def start_values(spec: Spec, buildable: bool) -> None:
     """Every field from the textbook on a first visit; the recipe again for a new model."""
-    config = default_config(spec) if buildable else TrainConfig()
-    if key("seed") not in st.session_state:
-        show_values(train_form.first_values(config, resources.full_data_found(),
-                                            resources.gpu_names()))
-        st.session_state[key("recipe_for")] = spec
-    elif st.session_state.get(key("recipe_for")) != spec:
-        show_values({field: getattr(config, field) for field in train_form.RECIPE})
+    values = train_form.values_to_show(
+        spec, buildable, first_visit=first_visit(),
+        recipe_for=st.session_state.get(key("recipe_for")),
+        full_found=resources.full_data_found(), gpus=resources.gpu_names())
+    if values:
+        show_form_values(values)
         st.session_state[key("recipe_for")] = spec
 
 
@@ -178,15 +167,19 @@ def hyperparameters(spec: Spec, form: Form) -> None:
              format_func=train_form.SCHEDULE_NAMES.get)
 
 
+def offer(field: str, options: list[str]) -> list[str]:
+    """`options` for a choice; one no longer offered (the full set removed, a GPU gone) falls
+    back to the first that is."""
+    if st.session_state.get(key(field)) not in options:
+        st.session_state[key(field)] = options[0]
+    return options
+
+
 def data_and_device(form: Form) -> None:
     st.subheader("Data and device")
     full_found, gpus = resources.full_data_found(), resources.gpu_names()
-    data_options = train_form.data_options(full_found)
-    if st.session_state.get(key("data")) not in data_options:
-        st.session_state[key("data")] = data_options[0]
-    device_options = train_form.device_options(gpus)
-    if st.session_state.get(key("device")) not in device_options:
-        st.session_state[key("device")] = device_options[0]
+    data_options = offer("data", train_form.data_options(full_found))
+    device_options = offer("device", train_form.device_options(gpus))
     row = st.columns(4)
     with row[0]:
         form(st.radio, "data", "Fashion-MNIST", options=data_options,
@@ -201,7 +194,7 @@ def data_and_device(form: Form) -> None:
              help="Fewer than all: a class-balanced subset, drawn with the seed")
     with row[2]:
         form(st.radio, "device", "Device", options=device_options, horizontal=True,
-             format_func=lambda d: f"GPU ({gpus[0]})" if d == "cuda" else "CPU")
+             format_func=lambda device: train_form.device_name(device, gpus))
         if not gpus:
             st.caption(f"No GPU on this server: runs train on its CPU ({resources.cpu_cores()} "
                        "cores). 28 px models take a minute an epoch; 224 px ones, hours.")
@@ -276,70 +269,6 @@ def launch(spec: Spec, config: TrainConfig | None) -> None:
     # waiting in a long queue) was dropped as a replayed click. The toast rides along.
     st.session_state[key("queued_toast")] = name or model
     st.rerun()
-
-
-# --- pairs and sweeps ----------------------------------------------------------------------
-
-
-def queued(result: train_form.Queued, slot: Any) -> None:
-    """Watch the first run of a queued group, or show the problems under the inputs."""
-    if result.problems:
-        show_problems(list(result.problems), lambda field: slot)
-        return
-    st.session_state[key("groups")] = st.session_state.get(key("groups"), 0) + 1
-    watch(result.ids[-1])
-    slot.success(f"Queued {len(result.ids)} runs as group *{markdown_text(result.group)}*; "
-                 "compare them on the **Compare** page.", icon=":material/done_all:")
-
-
-def duplicate_form(run_id: str | None) -> None:
-    """Pair the watched run with a copy that differs in one field."""
-    try:
-        run = run_store().get(run_id) if run_id else None
-    except KeyError:
-        run = None
-    if run is None:
-        st.caption("Watch a run (below) to duplicate it with one change.")
-        return
-    st.caption(f"The run you watch, **{markdown_text(run.label)}**, and a copy with one field "
-               "changed: same seed, same data.")
-    row = st.columns([2, 2, 1], vertical_alignment="bottom")
-    field = row[0].selectbox("Field to change", train_form.experiment_fields(run.spec),
-                             key=key("pair.field"))
-    value = row[1].text_input("New value", key=key("pair.value"), placeholder="e.g. 0.5 or none")
-    slot = st.container()
-    # Keyed by the groups this session queued, as the Start button is: a click is one group.
-    groups = st.session_state.get(key("groups"), 0)
-    if row[2].button("Duplicate", icon=":material/content_copy:", key=key(f"pair.go.{groups}")):
-        queued(train_form.duplicate(gate(), run.id, field, value,
-                                    st.session_state.get(key("name"), "")), slot)
-
-
-def sweep_form(spec: Spec, config: TrainConfig | None) -> None:
-    """One run of the form's model and settings per value of one field."""
-    if config is None:
-        st.caption("Fix the problems marked above to sweep.")
-        return
-    st.caption("The model and settings above, once per value: a group to compare.")
-    row = st.columns([2, 2, 1], vertical_alignment="bottom")
-    field = row[0].selectbox("Field to sweep", train_form.experiment_fields(spec),
-                             key=key("sweep.field"))
-    values = row[1].text_input("Values", key=key("sweep.values"),
-                               placeholder="e.g. 0.01, 0.1, 1, 10, 50")
-    slot = st.container()
-    groups = st.session_state.get(key("groups"), 0)
-    if row[2].button("Sweep", icon=":material/stacked_line_chart:", key=key(f"sweep.go.{groups}")):
-        queued(train_form.sweep(gate(), spec, config, field, values,
-                                st.session_state.get(key("name"), "")), slot)
-
-
-def experiments(spec: Spec, config: TrainConfig | None) -> None:
-    st.subheader("Pairs and sweeps")
-    pair, many = st.tabs(["Duplicate with one change", "Sweep"])
-    with pair:
-        duplicate_form(st.session_state.get("selected_run") or st.query_params.get("run"))
-    with many:
-        sweep_form(spec, config)
 
 
 # --- the page --------------------------------------------------------------------------------

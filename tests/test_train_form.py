@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from cnnlab.analysis.layers import inspect_spec
 from cnnlab.arch.presets import PRESETS
 from cnnlab.runs.live import progress
 from cnnlab.runs.store import Run, Status
@@ -11,6 +12,7 @@ from cnnlab.training import resources
 from cnnlab.training.config import DATA_CHOICES, OPTIMIZERS, SCHEDULES, TrainConfig
 from cnnlab.training.recipes import TEXTBOOK_RESULTS
 from cnnlab.views import run_display, train_form
+from cnnlab.views.text import short
 
 
 def form(**changes) -> dict:
@@ -198,3 +200,51 @@ def test_a_configs_values_fill_the_form_with_what_this_server_offers():
     gpu = train_form.config_values(config.replace(subset=None), full_found=True, gpus=["H200"])
     assert (gpu["data"], gpu["device"]) == ("full", "cuda")
     assert gpu["subset"] == resources.train_size("full")  # no subset: the whole set
+
+
+def test_the_model_picker_offers_the_architecture_pages_spec_first_then_every_preset():
+    edited = PRESETS["resnet18"].replace(width=0.5)
+    assert train_form.model_choices(None) == list(PRESETS)
+    assert train_form.model_choices(edited) == [train_form.FROM_ARCHITECTURE, *PRESETS]
+    assert train_form.model_option(train_form.FROM_ARCHITECTURE, edited) == (
+        "resnet-custom (from the Architecture page)")
+    assert train_form.model_option("vgg11", edited) == "vgg11"
+    assert train_form.chosen_spec(train_form.FROM_ARCHITECTURE, edited) == edited
+    assert train_form.chosen_spec("vgg11", edited) == PRESETS["vgg11"]
+
+
+def test_the_picker_shows_the_teachers_model_else_the_choice_while_offered_else_a_default():
+    edited = PRESETS["resnet18"]
+    assert train_form.model_choice("vgg11", edited, locked="lenet") == "lenet"
+    assert train_form.model_choice("vgg11", edited, locked=None) == "vgg11"
+    assert train_form.model_choice(None, edited, None) == train_form.FROM_ARCHITECTURE
+    # The Architecture page's spec is gone (a new session): back to the default preset.
+    assert train_form.model_choice(train_form.FROM_ARCHITECTURE, None, None) == (
+        train_form.DEFAULT_PRESET)
+
+
+def test_the_model_caption_names_its_input_parameters_and_flops():
+    spec = PRESETS["bn-lenet"]
+    table = inspect_spec(spec)
+    assert train_form.model_caption(spec, table) == (
+        f"28x28 input · {table.total_params:,} parameters · "
+        f"{short(table.total_flops)}FLOPs per image")
+
+
+def test_the_form_gets_every_field_once_then_the_recipe_for_each_new_model():
+    alexnet, lenet = PRESETS["alexnet"], PRESETS["bn-lenet"]
+    first = train_form.values_to_show(alexnet, True, first_visit=True, recipe_for=None,
+                                      full_found=False, gpus=[])
+    assert first == train_form.first_values(train_form.default_config(alexnet), False, [])
+    again = dict(first_visit=False, full_found=False, gpus=[])
+    assert train_form.values_to_show(alexnet, True, recipe_for=alexnet, **again) == {}
+    assert train_form.values_to_show(lenet, True, recipe_for=alexnet, **again) == (
+        train_form.recipe_values(lenet))
+    broken = alexnet.replace(input_size=16)  # cannot be built: TrainConfig's defaults
+    assert train_form.values_to_show(broken, False, recipe_for=alexnet, **again) == {
+        field: getattr(TrainConfig(), field) for field in train_form.RECIPE}
+
+
+def test_a_device_reads_as_the_gpus_name_or_cpu():
+    assert train_form.device_name("cuda", ["NVIDIA H200"]) == "GPU (NVIDIA H200)"
+    assert train_form.device_name("cpu", []) == "CPU"

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cnnlab.analysis.layers import InspectionError
+from cnnlab.analysis.layers import InspectionError, LayerTable
 from cnnlab.analysis.table_text import human_bytes
 from cnnlab.arch.checks import SpecError
 from cnnlab.arch.parse import spec_from_data
@@ -24,8 +24,10 @@ from cnnlab.training import resources
 from cnnlab.training.config import ConfigError, TrainConfig
 from cnnlab.training.recipes import TEXTBOOK_RECIPES, TEXTBOOK_RESULTS, default_config
 from cnnlab.views import links
+from cnnlab.views.text import short
 
 DEFAULT_PRESET = "bn-lenet"  # trains in a minute on a CPU: a good first run
+FROM_ARCHITECTURE = "architecture"  # the model choice that means the Architecture page's spec
 RECIPE = ("epochs", "batch_size", "lr")  # what the textbook sets per model
 HYPERPARAMETERS = (*RECIPE, "optimizer", "momentum", "weight_decay", "label_smoothing",
                    "schedule", "seed")
@@ -46,9 +48,52 @@ def model_name(spec: Spec) -> str:
     return preset_name(spec) or f"{spec.family}-custom"
 
 
+def device_name(device: str, gpus: list[str]) -> str:
+    """A device choice as the form words it: 'GPU (NVIDIA H200)' or 'CPU'."""
+    return f"GPU ({gpus[0]})" if device == "cuda" else "CPU"
+
+
 def uses_momentum(optimizer: str) -> bool:
     """Momentum is an SGD setting; Adam and AdamW keep their own moving averages."""
     return optimizer == "sgd"
+
+
+# --- the model ---------------------------------------------------------------------------------
+
+
+def model_choices(edited: Spec | None) -> list[str]:
+    """The model picker's options: the Architecture page's `edited` spec first, when there is
+    one, then every preset."""
+    return ([FROM_ARCHITECTURE] if edited is not None else []) + list(PRESETS)
+
+
+def model_choice(current: str | None, edited: Spec | None, locked: str | None) -> str:
+    """What the model picker shows: the teacher's `locked` model; else the `current` choice
+    while it is offered; else the Architecture page's spec, or DEFAULT_PRESET without one."""
+    if locked is not None:
+        return locked
+    if current in model_choices(edited):
+        return current
+    return FROM_ARCHITECTURE if edited is not None else DEFAULT_PRESET
+
+
+def model_option(choice: str, edited: Spec | None) -> str:
+    """A model choice as the picker words it: the preset's name, or 'resnet-custom (from the
+    Architecture page)'."""
+    if choice == FROM_ARCHITECTURE and edited is not None:
+        return f"{model_name(edited)} (from the Architecture page)"
+    return choice
+
+
+def chosen_spec(choice: str, edited: Spec | None) -> Spec:
+    """The spec a model choice stands for."""
+    return edited if choice == FROM_ARCHITECTURE and edited is not None else PRESETS[choice]
+
+
+def model_caption(spec: Spec, table: LayerTable) -> str:
+    """'28x28 input · 44,878 parameters · 4.6 MFLOPs per image', under the model picker."""
+    return (f"{spec.input_size}x{spec.input_size} input · {table.total_params:,} parameters · "
+            f"{short(table.total_flops)}FLOPs per image")
 
 
 # --- the values the widgets start from ---------------------------------------------------------
@@ -84,6 +129,20 @@ def config_values(config: TrainConfig, full_found: bool, gpus: list[str]) -> dic
     if config.device in device_options(gpus):
         values["device"] = config.device
     return values
+
+
+def values_to_show(spec: Spec, buildable: bool, *, first_visit: bool, recipe_for: Spec | None,
+                   full_found: bool, gpus: list[str]) -> dict[str, Any]:
+    """What the form's widgets are set to before they are drawn: every field on a session's
+    first visit (the textbook's for `spec`; TrainConfig's defaults when it cannot be built),
+    the recipe's fields (RECIPE) once the model is another than the one they came from
+    (`recipe_for`), else nothing: the user's values stay."""
+    config = default_config(spec) if buildable else TrainConfig()
+    if first_visit:
+        return first_values(config, full_found, gpus)
+    if recipe_for != spec:
+        return {field: getattr(config, field) for field in RECIPE}
+    return {}
 
 
 def first_config(spec: Spec, full_found: bool, gpus: list[str]) -> TrainConfig:
