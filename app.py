@@ -25,8 +25,9 @@ def warm_up() -> None:
         importlib.import_module(name)
     from cnnlab.analysis.layers import inspect_spec
     from cnnlab.arch.presets import PRESETS
+    from cnnlab.views.editor import DEFAULT_PRESET
 
-    inspect_spec(PRESETS["alexnet"])
+    inspect_spec(PRESETS[DEFAULT_PRESET])
 
 
 @asynccontextmanager

@@ -8,6 +8,7 @@ from cnnlab.analysis.layers import inspect_spec
 from cnnlab.arch.presets import PRESETS
 from cnnlab.shapes import shape_text
 from cnnlab.views import cost_tables
+from cnnlab.views.text import short
 
 
 def test_dense_layers_hold_vggs_parameters_and_convolutions_its_flops():
@@ -48,3 +49,22 @@ def test_a_receptive_field_past_2_to_the_64_is_shown_as_text_not_a_number():
     assert max(int(v.replace(",", "")) for v in rows["receptive field"]) > 2**64
     assert all(isinstance(v, str) for v in rows["jump"])
     assert cost_tables.block_rows(inspect_spec(PRESETS["resnet18"]))["receptive field"][0] == 11
+
+
+def test_the_totals_name_parameters_flops_macs_shapes_and_the_smallest_input():
+    table = inspect_spec(PRESETS["alexnet"])
+    shown = {label: (value, help) for label, value, help in cost_tables.totals(table, 63)}
+    assert list(shown)[0] == "Parameters" and shown["Parameters"] == ("46,764,746", None)
+    assert shown["FLOPs per image"][1].startswith(f"{table.total_flops:,} (2 per multiply-add")
+    assert shown["MACs per image"][0] == short(table.total_macs)
+    assert shown["Input → output"][0] == "1x224x224 → 10"
+    assert shown["Smallest input"][0] == "63 px" and "7.4.2" in shown["Smallest input"][1]
+    assert dict((label, value) for label, value, _ in cost_tables.totals(table, None))[
+        "Smallest input"] == "none"
+
+
+def test_side_by_side_puts_the_edited_spec_beside_the_chosen_presets():
+    edited = PRESETS["vgg11"].replace(width=0.5)
+    specs = cost_tables.side_by_side_specs([cost_tables.THIS_MODEL, "nin"], edited)
+    assert specs == {cost_tables.THIS_MODEL: edited, "nin": PRESETS["nin"]}
+    assert set(cost_tables.SIDE_BY_SIDE) - {cost_tables.THIS_MODEL} <= set(PRESETS)

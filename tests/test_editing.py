@@ -22,6 +22,22 @@ def _fields(problems):
     return [p.field for p in problems]
 
 
+# --- the spec in the URL ---------------------------------------------------------------------
+
+
+def test_a_plain_link_opens_the_default_preset_and_an_edit_names_its_fields():
+    assert editing.from_link({}) == (PRESETS[editing.DEFAULT_PRESET], [])
+    assert editing.link_query(PRESETS[editing.DEFAULT_PRESET]) == {}  # a plain page, a plain URL
+    edited = VGG11.replace(width=0.5)
+    assert editing.link_query(edited) == {"model": "vgg11", "width": "0.5"}
+    assert editing.from_link(editing.link_query(edited)) == (edited, [])
+
+
+def test_a_link_that_cannot_be_read_opens_the_default_and_names_the_parameter():
+    spec, problems = editing.from_link({"model": "vgg11", "conv_arch": "((1,<b>64</b>))"})
+    assert spec == PRESETS["alexnet"] and _fields(problems) == ["conv_arch"]
+
+
 # --- text fields -----------------------------------------------------------------------------
 
 

@@ -1,5 +1,5 @@
-"""What a network costs, as the Architecture page's tables: the convolution / dense split, the
-training memory, and one row per block or per layer. Columns of plain values (a DataFrame takes
+"""What a network costs, as the Architecture page's totals and tables: the convolution / dense
+split, the training memory, and one row per block or per layer. Columns of plain values (a DataFrame takes
 them), computed from a `LayerTable`; no Streamlit inside.
 """
 
@@ -8,9 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 from cnnlab.analysis.layers import LayerTable, inspect_spec, smallest_input
+from cnnlab.arch.presets import PRESETS
 from cnnlab.arch.specs import Spec
 from cnnlab.analysis.table_text import human_bytes
 from cnnlab.shapes import shape_text
+from cnnlab.views.text import short
 
 Columns = dict[str, list[Any]]
 
@@ -96,6 +98,39 @@ def layer_rows(table: LayerTable) -> Columns:
         "receptive field": counts([r.receptive_field for r in rows]),
         "jump": counts([r.jump for r in rows]),
     }
+
+
+def totals(table: LayerTable, least: int | None) -> list[tuple[str, str, str | None]]:
+    """The totals above the tables, as (label, value, help): parameters, FLOPs, MACs, the
+    other ops, input and output shapes, and `least`, the smallest input it runs at (None:
+    none does)."""
+    return [
+        ("Parameters", f"{table.total_params:,}", None),
+        ("FLOPs per image", short(table.total_flops),
+         f"{table.total_flops:,} (2 per multiply-add; convolutions and dense layers only)"),
+        ("MACs per image", short(table.total_macs),
+         f"{table.total_macs:,} multiply-adds (FLOPs / 2), as torchinfo and most papers count "
+         "them"),
+        ("Other ops per image", short(table.total_other_ops),
+         f"{table.total_other_ops:,}: BN, activations, pooling, additions, concatenations and "
+         "biases, counted from their output sizes"),
+        ("Input → output", f"{shape_text(table.input_shape)} → {shape_text(table.output_shape)}",
+         None),
+        ("Smallest input", "none" if least is None else f"{least} px",
+         "The smallest height = width this network runs at (exercise 7.4.2). A warning under "
+         "the input size says when the maps reach 1x1 before the last convolution."),
+    ]
+
+
+THIS_MODEL = "this model"  # the edited spec, beside the presets in the side-by-side table
+# Exercise 7.4.3 compares AlexNet, VGG, NiN and GoogLeNet: the side-by-side table's first choice.
+SIDE_BY_SIDE = (THIS_MODEL, "alexnet", "vgg11", "nin", "googlenet")
+
+
+def side_by_side_specs(chosen: list[str], spec: Spec) -> dict[str, Spec]:
+    """The specs the side-by-side table compares: each chosen preset, and `spec` (the page's
+    edited one) for THIS_MODEL."""
+    return {name: spec if name == THIS_MODEL else PRESETS[name] for name in chosen}
 
 
 def compare_specs(specs: dict[str, Spec], batch_size: int = 128) -> Columns:

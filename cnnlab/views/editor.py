@@ -12,7 +12,7 @@ import dataclasses
 import math
 import numbers
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from cnnlab.arch import specs
@@ -22,9 +22,11 @@ from cnnlab.arch.parse import freeze, spec_from_json
 from cnnlab.arch.presets import PRESETS, preset_name
 from cnnlab.arch.specs import Spec
 from cnnlab.errors import Problem, errors
+from cnnlab.views import links
 
 # Names as the chapter writes them, in the chapter's order.
 FAMILY_TITLES = {name: family.title for name, family in FAMILIES.items()}  # chapter order
+DEFAULT_PRESET = "alexnet"  # the page opens on the chapter's first network
 
 Row = dict[str, Any]
 
@@ -53,6 +55,23 @@ def changed_fields(base: Spec, spec: Spec) -> list[str]:
         return ["family"]
     return [f.name for f in dataclasses.fields(spec)
             if getattr(base, f.name) != getattr(spec, f.name)]
+
+
+# --- the spec in the URL ------------------------------------------------------------------------
+
+
+def from_link(query: Mapping[str, str]) -> tuple[Spec, list[Problem]]:
+    """The spec a pasted link names (`?model=vgg11&width=0.5`), else DEFAULT_PRESET's; with the
+    problems of a link that cannot be read, each naming the parameter to fix (the page then
+    shows DEFAULT_PRESET)."""
+    spec, problems = links.spec_from_query(query)
+    return spec or PRESETS[DEFAULT_PRESET], problems
+
+
+def link_query(spec: Spec) -> dict[str, str]:
+    """The page's URL parameters: none for DEFAULT_PRESET, else the nearest preset and the
+    fields that differ from it."""
+    return links.page_spec_query(spec, DEFAULT_PRESET)
 
 
 # --- text fields -----------------------------------------------------------------------------
