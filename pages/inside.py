@@ -10,7 +10,6 @@ looking at the same run shares one copy.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 
 import streamlit as st
 
@@ -23,6 +22,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.runs.store import Run, Status
 from cnnlab.training.data import CLASSES, FashionMNIST, load_fashion_mnist
 from cnnlab.views import inside
+from cnnlab.views.inside import Subject
 from cnnlab.views.figures import (
     batch_norm_chart,
     batch_norm_overview,
@@ -36,7 +36,6 @@ from cnnlab.views.text import markdown_text, run_option
 from pages._shared import run_store
 
 RUN, UNTRAINED = "A training run", "An untrained model"
-LATEST = "latest"
 ARCHITECTURE_SPEC = "the spec on the Architecture page"
 GALLERY_SIZE = 16
 MAX_CHANNELS = 16
@@ -55,9 +54,7 @@ def model_lock() -> threading.Lock:
 
 @st.cache_resource(max_entries=6, show_spinner="Loading the network…")
 def model_for(kind: str, ident: str, detail: str):
-    if kind == "run":
-        return inside.load_run_model(run_store(), ident, detail)
-    return inside.untrained_model(spec_from_json(ident), int(detail))
+    return inside.subject_model(run_store(), (kind, ident, detail))
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -100,17 +97,6 @@ def test_set():
 # --- choosing what to look at ----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Subject:
-    """The network on show: its spec, the cache key of its weights ("run", id, checkpoint) or
-    ("spec", JSON, seed), and for a run the key of its weights before training."""
-
-    spec: Spec
-    key: tuple[str, str, str]
-    before: tuple[str, str, str] | None = None
-    after: str = ""  # the filters' "after" label: "After (epoch-003)"
-
-
 def choose_run(runs: list[Run]) -> Subject | None:
     """The run and checkpoint to show, or None (after saying why)."""
     if not runs:
@@ -128,21 +114,21 @@ def choose_run(runs: list[Run]) -> Subject | None:
     run = by_id[run_id]
     latest = inside.latest_checkpoint(store, run_id)
     chosen = right.selectbox(
-        "Checkpoint", [LATEST] + store.checkpoints(run_id)[::-1],
+        "Checkpoint", inside.checkpoint_choices(store, run_id),
         key=f"inside.checkpoint.{run_id}", bind="query-params",
-        format_func=lambda n: f"latest ({latest})" if n == LATEST and latest else n)
+        format_func=lambda choice: inside.checkpoint_option(choice, latest))
     if run.status is Status.RUNNING:
         note = f"showing its checkpoint {markdown_text(latest)}" if latest else "no checkpoint yet"
         st.info(f"This run is still training ({note}; one is saved after every epoch).",
                 icon=":material/hourglass_top:")
         st.button("Load the newest checkpoint", icon=":material/refresh:")
-    checkpoint = latest if chosen == LATEST else chosen
+    checkpoint = inside.chosen_checkpoint(chosen, latest)
     if checkpoint is None:
         return None
-    spec = inside.run_spec(run)
-    st.caption(caption(run.model, spec, f"weights of checkpoint **{markdown_text(checkpoint)}**"))
-    return Subject(spec, ("run", run.id, checkpoint),
-                   ("spec", spec.to_json(), str(inside.run_seed(run))), f"After ({checkpoint})")
+    subject = Subject.of_run(run, checkpoint)
+    st.caption(inside.subject_caption(run.model, subject.spec, "weights of checkpoint "
+                                      f"**{markdown_text(checkpoint)}**"))
+    return subject
 
 
 def choose_spec() -> Subject:
@@ -158,15 +144,9 @@ def choose_spec() -> Subject:
     seed = int(right.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1,
                                   key="inside.seed", bind="query-params"))
     spec = edited if name == ARCHITECTURE_SPEC else presets.PRESETS[name]
-    st.caption(caption("Architecture page" if name == ARCHITECTURE_SPEC else name, spec,
-                       f"untrained: Xavier-uniform initialisation, seed {seed}"))
-    return Subject(spec, ("spec", spec.to_json(), str(seed)))
-
-
-def caption(name: str, spec: Spec, weights: str) -> str:
-    table = inspect_spec(spec)
-    return (f"**{markdown_text(name)}** ({spec.family}) at {spec.input_size}×{spec.input_size} px"
-            f" · {table.total_params:,} parameters · {weights}")
+    st.caption(inside.subject_caption("Architecture page" if name == ARCHITECTURE_SPEC else name,
+                                      spec, f"untrained: Xavier-uniform initialisation, seed {seed}"))
+    return Subject.of_spec(spec, seed)
 
 
 def choose() -> Subject:
@@ -276,7 +256,7 @@ def predictions_section(subject: Subject, data: FashionMNIST | None) -> None:
         st.info("Predictions need a network for Fashion-MNIST's 1-channel images and 10 "
                 "classes.", icon=":material/info:")
         return
-    sizes = [n for n in inside.EVAL_SIZES if n <= len(data.test_labels)]
+    sizes = inside.eval_sizes(len(data.test_labels))
     suggested = inside.suggested_eval_size(inspect_spec(spec).total_flops, sizes=tuple(sizes))
     left, right = st.columns([1, 2], vertical_alignment="bottom")
     n = left.selectbox("Test images to predict", sizes, index=sizes.index(suggested),
@@ -291,8 +271,7 @@ def predictions_section(subject: Subject, data: FashionMNIST | None) -> None:
     st.caption(f"On the first {n:,} of the {len(data.test_labels):,} test images in the "
                "bundled sample (class-balanced, drawn from Fashion-MNIST's 10,000 test "
                f"images): accuracy **{result.accuracy:.1%}**.")
-    picked = (result.mistakes(GALLERY_SIZE) if which == "mistakes"
-              else list(range(min(GALLERY_SIZE, n))))
+    picked = inside.gallery(result, which == "mistakes", GALLERY_SIZE)
     if picked:
         st.plotly_chart(prediction_gallery(data.test_images[:n], result.probs, result.targets,
                                            CLASSES, indices=picked))

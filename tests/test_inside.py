@@ -263,3 +263,44 @@ def test_the_books_gamma_and_beta_are_quoted_for_lenet_only(model) -> None:
     note = inside.textbook_bn_note(PRESETS["bn-lenet"], layers)
     assert note is not None and "d2l 7.5.4" in note and "γ = 2.16" in note
     assert inside.textbook_bn_note(PRESETS["resnet18"], layers) is None
+
+
+def test_a_runs_subject_keys_its_checkpoint_and_its_untrained_start(store, runs) -> None:
+    run = store.get(runs["torch"])
+    subject = inside.Subject.of_run(run, "final")
+    assert subject.key == ("run", run.id, "final") and subject.after == "After (final)"
+    assert subject.before == ("spec", PRESETS["bn-lenet"].to_json(), str(inside.run_seed(run)))
+    before = inside.subject_model(store, subject.before)
+    assert torch.equal(before.state_dict()["conv1.0.weight"],
+                       make_model(PRESETS["bn-lenet"], inside.run_seed(run)).state_dict()[
+                           "conv1.0.weight"])
+    trained = inside.subject_model(store, subject.key)
+    assert not torch.equal(trained.state_dict()["conv1.0.weight"],
+                           before.state_dict()["conv1.0.weight"])
+    untrained = inside.Subject.of_spec(PRESETS["lenet"], 3)
+    assert untrained.key == ("spec", PRESETS["lenet"].to_json(), "3") and untrained.before is None
+
+
+def test_the_checkpoint_picker_follows_the_latest_then_lists_the_newest_first(store, runs) -> None:
+    choices = inside.checkpoint_choices(store, runs["torch"])
+    assert choices[0] == inside.LATEST and choices[1:] == store.checkpoints(runs["torch"])[::-1]
+    assert inside.checkpoint_option(inside.LATEST, "final") == "latest (final)"
+    assert inside.checkpoint_option(inside.LATEST, None) == inside.LATEST
+    assert inside.chosen_checkpoint(inside.LATEST, "final") == "final"
+    assert inside.chosen_checkpoint(inside.LATEST, None) is None  # nothing saved yet
+    assert inside.chosen_checkpoint("epoch-001", "final") == "epoch-001"
+
+
+def test_the_caption_names_the_network_its_size_and_weights_escaped() -> None:
+    caption = inside.subject_caption("*mine*", PRESETS["bn-lenet"], "untrained, seed 0")
+    params = inspect_spec(PRESETS["bn-lenet"]).total_params
+    assert caption == (f"**\\*mine\\*** (lenet) at 28×28 px · {params:,} parameters · "
+                       "untrained, seed 0")
+
+
+def test_predictions_use_the_sizes_the_sample_has_and_the_gallery_its_first_or_wrong_images(
+        model, sample) -> None:
+    assert inside.eval_sizes(300) == [50, 100, 200]
+    result = inside.evaluate_images(model, sample.test_images[:50], sample.test_labels[:50], 28)
+    assert inside.gallery(result, mistakes=False, size=16) == list(range(16))
+    assert inside.gallery(result, mistakes=True, size=4) == result.mistakes(4)

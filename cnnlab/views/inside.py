@@ -4,7 +4,8 @@ predictions with a confusion matrix.
 
 Pure functions on CPU tensors, no Streamlit: the Inside page, the tests and a notebook all call
 the same code. Models come from a run's checkpoint (`load_run_model`) or, untrained, from a spec
-with the same Xavier initialisation that training starts from (`untrained_model`).
+with the same Xavier initialisation that training starts from (`untrained_model`); the page's
+`Subject` names either by strings that key its caches.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from torch import nn
 
 from cnnlab.arch.checks import SpecError
 from cnnlab.arch.models import batch_norm_modules, build
-from cnnlab.arch.parse import spec_from_data
+from cnnlab.analysis.layers import inspect_spec
+from cnnlab.arch.parse import spec_from_data, spec_from_json
 from cnnlab.arch.specs import Spec
 from cnnlab.errors import CnnlabError
 from cnnlab.runs.store import Run, RunStore, Status
 from cnnlab.training.data import NUM_CLASSES, to_input
 from cnnlab.training.setup import make_model
+from cnnlab.views.text import markdown_text
 
 PREDICT_BATCH = 256
 # The first BN layer's gamma and beta after 10 epochs of the from-scratch BN-LeNet, as d2l 7.5.4
@@ -259,6 +262,75 @@ def suggested_eval_size(flops_per_image: float, budget: float = EVAL_FLOPS_BUDGE
 
 
 # ---------------------------------------------------------------- what the page may show
+
+LATEST = "latest"  # the checkpoint choice that follows a run's newest checkpoint
+
+
+@dataclass(frozen=True)
+class Subject:
+    """The network on show: its spec, the key of its weights, ("run", run id, checkpoint) or
+    ("spec", spec JSON, seed), strings so that they key caches, and for a run the key of its
+    weights before training (the untrained model from the run's seed)."""
+
+    spec: Spec
+    key: tuple[str, str, str]
+    before: tuple[str, str, str] | None = None
+    after: str = ""  # the filters' "after" label: "After (epoch-003)"
+
+    @classmethod
+    def of_run(cls, run: Run, checkpoint: str) -> Subject:
+        """A run's network at `checkpoint`. Raises InsideError when its spec is not valid."""
+        spec = run_spec(run)
+        return cls(spec, ("run", run.id, checkpoint),
+                   ("spec", spec.to_json(), str(run_seed(run))), f"After ({checkpoint})")
+
+    @classmethod
+    def of_spec(cls, spec: Spec, seed: int) -> Subject:
+        """An untrained network, as training from `seed` would start it."""
+        return cls(spec, ("spec", spec.to_json(), str(seed)))
+
+
+def subject_model(store: RunStore, key: tuple[str, str, str]) -> nn.Module:
+    """The model a Subject's `key` (or `before`) names: a run's checkpoint, or an untrained
+    spec. Raises as `load_run_model` does, or SpecError for a spec that does not read."""
+    kind, ident, detail = key
+    if kind == "run":
+        return load_run_model(store, ident, detail)
+    return untrained_model(spec_from_json(ident), int(detail))
+
+
+def checkpoint_choices(store: RunStore, run_id: str) -> list[str]:
+    """The checkpoint picker's options: LATEST, then the run's checkpoints newest first."""
+    return [LATEST] + store.checkpoints(run_id)[::-1]
+
+
+def checkpoint_option(choice: str, latest: str | None) -> str:
+    """A checkpoint choice as the picker words it: 'latest (epoch-003)' while one exists."""
+    return f"latest ({latest})" if choice == LATEST and latest else choice
+
+
+def chosen_checkpoint(choice: str, latest: str | None) -> str | None:
+    """The checkpoint a choice stands for; None for LATEST before the first is saved."""
+    return latest if choice == LATEST else choice
+
+
+def subject_caption(name: str, spec: Spec, weights: str) -> str:
+    """Markdown: '**bn-lenet** (lenet) at 28×28 px · 44,878 parameters · `weights`', the name
+    escaped (a run's model may be anyone's text)."""
+    table = inspect_spec(spec)
+    return (f"**{markdown_text(name)}** ({spec.family}) at {spec.input_size}×{spec.input_size} px"
+            f" · {table.total_params:,} parameters · {weights}")
+
+
+def eval_sizes(available: int) -> list[int]:
+    """How many test images the predictions may use: the EVAL_SIZES within `available`."""
+    return [n for n in EVAL_SIZES if n <= available]
+
+
+def gallery(result: Evaluation, mistakes: bool, size: int) -> list[int]:
+    """The images the gallery shows: the first `size` mistakes, or the first `size` images."""
+    return result.mistakes(size) if mistakes else list(range(min(size, result.n)))
+
 
 
 def runs_with_weights(store: RunStore) -> list[Run]:
