@@ -17,13 +17,13 @@ from cnnlab.arch.parse import spec_from_json
 from cnnlab.arch.presets import PRESETS
 from cnnlab.arch.specs import Spec
 from cnnlab.errors import Problem, warnings
-from cnnlab.views import cost_tables, links
+from cnnlab.views import cost_tables, links, spec_form
 from cnnlab.views import editor as editing
 from cnnlab.views.editor import FAMILY_TITLES, presets_for
 from cnnlab.views.text import markdown_text
 from pages._links import keep_in_url, link_problems
 from pages._shared import show_problem, show_problems
-from pages._spec_form import EDITORS, Form
+from pages._spec_form import Form, edit_family
 from pages._spec_views import views
 
 
@@ -94,18 +94,10 @@ def edit(spec: Spec, form: Form) -> bool:
     """The editing form; an edit that works becomes the spec (and the page redraws around it).
     True when the shown edits failed, so the results are the last valid model's."""
     st.subheader("Edit")
-    common = st.columns(4)
-    with common[0]:
-        form.number("input_size", "Input size (pixels)", low=1, high=1024,
-                    help="Height = width of the input; Fashion-MNIST is resized to it")
-    with common[1]:
-        form.number("in_channels", "Input channels", low=1, high=64)
-    with common[2]:
-        form.number("num_classes", "Classes", low=1, high=100_000)
-    with common[3]:
-        form.number("width", "Width multiplier", step=0.05,
-                    help="Scales every channel count: 0.25 is the textbook's ratio = 4 (d2l 7.2.3)")
-    EDITORS[spec.family](form)
+    for cell, field in zip(st.columns(len(spec_form.COMMON)), spec_form.COMMON):
+        with cell:
+            form.field(field)
+    edit_family(form)
     general = st.container()
     result = editing.resolve_edits(spec, form.edits, st.session_state.get("last_edited"))
     if result.applied is not None and result.applied != spec:
