@@ -30,16 +30,22 @@ def _run_store() -> RunStore:
     return RunStore()
 
 
+def _or_stop(make: Callable[[], T], error: type[Exception]) -> T:
+    """What `make()` returns; on `error`, the page stops with its message and fix. A cached
+    maker that raised cached nothing, so the next rerun tries again."""
+    try:
+        return make()
+    except error as exc:
+        st.error(str(exc), icon=":material/error:")
+        st.stop()
+
+
 def run_store() -> RunStore:
     """The run store in $CNNLAB_RUNS (SQLite; safe to use from any session and thread).
 
     A store that cannot be opened (its records lost, a damaged file) stops the page with the
-    store's own message and fix; nothing is cached, so the next rerun tries again."""
-    try:
-        return _run_store()
-    except StoreError as exc:
-        st.error(str(exc), icon=":material/error:")
-        st.stop()
+    store's own message and fix."""
+    return _or_stop(_run_store, StoreError)
 
 
 @st.cache_resource(show_spinner=False)
@@ -51,13 +57,8 @@ def job_manager() -> JobManager:
     """The queue: one training worker process (or Ray task) per run, a bounded number at once.
 
     When $CNNLAB_RAY_ADDRESS names a cluster this server cannot use (Ray not installed, the
-    cluster down), the page says why and how to fix it, and stops; nothing is cached, so the
-    next rerun tries again."""
-    try:
-        return _job_manager()
-    except ExecutorError as exc:
-        st.error(str(exc), icon=":material/error:")
-        st.stop()
+    cluster down), the page says why and how to fix it, and stops."""
+    return _or_stop(_job_manager, ExecutorError)
 
 
 @st.cache_resource(show_spinner=False)
