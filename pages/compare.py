@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from cnnlab.errors import CnnlabError
-from cnnlab.runs.store import Status, groups
+from cnnlab.runs.store import groups
 from cnnlab.views import report
 from cnnlab.views.compare import (
     COLUMNS,
@@ -22,6 +22,7 @@ from cnnlab.views.compare import (
     first_choice,
     sweep_points,
     table_columns,
+    table_notes,
     textbook_references,
 )
 from cnnlab.views.curves import overlaid_curves
@@ -96,7 +97,7 @@ if not chosen:
     st.info("Choose one or more runs above.", icon=":material/info:")
     st.stop()
 
-live = any(by_id[i].status in (Status.RUNNING, Status.QUEUED) for i in chosen)
+live = any(not by_id[i].status.terminal for i in chosen)  # queued or training
 
 
 @st.fragment(run_every=REFRESH_S if live else None)
@@ -105,7 +106,7 @@ def results(run_ids: list[str]) -> None:
     try:
         rows = compare_table(store, run_ids)
         curves = curves_for(store, run_ids)
-        still_live = any(store.get(i).status in (Status.RUNNING, Status.QUEUED) for i in run_ids)
+        still_live = any(not store.get(i).status.terminal for i in run_ids)
     except KeyError as exc:  # a run deleted meanwhile
         st.warning(f"A run is gone: {markdown_text(str(exc))}. Choose again.",
                    icon=":material/warning:")
@@ -144,15 +145,7 @@ def results(run_ids: list[str]) -> None:
     right.download_button("These runs' settings and results as CSV",
                           report.runs_csv([store.get(i) for i in run_ids]), "runs.csv",
                           "text/csv", icon=":material/download:", key="compare.runs_csv")
-    notes = ["The book's rows: 10 epochs on all 60,000 training images, examples/s on its "
-             "GPU with a DataLoader pipeline; its time per run was not printed."]
-    if any(row["id"] and not row["comparable"] for row in rows):
-        notes.append("Runs on the bundled **sample** (3,000 training images) or on a subset "
-                     "are not comparable in accuracy with the book's, so they get no "
-                     "difference from it.")
-    if any(row["id"] and row["textbook"] is None for row in rows):
-        notes.append("The book trained no model like some of these runs, so they have no book row.")
-    st.caption(" ".join(notes))
+    st.caption(table_notes(rows))
     if live and not still_live:
         st.rerun()  # the runs finished: redraw once without the timer
 

@@ -17,6 +17,7 @@ from cnnlab.views.compare import (
     first_choice,
     sweep_points,
     table_columns,
+    table_notes,
     textbook_key,
     textbook_references,
 )
@@ -221,3 +222,13 @@ def test_a_links_runs_open_on_a_first_visit_and_its_missing_ones_are_named() -> 
     # Once the session has a choice, it stands (less the runs deleted since) and the link is old.
     assert first_choice(runs, ["r1", "deleted"], ["r2", "x"]) == (["r1"], [])
     assert first_choice(runs, [], ["r2"]) == ([], [])
+
+
+def test_the_notes_explain_the_books_rows_and_only_the_runs_that_need_it() -> None:
+    book = {"id": None, "comparable": True, "textbook": "bn-lenet"}
+    full = {"id": "r1", "comparable": True, "textbook": "bn-lenet"}
+    plain = table_notes([full, book])
+    assert plain.startswith("The book's rows: 10 epochs") and "sample" not in plain
+    sample = table_notes([{**full, "comparable": False}, book])
+    assert "bundled **sample**" in sample and "no book row" not in sample
+    assert table_notes([{**full, "textbook": None}]).endswith("so they have no book row.")

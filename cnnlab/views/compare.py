@@ -284,3 +284,17 @@ def first_choice(runs: list[Run], chosen: list[str] | None, linked: list[str],
     if chosen is None:
         chosen = [i for i in linked if i in ids] or default_choice(runs, pinned, watched)
     return [i for i in chosen if i in ids], missing
+
+
+def table_notes(rows: list[Row]) -> str:
+    """The caption under the table: what the book's rows are, and, only when some of `rows`
+    need it, why a run gets no difference from the book or no book row at all."""
+    notes = ["The book's rows: 10 epochs on all 60,000 training images, examples/s on its "
+             "GPU with a DataLoader pipeline; its time per run was not printed."]
+    if any(row["id"] and not row["comparable"] for row in rows):
+        notes.append("Runs on the bundled **sample** (3,000 training images) or on a subset "
+                     "are not comparable in accuracy with the book's, so they get no "
+                     "difference from it.")
+    if any(row["id"] and row["textbook"] is None for row in rows):
+        notes.append("The book trained no model like some of these runs, so they have no book row.")
+    return " ".join(notes)
