@@ -29,7 +29,6 @@ from pages._links import open_on_architecture, open_on_train
 from pages._class import gate
 from pages._shared import queue_or_explain, run_store
 
-MEMORY_MEASURES = ("train_memory", "inference_memory")
 KINDS = {"predict": "Predict, then reveal", "experiment": "Experiment", "paired": "Paired runs",
          "sweep": "Sweep", "discussion": "Discussion"}
 COUNT = st.column_config.NumberColumn(format="localized")
@@ -69,7 +68,7 @@ def predict(ex: Exercise, task: Predict) -> None:
             alert(markdown_text(answers.verdict(shown, question.tolerance)))
             st.dataframe(pd.DataFrame(list(shown.answer.rows)), hide_index=True,
                          column_config={c: COUNT for c in COUNTED})
-            if question.measure in MEMORY_MEASURES:
+            if question.measure in lesson_runs.MEMORY_MEASURES:
                 measured_beside(question)
 
 
@@ -102,10 +101,10 @@ def queue_runs(ex: Exercise, task: Paired | Sweep) -> None:
     st.caption(f"Expect: {markdown_text(task.expect)}")
     st.caption("Runs: " + ", ".join(markdown_text(n) for n in names))
     k = f"lesson.{ex.id}.queued"
-    label = "Queue both runs" if len(names) == 2 else f"Queue {len(names)} runs"
     # Keyed by the groups this session queued: a click is one group, even if a rerun replays it.
     clicks = st.session_state.get(f"{k}.clicks", 0)
-    if st.button(label, key=f"{k}.{clicks}", icon=":material/playlist_add:"):
+    if st.button(lesson_runs.queue_label(len(names)), key=f"{k}.{clicks}",
+                 icon=":material/playlist_add:"):
         # Owned by this student, within the teacher's limits.
         queued = queue_or_explain(lambda: lesson_runs.queue(gate(), ex), "Not queued")
         if queued is None:

@@ -24,7 +24,7 @@ from cnnlab.lessons.catalogue import (
     Sweep,
     exercise,
 )
-from cnnlab.lessons.runs import model_name, planned_runs
+from cnnlab.lessons.runs import MEMORY_MEASURES, model_name, planned_runs, queue_label
 from cnnlab.runs.store import RunStore, Status
 from cnnlab.training.config import TrainConfig
 from cnnlab.views.train_form import config_from_form, config_values
@@ -94,6 +94,17 @@ def _differences(a, b) -> set[str]:
     (_, spec_a, config_a), (_, spec_b, config_b) = a, b
     fields = {k for k, v in spec_a.to_dict().items() if spec_b.to_dict()[k] != v}
     return fields | {k for k, v in config_a.to_dict().items() if config_b.to_dict()[k] != v}
+
+
+def test_a_cards_button_says_how_many_runs_it_queues():
+    assert queue_label(len(planned_runs(exercise("7.5.5")))) == "Queue both runs"  # paired
+    assert queue_label(len(planned_runs(exercise("7.1.3")))) == "Queue 3 runs"  # a sweep
+
+
+def test_every_memory_question_is_one_that_runs_measure_too():
+    memory = {q.measure for e in EXERCISES if isinstance(e.task, Predict)
+              for q in e.task.questions if "memory" in q.measure}
+    assert memory and memory <= set(MEMORY_MEASURES) <= set(answers.MEASURES)
 
 
 def test_a_card_that_queues_nothing_says_so():

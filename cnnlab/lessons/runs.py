@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from cnnlab.runs.jobs import JobManager
 
 Run = tuple[str, Spec, TrainConfig]  # (name, spec, config), as queue_group takes them
+# The predict questions whose reveal also shows this server's runs of the network
+# (`measured_runs`): a memory count is an estimate, and a run measures the real thing.
+MEMORY_MEASURES = ("train_memory", "inference_memory")
 
 
 def model_name(exercise: Exercise) -> str:
@@ -46,6 +49,11 @@ def planned_runs(exercise: Exercise) -> list[Run]:
             runs.append((f"{exercise.id} · {task.field}={value_text(value)}{suffix}",
                          new_spec, new_config))
     return runs
+
+
+def queue_label(count: int) -> str:
+    """The button that queues a card's `count` runs: 'Queue both runs', 'Queue 4 runs'."""
+    return "Queue both runs" if count == 2 else f"Queue {count} runs"
 
 
 def queue(manager: JobManager | ClassGate, exercise: Exercise, owner: str | None = None
