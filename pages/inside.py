@@ -4,23 +4,20 @@ feature maps of one test image block by block, every BatchNorm layer's gamma and
 
 The page only arranges widgets; `cnnlab.views.inside` computes and `cnnlab.views.figures`
 draws. Models and results are cached by (run id, checkpoint) or (spec, seed), so every student
-looking at the same run shares one copy.
+looking at the same run shares one copy (`pages/_inside_models.py`).
 """
 
 from __future__ import annotations
-
-import threading
 
 import streamlit as st
 
 from cnnlab.analysis.layers import inspect_spec
 from cnnlab.arch import presets
 from cnnlab.arch.checks import check
-from cnnlab.arch.parse import spec_from_json
 from cnnlab.arch.specs import Spec
 from cnnlab.errors import CnnlabError
 from cnnlab.runs.store import Run, Status
-from cnnlab.training.data import CLASSES, FashionMNIST, load_fashion_mnist
+from cnnlab.training.data import CLASSES, FashionMNIST
 from cnnlab.views import inside
 from cnnlab.views.inside import Subject
 from cnnlab.views.figures import (
@@ -33,65 +30,13 @@ from cnnlab.views.figures import (
     prediction_gallery,
 )
 from cnnlab.views.text import markdown_text, run_option
+from pages._inside_models import evaluation, filters, maps, model_for, norms, test_set
 from pages._shared import run_store
 
 RUN, UNTRAINED = "A training run", "An untrained model"
 ARCHITECTURE_SPEC = "the spec on the Architecture page"
 GALLERY_SIZE = 16
 MAX_CHANNELS = 16
-
-
-# --- models and results, cached by what identifies them ----------------------------------------
-# A "subject" is ("run", run id, checkpoint) or ("spec", spec JSON, seed): strings, so they key
-# the caches. The model object is shared by every session, and feature_maps adds hooks to it
-# for one forward pass, so all work on shared models goes through one lock.
-
-
-@st.cache_resource
-def model_lock() -> threading.Lock:
-    return threading.Lock()
-
-
-@st.cache_resource(max_entries=6, show_spinner="Loading the network…")
-def model_for(kind: str, ident: str, detail: str):
-    return inside.subject_model(run_store(), (kind, ident, detail))
-
-
-@st.cache_data(max_entries=32, show_spinner=False)
-def filters(kind: str, ident: str, detail: str):
-    if kind == "spec":  # a fresh copy: "before training" need not keep a whole model cached
-        return inside.first_layer_filters(inside.untrained_model(spec_from_json(ident),
-                                                                 int(detail)))
-    with model_lock():
-        return inside.first_layer_filters(model_for(kind, ident, detail))
-
-
-@st.cache_data(max_entries=64, show_spinner="Running the image through the network…")
-def maps(kind: str, ident: str, detail: str, index: int, input_size: int):
-    with model_lock():
-        return inside.feature_maps(model_for(kind, ident, detail), test_set().test_images[index],
-                                   input_size, include_input=True)
-
-
-@st.cache_data(max_entries=32, show_spinner=False)
-def norms(kind: str, ident: str, detail: str):
-    with model_lock():
-        return inside.batch_norm_layers(model_for(kind, ident, detail))
-
-
-@st.cache_data(max_entries=16, show_spinner="Predicting the test images…")
-def evaluation(kind: str, ident: str, detail: str, n: int, input_size: int):
-    data = test_set()
-    with model_lock():
-        return inside.evaluate_images(model_for(kind, ident, detail), data.test_images[:n],
-                                      data.test_labels[:n], input_size)
-
-
-@st.cache_resource(show_spinner=False)
-def test_set():
-    # The bundled sample's 1,000 test images: always there, class-balanced, drawn from the
-    # real test set, and small enough to predict in seconds on a CPU.
-    return load_fashion_mnist(source="sample")
 
 
 # --- choosing what to look at ----------------------------------------------------------------
