@@ -81,19 +81,24 @@ def choose_model() -> tuple[Spec, bool]:
         help="Locked by the teacher" if locked else None,
         format_func=lambda choice: train_form.model_option(choice, edited))
     spec = train_form.chosen_spec(picked, edited)
+    return spec, shown_if_built(spec)
+
+
+def shown_if_built(spec: Spec) -> bool:
+    """Whether `spec` can be built: its size under the picker if so, else its problems."""
     problems = errors(validate(spec))
     if problems:
         st.error("This model cannot be built; fix it on the Architecture page.",
                  icon=":material/error:")
         show_problems(problems)
-        return spec, False
+        return False
     try:
         table = inspect_spec(spec)
     except CnnlabError as exc:
         st.error(f"This model cannot be built: {markdown_text(str(exc))}", icon=":material/error:")
-        return spec, False
+        return False
     st.caption(train_form.model_caption(spec, table))
-    return spec, True
+    return True
 
 
 def start_values(spec: Spec, buildable: bool) -> None:
