@@ -3,8 +3,8 @@
 `inspect_model(model, (N, C, H, W))` runs one forward pass on meta tensors and records, for
 every leaf layer call in execution order, its output shape, parameters, FLOPs, the other ops,
 activation size and receptive field (`LayerTable`); `cnnlab.analysis.recorder` says how each
-is counted. `forward_failure`, `smallest_input_size` and `smallest_input` answer whether an
-input fits, `collapsed_before_end` whether the maps reach 1x1 too early.
+is counted. `smallest_input_size` and `smallest_input` answer whether an input fits,
+`collapsed_before_end` whether the maps reach 1x1 too early.
 
 MACs (multiply-adds, what torchinfo and the seeds count) are FLOPs / 2: FLOPs count only the
 multiply-adds of convolutions and matrix products (2 each), so a layer without them, BN,
@@ -343,20 +343,9 @@ def _storage_id(tensor: torch.Tensor) -> int:
 
 def inspect_spec(spec: Spec, batch_size: int = 1) -> LayerTable:
     """`inspect_model` for a spec's network at its own input size, built on meta; cached by the
-    (frozen) spec, so checking a spec and showing its table cost one forward pass. A spec
-    holding lists (legal, but not hashable) is inspected afresh each time. Check the spec
-    with `cnnlab.arch.checks` first."""
-    return _by_spec(_cached_inspect_spec, _inspect_spec, spec, batch_size)
-
-
-def _by_spec(cached: Callable[..., Any], plain: Callable[..., Any], spec: Spec, *args: Any) -> Any:
-    """`cached(spec, *args)`; `plain(spec, *args)` for a spec holding lists (legal, but not
-    hashable, so an lru_cache cannot key on it)."""
-    try:
-        hash(spec)
-    except TypeError:
-        return plain(spec, *args)
-    return cached(spec, *args)
+    (frozen) spec, so checking a spec and showing its table cost one forward pass. Check the
+    spec with `cnnlab.arch.checks` first: it refuses lists, which a cache cannot key on."""
+    return _cached_inspect_spec(spec, batch_size)
 
 
 def _inspect_spec(spec: Spec, batch_size: int) -> LayerTable:
@@ -368,24 +357,12 @@ def _inspect_spec(spec: Spec, batch_size: int) -> LayerTable:
 _cached_inspect_spec = functools.lru_cache(maxsize=128)(_inspect_spec)
 
 
-def forward_failure(model: nn.Module, input_shape: tuple[int, ...]) -> Failure | None:
-    """None if a meta forward pass with this input works; else (layer path, error text)."""
-    shape = with_batch(input_shape)
-    with on_meta_in_eval(model) as meta_model, Recorder(meta_model) as recorder:
-        try:
-            meta_model(meta_input(meta_model, shape))
-        except Exception as exc:
-            return Failure(recorder.failing_layer(), str(exc))
-    return None
-
-
 def smallest_input(spec: Spec) -> int | None:
     """The smallest square input size (pixels) this spec's network builds and runs at, or None
     if not even MAX_INPUT_SIZE does (exercise 7.4.2 asks it for GoogLeNet). The spec's own
     input size plays no part: the network is rebuilt at each size tried, dense head included.
-    Cached by the spec; a spec holding lists is searched afresh each time."""
-    return _by_spec(_cached_smallest_input, _smallest_input,
-                    spec.replace(input_size=MAX_INPUT_SIZE))
+    Cached by the spec."""
+    return _cached_smallest_input(spec.replace(input_size=MAX_INPUT_SIZE))
 
 
 def _smallest_input(spec: Spec) -> int | None:
@@ -413,8 +390,7 @@ def smallest_uncollapsed_input(spec: Spec) -> int | None:
     """The smallest square input size at which no convolution runs on a 1x1 map
     (`collapsed_before_end`), or None if not even MAX_INPUT_SIZE: the other half of exercise
     7.4.2, since GoogLeNet's padded pools let it run on a single pixel. Cached by the spec."""
-    return _by_spec(_cached_smallest_uncollapsed_input, _smallest_uncollapsed_input,
-                    spec.replace(input_size=MAX_INPUT_SIZE))
+    return _cached_smallest_uncollapsed_input(spec.replace(input_size=MAX_INPUT_SIZE))
 
 
 def _smallest_uncollapsed_input(spec: Spec) -> int | None:
@@ -492,7 +468,7 @@ def _size_probe(model_or_factory: nn.Module | Callable[[int], nn.Module],
             candidate = build_at(size)
             with on_meta_in_eval(candidate) as meta_model, ShapeOnly():
                 meta_model(meta_input(meta_model, (1, in_channels, size, size)))
-        except Exception:  # any failure means "too small"; the message is forward_failure's job
+        except Exception:  # any failure means "too small"; InspectionError names the layer
             return False
         return True
 
