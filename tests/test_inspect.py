@@ -11,12 +11,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from cnnlab.analysis import layers
-from cnnlab.analysis.layers import (
-    InspectionError,
-    inspect_model,
-    inspect_spec,
-    smallest_input_size,
-)
+from cnnlab.analysis.layers import InspectionError, inspect_model, inspect_spec
+from cnnlab.analysis.smallest_input import smallest_input_size
 from cnnlab.analysis.table_text import human_bytes
 from cnnlab.arch.checks import check, validate
 from cnnlab.arch.models import build

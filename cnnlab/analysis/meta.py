@@ -62,7 +62,7 @@ class ShapeOnly(MetaMode):
     """Runs ops on meta with the fast kernels below, counting nothing (size probing). A map
     that shrinks to nothing raises TooSmall at once: PyTorch's own kernel would explain it,
     but its error path imports sympy (0.4 s, seconds on a busy server) on first use, and
-    `cnnlab.analysis.layers.smallest_input` probes sizes that fail on purpose."""
+    `cnnlab.analysis.smallest_input` probes sizes that fail on purpose."""
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from cnnlab.analysis.layers import BlockRow, LayerTable, inspect_spec, smallest_input
+from cnnlab.analysis.layers import BlockRow, LayerTable, inspect_spec
+from cnnlab.analysis.smallest_input import smallest_input
 from cnnlab.arch.specs import Spec
 from cnnlab.shapes import shape_text
 
