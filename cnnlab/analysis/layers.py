@@ -46,50 +46,46 @@ VIEW_LAYERS = {"Flatten", "Unflatten", "Identity"}
 
 
 @dataclass(frozen=True)
-class LayerRow:
+class Counts:
+    """What a layer call or a block costs and sees, per image: its output, parameters, FLOPs,
+    the other ops, activation bytes and receptive field (with its jump). The shared contract
+    of `LayerRow` and `BlockRow`, so the table text and the pages treat them alike."""
+
+    output_shape: tuple[int, ...]
+    params: int
+    flops: int
+    other_ops: int
+    activation_bytes: int
+    receptive_field: int
+    jump: int
+
+    @property
+    def macs(self) -> int:
+        """Multiply-adds per image (conv and dense layers; 0 elsewhere): FLOPs / 2."""
+        return self.flops // 2
+
+
+@dataclass(frozen=True)
+class LayerRow(Counts):
     """One call of a leaf layer (or the container ops of a Residual/Inception/DenseBlock).
 
-    Counts are per image. `params` counts a parameter at its first call only, so the column
-    sums to the parameters that ran. `kind` is "conv", "fc" or "other".
+    `params` counts a parameter at its first call only, so the column sums to the parameters
+    that ran. `kind` is "conv", "fc" or "other".
     """
 
     path: str
     type: str
     block: str
     depth: int
-    output_shape: tuple[int, ...]
-    params: int
-    flops: int
-    other_ops: int
-    activation_bytes: int
-    receptive_field: int
-    jump: int
     kind: str = "other"
-
-    @property
-    def macs(self) -> int:
-        """Multiply-adds per image (conv and dense layers; 0 elsewhere)."""
-        return self.flops // 2
 
 
 @dataclass(frozen=True)
-class BlockRow:
+class BlockRow(Counts):
     """A top-level child of the model: its rows summed, its output, its widest field."""
 
     name: str
     type: str
-    output_shape: tuple[int, ...]
-    params: int
-    flops: int
-    other_ops: int
-    activation_bytes: int
-    receptive_field: int
-    jump: int
-
-    @property
-    def macs(self) -> int:
-        """Multiply-adds per image of the block's conv and dense layers."""
-        return self.flops // 2
 
 
 @dataclass(frozen=True)
