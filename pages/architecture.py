@@ -16,7 +16,8 @@ import streamlit as st
 
 from cnnlab.analysis import codegen
 from cnnlab.analysis.diagram import GraphvizMissing, to_dot, to_svg
-from cnnlab.analysis.layers import LayerTable, inspect_spec, smallest_input
+from cnnlab.analysis.layers import LayerTable, inspect_spec
+from cnnlab.analysis.smallest_input import smallest_input
 from cnnlab.analysis.table_text import human_bytes
 from cnnlab.arch.checks import validate
 from cnnlab.arch.parse import spec_from_json
