@@ -1,6 +1,7 @@
 """Sizes as the code base reads and writes them: a kernel or stride as (height, width), a
-tensor shape as "64x24x24" text. Shared by the models, the layer table, the diagram and the
-views, so the notation is the same everywhere."""
+tensor shape as "64x24x24" text, the side a sliding window leaves. Shared by the models, the
+layer table, the diagram and the views, so the notation and the arithmetic are the same
+everywhere."""
 
 from __future__ import annotations
 
@@ -19,6 +20,19 @@ def largest_side(value: Any, default: int) -> int:
     if isinstance(value, (list, tuple)) and not value:
         return default
     return int(max(pair(value)))
+
+
+def window_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0,
+                       dilation: int = 1, ceil_mode: bool = False) -> int:
+    """The output side of a convolution or pooling window sliding over `size` pixels, exactly
+    as PyTorch computes it: floor((n + 2p - d(k - 1) - 1) / s) + 1 (d2l 6.3's formula, with
+    dilation). Ceil mode rounds up, but drops a last window that would start in the padding
+    (aten's pooling_output_shape). Below 1 when the map shrinks to nothing: PyTorch raises."""
+    span = size + 2 * padding - dilation * (kernel - 1) - 1
+    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
 
 
 def shape_text(shape: Sequence[int] | None, sep: str = "x", empty: str = "") -> str:

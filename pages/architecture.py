@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from cnnlab.analysis.layers import LayerTable, inspect_spec, smallest_input
+from cnnlab.analysis.layers import LayerTable, inspect_spec
+from cnnlab.analysis.smallest_input import smallest_input
 from cnnlab.arch.checks import validate
 from cnnlab.arch.parse import spec_from_json
 from cnnlab.arch.presets import PRESETS

@@ -22,6 +22,7 @@ from cnnlab.views.compare import (
     textbook_references,
 )
 from cnnlab.views.figures import sweep_figure
+from cnnlab.views.text import took_seconds
 from tests.conftest import ONE_EPOCH, record_tiny_run
 
 
@@ -232,3 +233,16 @@ def test_the_notes_explain_the_books_rows_and_only_the_runs_that_need_it() -> No
     sample = table_notes([{**full, "comparable": False}, book])
     assert "bundled **sample**" in sample and "no book row" not in sample
     assert table_notes([{**full, "textbook": None}]).endswith("so they have no book row.")
+
+
+def test_the_time_a_run_took_is_the_loops_own_seconds_else_the_stores_clock() -> None:
+    def run(status: Status, **fields) -> Run:
+        return Run("r", status, "bn-lenet", {}, {}, created_at=1.0, **fields)
+
+    assert took_seconds(run(Status.QUEUED)) is None
+    assert took_seconds(run(Status.RUNNING, started_at=10.0), now=25.0) == 15.0
+    # The loop's seconds leave out the worker's start-up and last checkpoint.
+    assert took_seconds(run(Status.DONE, started_at=10.0, finished_at=40.0,
+                            result={"seconds": 27.5})) == 27.5
+    assert took_seconds(run(Status.FAILED, started_at=10.0, finished_at=12.0)) == 2.0
+    assert took_seconds(run(Status.CANCELLED, finished_at=12.0)) is None  # cancelled queued

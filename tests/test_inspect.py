@@ -11,13 +11,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from cnnlab.analysis import layers
-from cnnlab.analysis.layers import (
-    InspectionError,
-    forward_failure,
-    inspect_model,
-    inspect_spec,
-    smallest_input_size,
-)
+from cnnlab.analysis.layers import InspectionError, inspect_model, inspect_spec
+from cnnlab.analysis.smallest_input import smallest_input_size
 from cnnlab.analysis.table_text import human_bytes
 from cnnlab.arch.checks import check, validate
 from cnnlab.arch.models import build
@@ -448,22 +443,19 @@ def test_a_built_vgg_works_down_to_its_own_size_only():
     assert smallest_input_size(model, upper=200) is None
 
 
-def test_forward_failure_names_the_layer_where_it_breaks():
-    failure = forward_failure(meta_model(PRESETS["vgg11"]), (1, 1, 96, 96))
-    assert failure is not None
-    assert failure.layer == "fc1.0"
-    assert "4608" in failure.message
+def test_a_failed_inspection_names_the_layer_where_it_breaks():
+    with pytest.raises(InspectionError) as info:
+        inspect_model(meta_model(PRESETS["vgg11"]), (1, 1, 96, 96))
+    assert info.value.layer == "fc1.0"
+    assert "4608" in info.value.message
 
 
-def test_forward_failure_is_none_when_the_input_fits():
-    assert forward_failure(meta_model(PRESETS["vgg11"]), (1, 1, 224, 224)) is None
-
-
-def test_forward_failure_names_a_conv_whose_input_is_too_small():
+def test_a_failed_inspection_names_a_conv_whose_input_is_too_small():
     model = nn.Sequential(nn.Conv2d(1, 1, 3), nn.Conv2d(1, 1, 5))
-    layer, message = forward_failure(model, (1, 1, 6, 6))
-    assert layer == "1"
-    assert message
+    with pytest.raises(InspectionError) as info:
+        inspect_model(model, (1, 1, 6, 6))
+    assert info.value.layer == "1"
+    assert info.value.message
 
 
 def test_inspecting_an_input_that_does_not_fit_raises_naming_the_layer():
@@ -488,12 +480,11 @@ def test_checking_and_summarising_a_spec_run_one_forward_pass(monkeypatch):
     assert len(passes) == 1
 
 
-def test_a_spec_holding_lists_is_inspected_without_the_cache():
-    # validate refuses lists in tuple fields; a caller that inspects without validating
-    # still gets a table instead of "unhashable type" from the cache.
+def test_a_spec_holding_lists_is_refused_before_any_cached_inspection():
+    # validate refuses lists in tuple fields, so every spec that reaches the cached
+    # inspect_spec hashes.
     spec = PRESETS["vgg11"].replace(conv_arch=[[1, 64], [1, 128]])
     assert [p.field for p in validate(spec)] == ["conv_arch"]
-    assert inspect_spec(spec).shapes["vgg_block2"] == (128, 56, 56)
 
 
 # --- the caller's module is left alone ------------------------------------------------------

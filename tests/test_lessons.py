@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from cnnlab.analysis.layers import inspect_spec, smallest_input_size
+from cnnlab.analysis.layers import inspect_spec
+from cnnlab.analysis.smallest_input import smallest_input_size
 from cnnlab.arch.checks import check
 from cnnlab.arch.models import build
 from cnnlab.arch.presets import PRESETS

@@ -70,7 +70,7 @@ def test_a_summary_imports_neither_dynamo_nor_sympy_nor_the_flop_counter():
 def test_probing_for_the_smallest_input_imports_neither_dynamo_nor_sympy():
     # The probes fail on purpose; PyTorch's error path for a collapsed map imports sympy, which
     # on a busy server held an Architecture page edit for seconds.
-    assert heavy_imports("from cnnlab.analysis.layers import smallest_input\n"
+    assert heavy_imports("from cnnlab.analysis.smallest_input import smallest_input\n"
                          "for spec in PRESETS.values(): smallest_input(spec)",
                          "torch._dynamo", "sympy") == []
 

@@ -207,6 +207,7 @@ def test_the_gpu_estimate_includes_a_cuda_context():
 
 def test_the_training_device_follows_the_config(monkeypatch):
     monkeypatch.setattr(resources.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(resources.torch.cuda, "device_count", lambda: 1)
     assert resources.training_device(TrainConfig(device="auto")) == "cuda"
     assert resources.training_device(TrainConfig(device="cpu")) == "cpu"
     monkeypatch.setattr(resources.torch.cuda, "is_available", lambda: False)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from cnnlab.runs import integrity, schema
 from cnnlab.runs import store as store_module
 from cnnlab.runs.processes import pid_alive
 from cnnlab.runs.checkpoints import CheckpointError
@@ -496,7 +497,7 @@ def test_a_run_store_of_schema_1_gains_groups_in_place_and_keeps_its_runs(tmp_pa
     new = store.create("vgg-11", SPEC, CONFIG, group="lr sweep", owner="Ada")
     assert store.get(new.id).group == "lr sweep" and store.get(new.id).owner == "Ada"
     with sqlite3.connect(runs_dir / store_module.DB_NAME) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == store_module.SCHEMA_VERSION == 4
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION == 4
     RunStore(runs_dir)  # opening a migrated store again changes nothing
     assert [r.id for r in store.list()] == [new.id, old.id]
 
@@ -573,7 +574,7 @@ def test_a_read_only_store_can_be_browsed_and_refuses_writes_clearly(tmp_path: P
                                    "train_loss": 2.0}])
     # Tests run as root, for whom chmod -w changes nothing: pretend the folder is read-only.
     real_access = os.access
-    monkeypatch.setattr(store_module.os, "access",
+    monkeypatch.setattr(integrity.os, "access",
                         lambda path, mode: mode != os.W_OK and real_access(path, mode))
     store = RunStore(runs_dir)
     assert store.read_only
@@ -584,3 +585,16 @@ def test_a_read_only_store_can_be_browsed_and_refuses_writes_clearly(tmp_path: P
     with pytest.raises(StoreError, match="read-only"):
         store.request_cancel(run_id)
     assert RunStore(runs_dir, read_only=False).get(run_id).status is Status.RUNNING
+
+
+def test_a_read_only_store_must_exist_with_the_current_columns(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="no run store at .* is read-only"):
+        RunStore(tmp_path / "none", read_only=True)
+    runs_dir = tmp_path / "runs"
+    runs_dir.mkdir()
+    with sqlite3.connect(runs_dir / store_module.DB_NAME) as conn:
+        conn.executescript(VERSION_1_RUNS)
+    with pytest.raises(StoreError, match="older cnnlab .*lacks run_group, owner, worker_start"):
+        RunStore(runs_dir, read_only=True)
+    assert [r.name for r in RunStore(runs_dir, read_only=False).list()] == ["old run"]
+    assert [r.name for r in RunStore(runs_dir, read_only=True).list()] == ["old run"]

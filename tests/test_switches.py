@@ -11,10 +11,9 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from cnnlab.analysis.diagram import to_dot
-from cnnlab.analysis.layers import (
+from cnnlab.analysis.layers import inspect_model, inspect_spec
+from cnnlab.analysis.smallest_input import (
     collapsed_before_end,
-    inspect_model,
-    inspect_spec,
     smallest_input,
     smallest_uncollapsed_input,
 )

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from cnnlab.analysis.layers import smallest_input
+from cnnlab.analysis.smallest_input import smallest_input
 from cnnlab.arch.checks import SpecError, check, parse_literal, validate
 from cnnlab.arch.parse import spec_from_data, spec_from_json
 from cnnlab.arch.presets import PRESETS

@@ -3,8 +3,7 @@
 `inspect_model(model, (N, C, H, W))` runs one forward pass on meta tensors and records, for
 every leaf layer call in execution order, its output shape, parameters, FLOPs, the other ops,
 activation size and receptive field (`LayerTable`); `cnnlab.analysis.recorder` says how each
-is counted. `forward_failure`, `smallest_input_size` and `smallest_input` answer whether an
-input fits, `collapsed_before_end` whether the maps reach 1x1 too early.
+is counted. Which input sizes are too small is `cnnlab.analysis.smallest_input`.
 
 MACs (multiply-adds, what torchinfo and the seeds count) are FLOPs / 2: FLOPs count only the
 multiply-adds of convolutions and matrix products (2 each), so a layer without them, BN,
@@ -16,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -33,7 +31,6 @@ from cnnlab.analysis.meta import (
 )
 from cnnlab.analysis.recorder import Field, Recorder, first_tensor
 from cnnlab.analysis.table_text import format_table
-from cnnlab.arch.checks import MAX_INPUT_SIZE
 from cnnlab.arch.models import build
 from cnnlab.arch.specs import Spec
 from cnnlab.errors import CnnlabError
@@ -49,50 +46,46 @@ VIEW_LAYERS = {"Flatten", "Unflatten", "Identity"}
 
 
 @dataclass(frozen=True)
-class LayerRow:
+class Counts:
+    """What a layer call or a block costs and sees, per image: its output, parameters, FLOPs,
+    the other ops, activation bytes and receptive field (with its jump). The shared contract
+    of `LayerRow` and `BlockRow`, so the table text and the pages treat them alike."""
+
+    output_shape: tuple[int, ...]
+    params: int
+    flops: int
+    other_ops: int
+    activation_bytes: int
+    receptive_field: int
+    jump: int
+
+    @property
+    def macs(self) -> int:
+        """Multiply-adds per image (conv and dense layers; 0 elsewhere): FLOPs / 2."""
+        return self.flops // 2
+
+
+@dataclass(frozen=True)
+class LayerRow(Counts):
     """One call of a leaf layer (or the container ops of a Residual/Inception/DenseBlock).
 
-    Counts are per image. `params` counts a parameter at its first call only, so the column
-    sums to the parameters that ran. `kind` is "conv", "fc" or "other".
+    `params` counts a parameter at its first call only, so the column sums to the parameters
+    that ran. `kind` is "conv", "fc" or "other".
     """
 
     path: str
     type: str
     block: str
     depth: int
-    output_shape: tuple[int, ...]
-    params: int
-    flops: int
-    other_ops: int
-    activation_bytes: int
-    receptive_field: int
-    jump: int
     kind: str = "other"
-
-    @property
-    def macs(self) -> int:
-        """Multiply-adds per image (conv and dense layers; 0 elsewhere)."""
-        return self.flops // 2
 
 
 @dataclass(frozen=True)
-class BlockRow:
+class BlockRow(Counts):
     """A top-level child of the model: its rows summed, its output, its widest field."""
 
     name: str
     type: str
-    output_shape: tuple[int, ...]
-    params: int
-    flops: int
-    other_ops: int
-    activation_bytes: int
-    receptive_field: int
-    jump: int
-
-    @property
-    def macs(self) -> int:
-        """Multiply-adds per image of the block's conv and dense layers."""
-        return self.flops // 2
 
 
 @dataclass(frozen=True)
@@ -343,160 +336,20 @@ def _storage_id(tensor: torch.Tensor) -> int:
 
 def inspect_spec(spec: Spec, batch_size: int = 1) -> LayerTable:
     """`inspect_model` for a spec's network at its own input size, built on meta; cached by the
-    (frozen) spec, so checking a spec and showing its table cost one forward pass. A spec
-    holding lists (legal, but not hashable) is inspected afresh each time. Check the spec
-    with `cnnlab.arch.checks` first."""
-    return _by_spec(_cached_inspect_spec, _inspect_spec, spec, batch_size)
+    (frozen) spec, so checking a spec and showing its table cost one forward pass. Check the
+    spec with `cnnlab.arch.checks` first: it refuses lists, which a cache cannot key on."""
+    return _cached_inspect_spec(spec, batch_size)
 
 
-def _by_spec(cached: Callable[..., Any], plain: Callable[..., Any], spec: Spec, *args: Any) -> Any:
-    """`cached(spec, *args)`; `plain(spec, *args)` for a spec holding lists (legal, but not
-    hashable, so an lru_cache cannot key on it)."""
-    try:
-        hash(spec)
-    except TypeError:
-        return plain(spec, *args)
-    return cached(spec, *args)
-
-
-def _inspect_spec(spec: Spec, batch_size: int) -> LayerTable:
+def inspect_spec_afresh(spec: Spec, batch_size: int = 1) -> LayerTable:
+    """`inspect_spec` without its cache: for a search over many sizes, whose tables would
+    crowd out the ones the pages show."""
     with torch.device("meta"):
         model = build(spec)
     return inspect_model(model, (batch_size, spec.in_channels, spec.input_size, spec.input_size))
 
 
-_cached_inspect_spec = functools.lru_cache(maxsize=128)(_inspect_spec)
-
-
-def forward_failure(model: nn.Module, input_shape: tuple[int, ...]) -> Failure | None:
-    """None if a meta forward pass with this input works; else (layer path, error text)."""
-    shape = with_batch(input_shape)
-    with on_meta_in_eval(model) as meta_model, Recorder(meta_model) as recorder:
-        try:
-            meta_model(meta_input(meta_model, shape))
-        except Exception as exc:
-            return Failure(recorder.failing_layer(), str(exc))
-    return None
-
-
-def smallest_input(spec: Spec) -> int | None:
-    """The smallest square input size (pixels) this spec's network builds and runs at, or None
-    if not even MAX_INPUT_SIZE does (exercise 7.4.2 asks it for GoogLeNet). The spec's own
-    input size plays no part: the network is rebuilt at each size tried, dense head included.
-    Cached by the spec; a spec holding lists is searched afresh each time."""
-    return _by_spec(_cached_smallest_input, _smallest_input,
-                    spec.replace(input_size=MAX_INPUT_SIZE))
-
-
-def _smallest_input(spec: Spec) -> int | None:
-    def factory(size: int) -> nn.Module:
-        return build(spec.replace(input_size=size))
-
-    # A dense head sized for the input (AlexNet, VGG, LeNet) needs a rebuild per size tried;
-    # a network that ends in global pooling is the same module at any size: build it once
-    # (DenseNet-121: 0.7 s of rebuilds down to one).
-    with torch.device("meta"):
-        model = factory(MAX_INPUT_SIZE)
-        same_at_half = _count(factory(MAX_INPUT_SIZE // 2)) == _count(model)
-    return smallest_input_size(model if same_at_half else factory, spec.in_channels,
-                               MAX_INPUT_SIZE)
-
-
-def _count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-_cached_smallest_input = functools.lru_cache(maxsize=128)(_smallest_input)
-
-
-def smallest_uncollapsed_input(spec: Spec) -> int | None:
-    """The smallest square input size at which no convolution runs on a 1x1 map
-    (`collapsed_before_end`), or None if not even MAX_INPUT_SIZE: the other half of exercise
-    7.4.2, since GoogLeNet's padded pools let it run on a single pixel. Cached by the spec."""
-    return _by_spec(_cached_smallest_uncollapsed_input, _smallest_uncollapsed_input,
-                    spec.replace(input_size=MAX_INPUT_SIZE))
-
-
-def _smallest_uncollapsed_input(spec: Spec) -> int | None:
-    low = smallest_input(spec)
-    if low is None:
-        return None
-
-    def keeps_maps(size: int) -> bool:  # uncached: the search would crowd out the pages' tables
-        return collapsed_before_end(_inspect_spec(spec.replace(input_size=size), 1)) is None
-
-    return _lowest(keeps_maps, low, MAX_INPUT_SIZE)
-
-
-_cached_smallest_uncollapsed_input = functools.lru_cache(maxsize=128)(_smallest_uncollapsed_input)
-
-
-def collapsed_before_end(table: LayerTable) -> tuple[str, str] | None:
-    """(the layer whose output is first 1x1, the first convolution after it) when a
-    convolution runs on a 1x1 map, else None. Its 3x3 or 5x5 window then sees one pixel and
-    padding: a network can run at such a size (GoogLeNet runs far below the book's 96) and
-    still have nothing left to look at."""
-    collapsed = None
-    for row in table.rows:
-        if collapsed is not None and row.kind == "conv":
-            return collapsed, row.path
-        if collapsed is None and len(row.output_shape) == 3 and row.output_shape[1:] == (1, 1):
-            collapsed = row.path
-    return None
-
-
-def smallest_input_size(model_or_factory: nn.Module | Callable[[int], nn.Module],
-                        in_channels: int = 1, upper: int = 224) -> int | None:
-    """The smallest square input size in [1, upper] for which a meta forward pass works, or
-    None if `upper` itself fails.
-
-    Binary search: each conv/pool shrinks the map by a size-monotone rule, so once a size
-    works every larger one does. A module's dense head fixes its input size to a narrow range
-    around the size it was built for: pass that size as `upper`. A factory (size -> model,
-    built here on meta) rebuilds the head for each size, so any `upper` will do.
-    """
-    return _lowest(_size_probe(model_or_factory, in_channels), 1, upper)
-
-
-def _lowest(works: Callable[[int], bool], low: int, high: int) -> int | None:
-    """The smallest size in [low, high] that `works`, for a test that, once true, stays true
-    for every larger size; None if not even `high` works. A binary search."""
-    if not works(high):
-        return None
-    while low < high:  # invariant: `high` works, nothing below `low` does
-        middle = (low + high) // 2
-        if works(middle):
-            high = middle
-        else:
-            low = middle + 1
-    return high
-
-
-def _size_probe(model_or_factory: nn.Module | Callable[[int], nn.Module],
-                in_channels: int) -> Callable[[int], bool]:
-    """size -> whether a meta forward pass works at size x size."""
-    if isinstance(model_or_factory, nn.Module):
-        model = to_meta(model_or_factory)  # once, not per probe
-
-        def build_at(size: int) -> nn.Module:
-            return model
-    else:
-        factory = model_or_factory
-
-        def build_at(size: int) -> nn.Module:
-            with torch.device("meta"):
-                return factory(size)
-
-    def works(size: int) -> bool:
-        try:
-            candidate = build_at(size)
-            with on_meta_in_eval(candidate) as meta_model, ShapeOnly():
-                meta_model(meta_input(meta_model, (1, in_channels, size, size)))
-        except Exception:  # any failure means "too small"; the message is forward_failure's job
-            return False
-        return True
-
-    return works
+_cached_inspect_spec = functools.lru_cache(maxsize=128)(inspect_spec_afresh)
 
 
 # --- the table from the recorded calls -----------------------------------------------------

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from cnnlab.shapes import pair
+from cnnlab.shapes import pair, window_output_size
 
 aten = torch.ops.aten
 
@@ -62,7 +62,7 @@ class ShapeOnly(MetaMode):
     """Runs ops on meta with the fast kernels below, counting nothing (size probing). A map
     that shrinks to nothing raises TooSmall at once: PyTorch's own kernel would explain it,
     but its error path imports sympy (0.4 s, seconds on a busy server) on first use, and
-    `cnnlab.analysis.layers.smallest_input` probes sizes that fail on purpose."""
+    `cnnlab.analysis.smallest_input` probes sizes that fail on purpose."""
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -184,17 +184,6 @@ def fast_result(func: Any, args: tuple, kwargs: dict) -> Any:
     return None
 
 
-def _window_side(size: int, kernel: int, stride: int, padding: int, dilation: int,
-                 ceil_mode: bool = False) -> int:
-    """Output side of a sliding window, by aten's rule (a last window that would start in the
-    padding alone is dropped in ceil mode)."""
-    span = size + 2 * padding - dilation * (kernel - 1) - 1
-    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
-    if ceil_mode and (out - 1) * stride >= size + padding:
-        out -= 1
-    return out
-
-
 def _fast_conv(x: torch.Tensor, weight: torch.Tensor, bias: Any, stride: Any, padding: Any,
                dilation: Any, transposed: bool, output_padding: Any,
                groups: int) -> Any:
@@ -202,7 +191,7 @@ def _fast_conv(x: torch.Tensor, weight: torch.Tensor, bias: Any, stride: Any, pa
     op, which explains) for anything unusual or wrong: transposed, a channel mismatch."""
     if transposed or x.dim() != 4 or weight.dim() != 4 or x.shape[1] != weight.shape[1] * groups:
         return None
-    sides = [_window_side(x.shape[2 + i], weight.shape[2 + i], pair(stride)[i],
+    sides = [window_output_size(x.shape[2 + i], weight.shape[2 + i], pair(stride)[i],
                           pair(padding)[i], pair(dilation)[i]) for i in (0, 1)]
     if min(sides) < 1:
         return TOO_SMALL
@@ -220,7 +209,7 @@ def _fast_pool(func: Any, args: tuple) -> Any:
     ceil_mode = bool(args[5 if is_max else 4]) if len(args) > (5 if is_max else 4) else False
     if x.dim() != 4 or any(2 * p > k for p, k in zip(padding, kernel)):
         return None
-    sides = [_window_side(x.shape[2 + i], kernel[i], stride[i], padding[i], dilation[i],
+    sides = [window_output_size(x.shape[2 + i], kernel[i], stride[i], padding[i], dilation[i],
                           ceil_mode) for i in (0, 1)]
     if min(sides) < 1:
         return TOO_SMALL

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from cnnlab.shapes import shape_text
 
 if TYPE_CHECKING:  # only for annotations: layers imports this module to format its tables
-    from cnnlab.analysis.layers import BlockRow, LayerRow, LayerTable
+    from cnnlab.analysis.layers import Counts, LayerTable
 
 _HEADER = ("Layer", "Type", "Output", "Params", "FLOPs", "MACs", "Other ops", "RF", "Jump",
            "Act. bytes")
@@ -54,7 +54,7 @@ def _lines(table: LayerTable) -> list[tuple[bool, tuple[str, ...]]]:
     return lines
 
 
-def _cells(name: str, item: LayerRow | BlockRow) -> tuple[str, ...]:
+def _cells(name: str, item: Counts) -> tuple[str, ...]:
     return (name, item.type, shape_text(item.output_shape, empty="-"), f"{item.params:,}",
             f"{item.flops:,}", f"{item.macs:,}", f"{item.other_ops:,}", str(item.receptive_field), str(item.jump),
             f"{item.activation_bytes:,}")

@@ -196,10 +196,9 @@ def _check_common(c: Checker, spec: Spec) -> None:
 
 def _check_build(c: Checker, spec: Spec) -> None:
     """Build on meta and push an input through: catches the spatial collapse and giant nets."""
-    from cnnlab.analysis.layers import (
-        InspectionError,
+    from cnnlab.analysis.layers import InspectionError, inspect_spec
+    from cnnlab.analysis.smallest_input import (
         collapsed_before_end,
-        inspect_spec,
         smallest_input,
         smallest_uncollapsed_input,
     )

@@ -12,11 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from cnnlab.analysis.layers import BlockRow, LayerTable, inspect_spec, smallest_input
+from cnnlab.analysis.layers import BlockRow, LayerTable, inspect_spec
+from cnnlab.analysis.smallest_input import smallest_input
 from cnnlab.arch.specs import Spec
 from cnnlab.shapes import shape_text
+from cnnlab.views.text import MIB
 
-MIB = 2**20
 TOLERANCE = 0.10  # within 10% of the library's value counts as right
 
 

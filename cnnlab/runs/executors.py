@@ -91,7 +91,7 @@ class LocalProcesses:
     """
 
     def __init__(self, cpu_threads: int) -> None:
-        from cnnlab.runs.slots import visible_gpus
+        from cnnlab.training.setup import visible_gpus  # lazy: imports torch
 
         self.cpu_threads = cpu_threads
         self.num_gpus = visible_gpus()

@@ -8,7 +8,6 @@ included) on a machine without a GPU.
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -69,8 +68,11 @@ def choose_device(wanted: str, busy: Counter[str], cpu_slots: int, gpu_slots: in
 
 
 def uses_gpu(wanted: str, gpu_slots: int, num_gpus: int) -> bool:
-    """Whether a run that asks for device `wanted` goes to the GPUs (else to the CPU slots)."""
-    return wanted in ("auto", "cuda") and gpu_slots > 0 and num_gpus > 0
+    """Whether a run that asks for device `wanted` goes to the GPUs (else to the CPU slots):
+    there are GPU slots, and training's own rule (setup.trains_on_gpu) puts it on a GPU."""
+    from cnnlab.training.setup import trains_on_gpu  # lazy: setup imports torch
+
+    return gpu_slots > 0 and trains_on_gpu(wanted, num_gpus)
 
 
 def _load(loads: Mapping[str, Sequence[int | None]] | None, busy: Counter[str],
@@ -86,14 +88,9 @@ def cpu_threads_per_slot(cpu_slots: int) -> int:
     else wanted a core (OpenMP threads wait for each other at every op, so one preempted thread
     stalls them all). The spare core keeps the server and the training both steady.
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, ((cores or 1) - 1) // max(1, cpu_slots))
+    from cnnlab.training.resources import cpu_cores  # lazy: only a manager needs it (torch)
 
-
-def visible_gpus() -> int:
-    import torch  # lazy: only a manager needs it, and it takes seconds to import
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return max(1, (cpu_cores() - 1) // max(1, cpu_slots))
 
 
 def gpu_budgets(num_gpus: int, share: float = GPU_MEMORY_SHARE) -> list[int | None]:
@@ -102,7 +99,9 @@ def gpu_budgets(num_gpus: int, share: float = GPU_MEMORY_SHARE) -> list[int | No
 
     Total, not free, memory: the runs sharing it are counted by their estimates, and free
     memory would count them twice."""
-    import torch
+    import torch  # lazy: only a manager needs it, and it takes seconds to import
+
+    from cnnlab.training.setup import visible_gpus
 
     here = visible_gpus()
     return [int(torch.cuda.get_device_properties(i).total_memory * share) if i < here else None

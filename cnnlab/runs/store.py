@@ -3,7 +3,9 @@
 This module keeps the runs themselves (one SQLite file, `runs.sqlite`) and their lifecycle:
 create, queue, status transitions, cancel, delete. `RunStore` also fronts the metric log
 (`cnnlab.runs.metrics`, a table in the same file) and the checkpoint files
-(`cnnlab.runs.checkpoints`), so callers hold one object per runs directory.
+(`cnnlab.runs.checkpoints`), so callers hold one object per runs directory. The tables and
+their migration are `cnnlab.runs.schema`; what the files allow (records lost, a read-only
+folder) is `cnnlab.runs.integrity`.
 
 Safe for many threads and processes: each operation opens its own connection, writes use BEGIN IMMEDIATE.
 """
@@ -12,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import shutil
 import sqlite3
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab.errors import CnnlabError
+from cnnlab.runs import integrity, schema
 from cnnlab.runs import metrics as metric_log
 from cnnlab.runs.checkpoints import Checkpoints
 from cnnlab.runs.encoding import dumps
@@ -34,39 +36,6 @@ from cnnlab.runs.turns import fair_order
 
 DB_NAME = "runs.sqlite"
 BUSY_TIMEOUT_S = 10.0
-SCHEMA_VERSION = 4
-# Columns added after version 1, as (name, SQL type): a store made by an older cnnlab gains
-# them in place when it is opened (ALTER TABLE ADD COLUMN keeps every row; new columns are NULL).
-ADDED_COLUMNS = (("run_group", "TEXT"), ("owner", "TEXT"), ("worker_start", "INTEGER"))
-
-# One row per training run. spec/config/result are JSON text so the schema does not change
-# whenever a model family or hyperparameter is added. Queued runs are read oldest first,
-# (created_at, rowid) with rowid breaking ties, and start in fair turns (cnnlab.runs.turns).
-RUNS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    id               TEXT PRIMARY KEY,
-    created_at       REAL NOT NULL,
-    started_at       REAL,
-    finished_at      REAL,
-    status           TEXT NOT NULL,
-    name             TEXT,
-    model            TEXT NOT NULL,
-    spec_json        TEXT NOT NULL,
-    config_json      TEXT NOT NULL,
-    device           TEXT,
-    data_source      TEXT,
-    worker_pid       INTEGER,
-    message          TEXT,
-    cancel_requested INTEGER NOT NULL DEFAULT 0,
-    result_json      TEXT NOT NULL DEFAULT '{}',
-    run_group        TEXT,
-    owner            TEXT,
-    worker_start     INTEGER
-);
-CREATE INDEX IF NOT EXISTS runs_status_created ON runs (status, created_at);
-"""
-# After the migration, so an old file has the column before it is indexed.
-GROUP_INDEX = "CREATE INDEX IF NOT EXISTS runs_group ON runs (run_group, created_at)"
 
 
 class Status(StrEnum):
@@ -165,14 +134,6 @@ def new_run_id(now: float | None = None) -> str:
     return f"{stamp}-{secrets.token_hex(3)}"
 
 
-def _add_missing_columns(conn: sqlite3.Connection) -> None:
-    """Migrate a store written by an older schema: add the columns it lacks (ADDED_COLUMNS)."""
-    have = {row["name"] for row in conn.execute("PRAGMA table_info(runs)")}
-    for name, sql_type in ADDED_COLUMNS:
-        if name not in have:
-            conn.execute(f"ALTER TABLE runs ADD COLUMN {name} {sql_type}")
-
-
 def groups(runs: Iterable[Run]) -> dict[str, list[Run]]:
     """The groups among `runs`, each with its runs in the order given."""
     found: dict[str, list[Run]] = {}
@@ -186,14 +147,10 @@ class StoreError(CnnlabError):
     """The run store could not be read or written (a locked, full or damaged database)."""
 
 
-RUN_DIR_NAME = re.compile(r"\d{8}-\d{6}-[0-9a-f]{6}")  # new_run_id's shape
-
-
-def _writable(runs_dir: Path, db_path: Path) -> bool:
-    """Whether this process may write the store (a folder not there yet will be created)."""
-    if not runs_dir.exists():
-        return True
-    return os.access(runs_dir, os.W_OK) and (not db_path.exists() or os.access(db_path, os.W_OK))
+def _refuse(problem: str | None) -> None:
+    """Raise an integrity check's problem (cnnlab.runs.integrity) as a StoreError."""
+    if problem is not None:
+        raise StoreError(problem)
 
 
 class RunStore:
@@ -207,12 +164,12 @@ class RunStore:
                  read_only: bool | None = None) -> None:
         self.runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
         self.db_path = self.runs_dir / DB_NAME
-        self.read_only = (not _writable(self.runs_dir, self.db_path) if read_only is None
-                          else read_only)
+        self.read_only = (not integrity.writable(self.runs_dir, self.db_path)
+                          if read_only is None else read_only)
         self._checkpoints = Checkpoints(self.runs_dir)
-        self._refuse_lost_records()
+        _refuse(integrity.lost_records(self.runs_dir, self.db_path))
         if self.read_only:
-            self._check_readable()
+            _refuse(integrity.not_browsable(self.runs_dir, self.db_path, self._missing_columns()))
         else:
             self.runs_dir.mkdir(parents=True, exist_ok=True)
             self._init_db()
@@ -223,10 +180,10 @@ class RunStore:
     def _connect(self) -> Iterator[sqlite3.Connection]:
         # A fresh connection per operation: sqlite3 connections must not be shared across
         # threads, and short-lived ones never hold a stale read snapshot.
+        database = integrity.read_only_uri(self.db_path) if self.read_only else self.db_path
         try:
-            database, uri = self._target()
             conn = sqlite3.connect(database, timeout=BUSY_TIMEOUT_S, isolation_level=None,
-                                   uri=uri)
+                                   uri=self.read_only)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the run store {self.db_path}: {exc}") from exc
         try:
@@ -235,34 +192,17 @@ class RunStore:
             conn.execute("PRAGMA synchronous = NORMAL")  # durable enough in WAL, much faster
             yield conn
         except sqlite3.Error as exc:  # callers see one error type, not the storage engine's
-            hint = f". {self._read_only_hint()}" if "readonly" in str(exc) else ""
+            hint = f". {integrity.read_only(self.runs_dir)}" if "readonly" in str(exc) else ""
             raise StoreError(f"run store {self.db_path}: {exc}{hint}") from exc
         finally:
             conn.close()
-
-    def _target(self) -> tuple[str | Path, bool]:
-        """sqlite3.connect's database and uri arguments."""
-        if not self.read_only:
-            return self.db_path, False
-        uri = f"{self.db_path.resolve().as_uri()}?mode=ro"
-        # Without a -wal file every write is in the main file, and immutable=1 lets SQLite read
-        # it from a folder where it cannot create the -shm file WAL mode otherwise needs.
-        if not Path(f"{self.db_path}-wal").exists():
-            uri += "&immutable=1"
-        return uri, True
-
-    def _read_only_hint(self) -> str:
-        return (f"The run store {self.runs_dir} is read-only: runs, metrics and checkpoints can"
-                " be browsed, but nothing can be recorded. Fix: make the folder and runs.sqlite"
-                " writable for this user, or copy the folder somewhere writable and set"
-                " $CNNLAB_RUNS to the copy")
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         # IMMEDIATE takes the write lock up front, so a read-then-write never fails with
         # SQLITE_BUSY half-way (a deferred transaction cannot wait to upgrade its lock).
         if self.read_only:
-            raise StoreError(self._read_only_hint())
+            raise StoreError(integrity.read_only(self.runs_dir))
         with self._connect() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -272,50 +212,19 @@ class RunStore:
                 raise
             conn.execute("COMMIT")
 
-    def _refuse_lost_records(self) -> None:
-        """Refuse a runs.sqlite that is missing or empty (0 bytes) beside run folders: the
-        records were lost (a full disk, a copy cut short), and a fresh schema over it would
-        silently show an empty store and bury the evidence."""
-        size = self.db_path.stat().st_size if self.db_path.exists() else None
-        if size not in (None, 0) or not self.runs_dir.is_dir():
-            return
-        folders = sorted(p.name for p in self.runs_dir.iterdir()
-                         if p.is_dir() and RUN_DIR_NAME.fullmatch(p.name))
-        if not folders:
-            return  # a new store
-        state = "missing" if size is None else "empty (0 bytes)"
-        raise StoreError(
-            f"the run store {self.db_path} is {state}, but {self.runs_dir} holds {len(folders)}"
-            f" run folder(s) ({', '.join(folders[:3])}{', ...' if len(folders) > 3 else ''}):"
-            " the run records were lost, and nothing was changed. Fix: restore runs.sqlite"
-            " (and runs.sqlite-wal, if there was one) from a backup; or, to start over, move"
-            " runs.sqlite and the run folders aside (the folders keep checkpoints and worker"
-            " logs) or point $CNNLAB_RUNS at a new folder.")
-
-    def _check_readable(self) -> None:
-        """A read-only store must already exist with the current columns (nothing can add them)."""
+    def _missing_columns(self) -> list[str] | None:
+        """The columns runs.sqlite lacks (schema.ADDED_COLUMNS); None when there is no file."""
         if not self.db_path.exists():
-            raise StoreError(f"no run store at {self.db_path}, and {self.runs_dir} is read-only")
+            return None
         with self._connect() as conn:
-            have = {row["name"] for row in conn.execute("PRAGMA table_info(runs)")}
-        missing = [name for name, _ in ADDED_COLUMNS if name not in have]
-        if not have or missing:
-            raise StoreError(
-                f"the run store {self.db_path} is read-only and was written by an older cnnlab"
-                f" (it lacks {', '.join(missing) or 'the runs table'}). Fix: open it once where it"
-                " is writable, so cnnlab adds the columns, or browse a writable copy.")
+            return schema.missing_columns(schema.columns(conn))
 
     def _init_db(self) -> None:
         with self._connect() as conn:
             # WAL is a property of the file, so setting it once here covers every later connection.
             conn.execute("PRAGMA journal_mode = WAL")
         with self._write() as conn:
-            for statement in (RUNS_SCHEMA + metric_log.SCHEMA).split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            _add_missing_columns(conn)
-            conn.execute(GROUP_INDEX)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            schema.create_or_migrate(conn)
 
     @staticmethod
     def _fetch(conn: sqlite3.Connection, run_id: str) -> sqlite3.Row:
@@ -407,10 +316,8 @@ class RunStore:
         with self._connect() as conn:
             return Run.from_row(self._fetch(conn, run_id))
 
-    def list(
-        self, status: Status | str | Iterable[Status | str] | None = None, limit: int | None = None,
-        group: str | None = None,
-    ) -> list[Run]:
+    def list(self, status: Status | str | Iterable[Status | str] | None = None,
+             limit: int | None = None, group: str | None = None) -> list[Run]:
         """Runs newest first, optionally only those with the given status(es) or in `group`."""
         where, params = [], []
         if status is not None:
@@ -450,9 +357,8 @@ class RunStore:
             ids = [run.id for run in self._queued_in(conn)]
         return ids.index(run_id) + 1
 
-    def mark_running(
-        self, run_id: str, pid: int, device: str | None = None, data_source: str | None = None
-    ) -> Run:
+    def mark_running(self, run_id: str, pid: int, device: str | None = None,
+                     data_source: str | None = None) -> Run:
         with self._write() as conn:
             return self._transition(conn, run_id, Status.RUNNING,
                                     **self._start_columns(pid, device, data_source))
@@ -468,26 +374,15 @@ class RunStore:
             return self._transition(conn, queue[0].id, Status.RUNNING,
                                     **self._start_columns(pid, device))
 
-    def finish(
-        self,
-        run_id: str,
-        status: Status | str,
-        message: str | None = None,
-        result: dict[str, Any] | None = None,
-    ) -> Run:
+    def finish(self, run_id: str, status: Status | str, message: str | None = None,
+               result: dict[str, Any] | None = None) -> Run:
         """Move a run to a terminal status; `result` is merged into the stored result."""
         status = self._final_status(status)
         with self._write() as conn:
             return self._finish_in(conn, run_id, status, message, result)
 
-    def finish_unless_final(
-        self,
-        run_id: str,
-        status: Status | str,
-        message: str | None = None,
-        result: dict[str, Any] | None = None,
-        pid: int | None = None,
-    ) -> bool:
+    def finish_unless_final(self, run_id: str, status: Status | str, message: str | None = None,
+                            result: dict[str, Any] | None = None, pid: int | None = None) -> bool:
         """finish(), unless the run already has a final status, is gone, or (given `pid`) is
         not that worker process's run; True if this call finished it.
 
@@ -601,9 +496,8 @@ class RunStore:
         """<runs_dir>/<run_id>/<name>.pt, e.g. name 'epoch-003' or 'final'."""
         return self._checkpoints.path(run_id, name)
 
-    def save_checkpoint(
-        self, run_id: str, name: str, state_dict: dict[str, Any], meta: dict[str, Any]
-    ) -> Path:
+    def save_checkpoint(self, run_id: str, name: str, state_dict: dict[str, Any],
+                        meta: dict[str, Any]) -> Path:
         return self._checkpoints.save(run_id, name, state_dict, meta)
 
     def load_checkpoint(self, run_id: str, name: str) -> dict[str, Any]:

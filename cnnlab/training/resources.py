@@ -26,7 +26,7 @@ from cnnlab.arch.specs import Spec
 from cnnlab.errors import Problem
 from cnnlab.training import data
 from cnnlab.training.config import TrainConfig
-from cnnlab.training.setup import eval_batch_size, subset_problems
+from cnnlab.training.setup import eval_batch_size, subset_problems, trains_on_gpu, visible_gpus
 
 # Training activations are what autograd keeps for the backward pass
 # (cnnlab.analysis.layers.saved_for_backward: 0.6x to 0.95x every layer's output counted once),
@@ -66,9 +66,7 @@ def cpu_cores() -> int:
 
 def gpu_names() -> list[str]:
     """Names of the visible CUDA GPUs; empty without one. Creates no CUDA context."""
-    if not torch.cuda.is_available():
-        return []
-    return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return [torch.cuda.get_device_name(i) for i in range(visible_gpus())]
 
 
 def device_summary() -> str:
@@ -142,8 +140,9 @@ class DeviceMemory:
 
 
 def training_device(config: TrainConfig) -> str:
-    """"cuda" or "cpu": where the job manager puts a run with this config."""
-    return "cuda" if config.device != "cpu" and torch.cuda.is_available() else "cpu"
+    """"cuda" or "cpu": where the job manager puts a run with this config on this machine
+    (setup.trains_on_gpu); "cpu" for "cuda" without a GPU, which submit refuses."""
+    return "cuda" if trains_on_gpu(config.device, visible_gpus()) else "cpu"
 
 
 def device_memory(device: str) -> DeviceMemory:

@@ -34,21 +34,31 @@ EVAL_BATCH_CAP = {"cuda": 1024, "cpu": 256}
 # ---------------------------------------------------------------- what this machine has
 
 
+def visible_gpus() -> int:
+    """How many GPUs torch sees on this machine (0 without CUDA)."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def trains_on_gpu(device: str, gpus: int) -> bool:
+    """Whether a config's `device` ("auto", "cpu" or "cuda") trains on a GPU of a machine with
+    `gpus` GPUs: "auto" and "cuda" do when there is one. The one rule for where "auto" runs,
+    used by resolve_device, the memory estimate and the job manager's slots."""
+    return device in ("auto", "cuda") and gpus > 0
+
+
 def resolve_device(name: str, gpus: int | None = None) -> torch.device:
     """The device a config's `device` trains on: "auto" takes a GPU when there is one.
 
     The one place that asks whether "cuda" can run: it depends on the machine, not the value.
-    `gpus` counts the GPUs of the machine that will train (default: those torch sees here; the
-    job manager passes its own count). Raises ConfigError for "cuda" without a GPU.
+    `gpus` counts the GPUs of the machine that will train (default: visible_gpus(); the job
+    manager passes its own count). Raises ConfigError for "cuda" without a GPU.
     """
     if gpus is None:
-        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if name == "auto":
-        return torch.device("cuda" if gpus else "cpu")
+        gpus = visible_gpus()
     if name == "cuda" and not gpus:
         raise ConfigError([Problem("device", f"CUDA is not available here (no GPU visible to "
                                    f"torch {torch.__version__})", "use device cpu or auto")])
-    return torch.device(name)
+    return torch.device("cuda" if trains_on_gpu(name, gpus) else "cpu")
 
 
 def subset_problems(subset: int | None, available: int) -> list[Problem]:

@@ -7,7 +7,6 @@ Pure functions over a `RunStore`; the Compare page and the tests call them.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from cnnlab.analysis.layers import inspect_spec
@@ -19,7 +18,7 @@ from cnnlab.runs.experiments import VARIABLE_FIELDS, value_text
 from cnnlab.runs.store import Run, RunStore, Status
 from cnnlab.training.recipes import TEXTBOOK_RECIPES, TEXTBOOK_RESULTS
 from cnnlab.views.report import comparable_with_book, data_text
-from cnnlab.views.text import mib
+from cnnlab.views.text import mib, took_seconds
 
 Row = dict[str, Any]
 
@@ -130,12 +129,6 @@ def run_row(store: RunStore, run: Run, varied: list[str] | tuple[str, ...] = ())
     params, flops, macs = _cost(spec)
     result = run.result
     epochs = store.metrics(run.id, kind="epoch")
-    if run.status is Status.RUNNING and run.started_at is not None:
-        seconds = time.time() - run.started_at
-    else:
-        seconds = result.get("seconds")
-        if seconds is None and run.started_at is not None and run.finished_at is not None:
-            seconds = run.finished_at - run.started_at
     test_acc = run.test_acc if run.test_acc is not None else _last(epochs, "test_acc")
     speed = result.get("examples_per_s") or _last(epochs, "examples_per_s")
     return {
@@ -143,7 +136,7 @@ def run_row(store: RunStore, run: Run, varied: list[str] | tuple[str, ...] = ())
         "data": data_text(run), "input_size": spec.input_size if spec else None,
         "params": result.get("params", params), "flops": flops, "macs": macs,
         **{f: run.config.get(f) for f in SETTINGS}, "norm": norm_text(spec),
-        "epochs": result.get("epochs_done", len(epochs)), "time_s": seconds,
+        "epochs": result.get("epochs_done", len(epochs)), "time_s": took_seconds(run),
         "examples_per_s": speed, "test_acc": test_acc, "vs_book": None,
         "device": result.get("device") or run.device, "id": run.id, "textbook": textbook_key(run),
         "memory_estimated": mib(result.get("memory_estimated")),

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnlab.analysis.layers import LayerTable, inspect_spec, smallest_input
+from cnnlab.analysis.layers import LayerTable, inspect_spec
+from cnnlab.analysis.smallest_input import smallest_input
 from cnnlab.arch.presets import PRESETS
 from cnnlab.arch.specs import Spec
 from cnnlab.analysis.table_text import human_bytes

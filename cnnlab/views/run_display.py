@@ -13,7 +13,7 @@ from cnnlab.runs.live import Progress
 from cnnlab.runs.store import Run, Status
 from cnnlab.training.recipes import TEXTBOOK_RESULTS
 from cnnlab.views.report import comparable_with_book, data_text
-from cnnlab.views.text import duration, markdown_text, sentence
+from cnnlab.views.text import duration, markdown_text, sentence, took_seconds
 
 # status -> (word, badge colour, icon)
 STATUS_TEXT = {
@@ -88,8 +88,8 @@ def numbers(run: Run, now: Progress) -> list[tuple[str, str, str | None]]:
                    else f"{now.examples_per_s:,.0f}", None))
     if run.status is Status.RUNNING:
         shown.append(("Time left", NONE if now.eta_s is None else duration(now.eta_s), None))
-    elif run.started_at and run.finished_at:
-        shown.append(("Took", duration(run.finished_at - run.started_at), None))
+    elif run.status.terminal and (took := took_seconds(run)) is not None:
+        shown.append(("Took", duration(took), None))
     return shown
 
 

@@ -9,6 +9,7 @@ values echoed in a message) goes through `markdown_text` before it is put in one
 from __future__ import annotations
 
 import re
+import time
 
 from cnnlab.errors import CnnlabError, Problem
 from cnnlab.runs.live import Progress
@@ -97,6 +98,20 @@ def duration(seconds: float) -> str:
         return f"{minutes} min {seconds} s" if seconds and minutes < 10 else f"{minutes} min"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
+def took_seconds(run: Run, now: float | None = None) -> float | None:
+    """How long a run has trained, in seconds; None before it started. A running run: the wall
+    time since its worker started it, up to `now` (default: the clock). A finished one: the
+    training loop's own `seconds` (the whole train() call: set-up, data, epochs, evaluation;
+    not the worker's start-up or its last checkpoint), or, when the loop never reported (a
+    crash, an interrupted worker), the wall time from start to finish in the store."""
+    if run.status is Status.RUNNING and run.started_at is not None:
+        return (time.time() if now is None else now) - run.started_at
+    seconds = run.result.get("seconds")
+    if seconds is None and run.started_at is not None and run.finished_at is not None:
+        seconds = run.finished_at - run.started_at
+    return seconds
 
 
 def progress_text(now: Progress) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from cnnlab.shapes import pair
+from cnnlab.shapes import pair, window_output_size
 
 
 def group_count(channels: int) -> int:
@@ -75,13 +75,10 @@ def _out_size(size: int, module: nn.Module) -> int:
     if not isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
         return size
     # Layers here are square: (k, k) and k mean the same, so the height stands for both.
-    kernel, stride, padding = (pair(v)[0] for v in (module.kernel_size, module.stride,
-                                                    module.padding))
-    dilation = pair(getattr(module, "dilation", 1))[0]
-    span = size + 2 * padding - dilation * (kernel - 1) - 1
-    if getattr(module, "ceil_mode", False):
-        return -(-span // stride) + 1
-    return span // stride + 1
+    kernel, stride, padding, dilation = (pair(v)[0] for v in (
+        module.kernel_size, module.stride, module.padding, getattr(module, "dilation", 1)))
+    return window_output_size(size, kernel, stride, padding, dilation,
+                              getattr(module, "ceil_mode", False))
 
 
 def flat_features(features: nn.Module, channels: int, input_size: int) -> int:
