@@ -127,9 +127,12 @@ def test_a_run_on_ray_records_the_same_epochs_and_weights_as_a_local_worker(mana
     # Exactly equal, not close: both train with one torch thread on this machine's CPU from
     # the same seed, so every kernel sums in the same order; a difference would mean the
     # stream lost, reordered or altered what the run reported.
+    # The two managers share one store and each starts whichever run is queued first, so the
+    # Ray manager starts only once the local one has taken its run (it then stays busy).
     local = managers(cpu_slots=1, cpu_threads=1)
-    on_ray = managers(executor=RayExecutor("auto"), cpu_slots=1)
     local_id = local.submit("bn-lenet", SPEC, TWO_EPOCHS)
+    wait_for(lambda: store.get(local_id).status is not Status.QUEUED)
+    on_ray = managers(executor=RayExecutor("auto"), cpu_slots=1)
     ray_id = on_ray.submit("bn-lenet", SPEC, TWO_EPOCHS)
     for run_id in (local_id, ray_id):
         wait_for(ended(store, run_id))
