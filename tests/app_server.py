@@ -11,6 +11,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,3 +61,13 @@ def stop(server: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(server.pid, signal.SIGKILL)
         server.wait(10)
+
+
+@contextmanager
+def running(runs: Path, log: Path, timeout_s: float = 60) -> Iterator[str]:
+    """start(), yield the URL, stop() whatever happens."""
+    server, url = start(runs, log, timeout_s)
+    try:
+        yield url
+    finally:
+        stop(server)

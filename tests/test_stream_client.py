@@ -14,14 +14,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def url(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("stream")
-    try:
-        proc, url = app_server.start(tmp / "runs", tmp / "streamlit.log")
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
-    try:
+    with app_server.running(tmp / "runs", tmp / "streamlit.log") as url:
         yield url
-    finally:
-        app_server.stop(proc)
 
 
 def test_every_page_kind_sends_its_title_to_a_session(url):
