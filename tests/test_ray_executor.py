@@ -139,6 +139,9 @@ def test_a_run_on_ray_records_the_same_epochs_and_weights_as_a_local_worker(mana
     local_run, ray_run = store.get(local_id), store.get(ray_id)
     assert (local_run.status, ray_run.status) == (Status.DONE, Status.DONE), ray_run.message
     assert ray_run.result["executor"] == "ray" and ray_run.result["pid"] != os.getpid()
+    # A Ray worker process outlives its tasks: its peak is an upper bound, and says so.
+    assert "upper bound" in ray_run.result["memory_measured_what"]
+    assert "upper bound" not in local_run.result["memory_measured_what"]
     assert len(epoch_values(store, ray_id)) == 2
     assert epoch_values(store, ray_id) == epoch_values(store, local_id)
     assert len(store.metrics(ray_id, "step")) == len(store.metrics(local_id, "step"))

@@ -118,7 +118,7 @@ class StreamSink:
             from cnnlab.runs.recorded import record_run
 
             node = {"node": ray.util.get_node_ip_address(), "executor": "ray"}
-            record_run(self, run, gpus=len(ray.get_gpu_ids()), where=node)
+            record_run(self, run, gpus=len(ray.get_gpu_ids()), where=node, own_process=False)
         except BaseException as exc:  # record_run reports training errors; this is the rest
             self.finish(Status.FAILED, f"Ray task error: {type(exc).__name__}: {exc}",
                         {"traceback": traceback.format_exc()})

@@ -161,11 +161,13 @@ def run_recorded(store: RunStore, run_id: str, *, progress: bool = False) -> Sta
 
 
 def record_run(sink: Sink, run: Run, *, progress: bool = False, gpus: int | None = None,
-               where: dict[str, Any] | None = None) -> Status:
+               where: dict[str, Any] | None = None, own_process: bool = True) -> Status:
     """Train `run` (its spec and config) and send everything run_recorded records to `sink`.
 
     `gpus` is what resolve_device may use ("auto" on a CPU slot must mean the CPU); `where`
-    adds to the result what the caller knows about the machine (a Ray node's address)."""
+    adds to the result what the caller knows about the machine (a Ray node's address);
+    `own_process` is False where the process outlives the run (a Ray worker), which the
+    measured memory peak then says."""
     recorder = _Recorder(sink, {"run_id": run.id, "model": run.model, "spec": run.spec,
                                 "config": run.config}, progress)
     try:
@@ -186,7 +188,8 @@ def record_run(sink: Sink, run: Run, *, progress: bool = False, gpus: int | None
                                                   "status": result.status.value,
                                                   "metrics": result.metrics})
         sink.finish(result.status, result.message,
-                    {**result.to_dict(), **resources.measured_peak(device)})
+                    {**result.to_dict(),
+                     **resources.measured_peak(device, own_process=own_process)})
         return result.status
     except (KeyboardInterrupt, SystemExit) as exc:
         _flush_quietly(recorder)

@@ -334,7 +334,7 @@ def reset_peak_memory(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def measured_peak(device: torch.device) -> dict[str, Any]:
+def measured_peak(device: torch.device, *, own_process: bool = True) -> dict[str, Any]:
     """The peak memory this process used, as a run's result keeps it.
 
     On a GPU, torch.cuda.max_memory_allocated since `reset_peak_memory`: the tensors alone,
@@ -342,11 +342,15 @@ def measured_peak(device: torch.device) -> dict[str, Any]:
     CPU, the process's peak resident set (getrusage ru_maxrss, KiB on Linux): everything, the
     torch runtime and the data included, over the process's whole life. A worker trains one
     run, so that is the run's; the CLI's `train` runs in its own process too, but `reproduce`
-    trains several in one, so each later run's peak is at least the earlier ones'."""
+    trains several in one, so each later run's peak is at least the earlier ones'. A Ray task
+    (`own_process=False`) runs in a worker process Ray keeps for many tasks, so there the CPU
+    figure is labelled an upper bound."""
     if device.type == "cuda":
         return {"memory_measured": int(torch.cuda.max_memory_allocated(device)),
                 "memory_measured_what": "torch.cuda.max_memory_allocated (tensors only)"}
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     scale = 1 if sys.platform == "darwin" else 1024  # macOS reports bytes, Linux KiB
-    return {"memory_measured": int(peak * scale),
-            "memory_measured_what": "peak resident memory of the training process"}
+    what = ("peak resident memory of the training process" if own_process else
+            "peak resident memory of the Ray worker process, which may have run other tasks "
+            "before this one: an upper bound")
+    return {"memory_measured": int(peak * scale), "memory_measured_what": what}
