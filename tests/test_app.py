@@ -10,7 +10,8 @@ from streamlit.testing.v1 import AppTest
 
 
 @pytest.fixture
-def app():
+def app(tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNLAB_RUNS", str(tmp_path / "runs"))  # not ./runs in the checkout
     st.cache_resource.clear()  # shared between AppTest instances (streamlit issue #9139)
     st.cache_data.clear()
     app_py = Path(__file__).parent.parent / "app.py"
