@@ -175,7 +175,13 @@ def walk_through_the_app(page: Page, url: str) -> None:
     page.get_by_role("spinbutton", name="Log every (steps)").press("Enter")
     wait_idle(page)
     expect(page.get_by_text("needs about")).to_be_visible()  # the memory estimate
+    wait_idle(page)  # a click during a rerun can be lost (once in CI: no run was ever queued)
     page.get_by_role("button", name="Start training").click()
+    # Queued, as the toast says, or refused with a message that a later rerun would clear:
+    # say which here, not 180 s later as "no first point".
+    queued, refused = page.get_by_text("Queued bn-lenet"), page.get_by_text("Not started")
+    expect(queued.or_(refused).first).to_be_visible(timeout=STEP_TIMEOUT_S * 1000)
+    assert refused.count() == 0, refused.first.inner_text()
 
     # The first step in a fresh server takes seconds (the worker imports torch): wait for it,
     # then for the live chart to grow without a reload.
