@@ -80,11 +80,14 @@ def table_row(at: AppTest, run_id: str, until=lambda row: True):
     every couple of seconds, shared by all sessions)."""
     deadline = time.monotonic() + 10
     while True:
-        table = at.dataframe[0].value
-        rows = table[table["run"] == run_id]
+        # No table yet is "not yet" too: it is cached for a couple of seconds, and a busy
+        # store shows a warning in its place for one refresh (once in CI, after a run ended).
+        table = at.dataframe[0].value if len(at.dataframe) else None
+        rows = table[table["run"] == run_id] if table is not None else []
         if len(rows) and until(rows.iloc[0]):
             return rows.iloc[0]
-        assert time.monotonic() < deadline, f"run {run_id} in the table: {rows}"
+        shown = rows if table is not None else texts(at.warning) + texts(at.caption)
+        assert time.monotonic() < deadline, f"run {run_id} in the table: {shown}"
         time.sleep(0.5)
         at.run()
 
