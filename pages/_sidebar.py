@@ -7,7 +7,7 @@ import streamlit as st
 from cnnlab.errors import CnnlabError
 from cnnlab.runs.live import progress
 from cnnlab.training import resources
-from cnnlab.views import queue as queue_view
+from cnnlab.views import queue_display as queue_view
 from cnnlab.views.links import share_link
 from cnnlab.views.text import markdown_text
 from pages._class import you

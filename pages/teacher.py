@@ -12,7 +12,7 @@ import streamlit as st
 from cnnlab.errors import CnnlabError
 from cnnlab.runs import classroom
 from cnnlab.runs.store import Run
-from cnnlab.views.queue import queue_rows
+from cnnlab.views.queue_display import queue_rows
 from cnnlab.views.text import markdown_text, owned, refusal
 from pages._class import class_settings, gate, person, save_settings, token_form
 from pages._shared import job_manager, run_store, show_problems

@@ -92,3 +92,9 @@ def test_training_with_sgd_does_not_import_dynamo():
                          "from cnnlab.training.config import TrainConfig\n"
                          "train(PRESETS['lenet'], TrainConfig(data='sample', max_steps=2, "
                          "momentum=0.9, bn_recalibration=0))", "torch._dynamo") == []
+
+
+def test_no_module_is_named_like_a_standard_library_module():
+    # A script or tool that imports `queue` or `inspect` from the checkout would get ours.
+    named = [p for p in (ROOT / "cnnlab").rglob("*.py") if p.stem in sys.stdlib_module_names]
+    assert named == []
