@@ -24,9 +24,12 @@ def subset_key(data: str) -> str:
     return key(f"subset.{data}")
 
 
-def form_key(field: str) -> str:
-    """The session key of the Train form's widget for `field` (the subset's follows the data)."""
-    return subset_key(st.session_state[key("data")]) if field == "subset" else key(field)
+def form_key(field: str, data: str | None = None) -> str:
+    """The session key of the Train form's widget for `field`: the subset's is that of `data`
+    (default: the data set the form shows now)."""
+    if field != "subset":
+        return key(field)
+    return subset_key(data if data is not None else st.session_state[key("data")])
 
 
 def first_visit() -> bool:
@@ -38,7 +41,7 @@ def show_form_values(values: dict[str, Any]) -> None:
     """Point the Train form's widgets at `values` (field -> value) before they are drawn."""
     data = values.get("data", st.session_state.get(key("data")))
     for field, value in values.items():
-        st.session_state[subset_key(data) if field == "subset" else key(field)] = value
+        st.session_state[form_key(field, data)] = value
 
 
 def watch(run_id: str | None) -> None:
