@@ -18,21 +18,21 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from cnnlab.training import data  # noqa: E402
+from cnnlab.training import data, files  # noqa: E402
 
 SEED = 0  # fixed: the same originals always give the same sample
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", help=f"where to look first (default ${data.DATA_ENV} or ./data)")
-    parser.add_argument("--out", type=Path, default=data.SAMPLE_PATH)
+    parser.add_argument("--data-dir", help=f"where to look first (default ${files.DATA_ENV} or ./data)")
+    parser.add_argument("--out", type=Path, default=files.SAMPLE_PATH)
     args = parser.parse_args()
 
     # Full sources only: a sample must never be built from the sample.
     full = data.load_fashion_mnist(args.data_dir, source="full")
     print(full.describe())
-    n_train, n_test = data.SAMPLE_SIZES
+    n_train, n_test = files.SAMPLE_SIZES
     train_idx = data.balanced_indices(full.train_labels, n_train, SEED)
     test_idx = data.balanced_indices(full.test_labels, n_test, SEED)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
-from cnnlab.training import data as cnndata
+from cnnlab.training import files
 
 
 def extract_raw(root: Path) -> None:
@@ -14,6 +14,6 @@ def extract_raw(root: Path) -> None:
     opens only uncompressed files."""
     raw = root / "FashionMNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
-    for name in cnndata.IDX_FILES.values():
-        with gzip.open(cnndata.DEBIAN_DIR / f"{name}.gz", "rb") as src:
+    for name in files.IDX_FILES.values():
+        with gzip.open(files.DEBIAN_DIR / f"{name}.gz", "rb") as src:
             (raw / name).write_bytes(src.read())

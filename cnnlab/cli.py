@@ -19,7 +19,6 @@ from typing import Any, Iterator, NoReturn, Sequence
 
 from cnnlab.arch import presets
 from cnnlab.arch.checks import SpecError, check
-from cnnlab.arch.parse import spec_from_data, spec_from_json
 from cnnlab.arch.specs import Spec
 from cnnlab.errors import CnnlabError, Problem
 from cnnlab.training.config import (
@@ -44,6 +43,10 @@ def _spec_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_spec(args: argparse.Namespace) -> Spec:
     """The spec the arguments name, overrides applied and validated. Raises SpecError."""
+    # Imported here, not at the top: parsing builds the family registry, which imports torch,
+    # and `train` starts reading the data before that (see _prefetch).
+    from cnnlab.arch.parse import spec_from_data, spec_from_json
+
     if (args.preset is None) == (args.spec is None):
         raise SpecError([Problem("preset", "give a preset name or --spec FILE, not both",
                                   "run `python -m cnnlab presets` for the names")])
@@ -178,19 +181,19 @@ def _train_config(args: argparse.Namespace, base: TrainConfig) -> TrainConfig:
     return base.replace(**changes)
 
 
-def _prefetch(args: argparse.Namespace) -> Any:
-    """Decode the data in the background while the spec is checked (see setup.prefetch_data)."""
-    from cnnlab.training.setup import prefetch_data
+def _prefetch(args: argparse.Namespace) -> None:
+    """Start reading the data's files in a thread, before torch is imported: the two overlap
+    (see cnnlab.training.files). Call it before anything that imports torch."""
+    from cnnlab.training.files import prefetch
 
-    return prefetch_data(args.data or TrainConfig().data)
+    prefetch(args.data or TrainConfig().data)
 
 
-def _load_data(config: TrainConfig, prefetch: Any) -> Any:
+def _load_data(config: TrainConfig) -> Any:
     """The data a run will use, or None after printing where the loader looked."""
-    from cnnlab.training.data import DataError
+    from cnnlab.training.files import DataError
     from cnnlab.training.setup import load_data
 
-    prefetch.join()  # two decodes of the same files at once would each do all the work
     try:
         data = load_data(config)
     except DataError as exc:
@@ -253,18 +256,18 @@ def _print_run(store: Any, run: Any) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    _prefetch(args)
     from cnnlab.runs.store import RunStore, Status
     from cnnlab.training.recipes import default_config, textbook_config
     from cnnlab.training.setup import resolve_device
 
-    prefetch = _prefetch(args)
     spec = load_spec(args)
     for warning in check(spec):
         print(warning, file=sys.stderr)
     base = textbook_config(args.preset) if args.spec is None else default_config(spec)
     config = _train_config(args, base)
     resolve_device(config.device)  # say "no CUDA here" before recording anything
-    data = _load_data(config, prefetch)
+    data = _load_data(config)
     if data is None:
         return EXIT_BAD_INPUT
     store = RunStore()
@@ -349,6 +352,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
+    _prefetch(args)
     from cnnlab.runs.store import RunStore
     from cnnlab.training.recipes import TEXTBOOK_RESULTS, textbook_config
     from cnnlab.training.setup import resolve_device
@@ -359,10 +363,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         print(f"error: not a model the chapter trains: {', '.join(unknown)}; "
               f"choose from {', '.join(TEXTBOOK_RESULTS)}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    prefetch = _prefetch(args)
     configs = {m: _train_config(args, textbook_config(m)) for m in models}
     resolve_device(configs[models[0]].device)
-    data = _load_data(configs[models[0]], prefetch)
+    data = _load_data(configs[models[0]])
     if data is None:
         return EXIT_BAD_INPUT
     store, finished = RunStore(), []

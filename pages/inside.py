@@ -17,7 +17,8 @@ from cnnlab.arch.checks import check
 from cnnlab.arch.specs import Spec
 from cnnlab.errors import CnnlabError
 from cnnlab.runs.store import Run, Status
-from cnnlab.training.data import CLASSES, FashionMNIST
+from cnnlab.training.data import FashionMNIST
+from cnnlab.training.files import CLASSES
 from cnnlab.views import inside
 from cnnlab.views.inside import Subject
 from cnnlab.views.figures import (

@@ -1,10 +1,12 @@
-"""Tests for cnnlab.training.data: finding, verifying and batching real Fashion-MNIST."""
+"""Tests for cnnlab.training.files and .data: finding, reading, verifying and batching real
+Fashion-MNIST."""
 
 from __future__ import annotations
 
 import gzip
 import shutil
 import struct
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -12,19 +14,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cnnlab.training import data
-from cnnlab.training.data import (
-    DataCorrupt,
-    DataNotFound,
-    DeviceData,
-    Source,
-    batches,
-    load_fashion_mnist,
-)
+from cnnlab.training import data, files
+from cnnlab.training.data import DeviceData, batches, load_fashion_mnist
+from cnnlab.training.files import DataCorrupt, DataNotFound, Source
 
 needs_debian = pytest.mark.skipif(
-    not data.DEBIAN_DIR.is_dir(),
-    reason=f"{data.DEBIAN_DIR} absent (apt package {data.DEBIAN_PACKAGE} not installed)")
+    not files.DEBIAN_DIR.is_dir(),
+    reason=f"{files.DEBIAN_DIR} absent (apt package {files.DEBIAN_PACKAGE} not installed)")
 
 
 def _idx(array: np.ndarray) -> bytes:
@@ -40,21 +36,21 @@ def empty_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def full(empty_dir: Path) -> data.FashionMNIST:
     """The full set from the Debian package (an empty data dir makes the finder go there)."""
-    if not data.DEBIAN_DIR.is_dir():
-        pytest.skip(f"{data.DEBIAN_DIR} absent (apt package {data.DEBIAN_PACKAGE} not installed)")
+    if not files.DEBIAN_DIR.is_dir():
+        pytest.skip(f"{files.DEBIAN_DIR} absent (apt package {files.DEBIAN_PACKAGE} not installed)")
     return load_fashion_mnist(empty_dir)
 
 
 @pytest.fixture(scope="module")
 def raw_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data dir laid out as torchvision does: <root>/FashionMNIST/raw/ with plain idx files."""
-    if not data.DEBIAN_DIR.is_dir():
-        pytest.skip(f"{data.DEBIAN_DIR} absent (apt package {data.DEBIAN_PACKAGE} not installed)")
+    if not files.DEBIAN_DIR.is_dir():
+        pytest.skip(f"{files.DEBIAN_DIR} absent (apt package {files.DEBIAN_PACKAGE} not installed)")
     root = tmp_path_factory.mktemp("datadir")
     raw = root / "FashionMNIST" / "raw"
     raw.mkdir(parents=True)
-    for name in data.IDX_FILES.values():
-        with gzip.open(data.DEBIAN_DIR / f"{name}.gz", "rb") as src, open(raw / name, "wb") as dst:
+    for name in files.IDX_FILES.values():
+        with gzip.open(files.DEBIAN_DIR / f"{name}.gz", "rb") as src, open(raw / name, "wb") as dst:
             shutil.copyfileobj(src, dst)
     return root
 
@@ -66,12 +62,12 @@ def sample() -> data.FashionMNIST:
 
 @pytest.fixture()
 def no_debian(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(data, "DEBIAN_DIR", tmp_path / "no-debian-here")
+    monkeypatch.setattr(files, "DEBIAN_DIR", tmp_path / "no-debian-here")
 
 
 def _data_dir_with(tmp_path: Path, raw_root: Path, **replacements: bytes) -> Path:
     """A data dir linking the good plain files, with some replaced by the given bytes."""
-    for key, name in data.IDX_FILES.items():
+    for key, name in files.IDX_FILES.items():
         target = tmp_path / name
         if key in replacements:
             target.write_bytes(replacements[key])
@@ -91,12 +87,12 @@ def test_the_shipped_sample_loads_as_a_verified_balanced_sample(sample: data.Fas
 
 
 def test_the_shipped_sample_is_small() -> None:
-    assert data.SAMPLE_PATH.stat().st_size < 3_000_000
+    assert files.SAMPLE_PATH.stat().st_size < 3_000_000
 
 
 def test_the_sample_holds_the_real_images_at_its_recorded_indices(
         sample: data.FashionMNIST, full: data.FashionMNIST) -> None:
-    with np.load(data.SAMPLE_PATH) as npz:
+    with np.load(files.SAMPLE_PATH) as npz:
         train_idx = torch.from_numpy(npz["train_indices"]).long()
         test_idx = torch.from_numpy(npz["test_indices"]).long()
     assert torch.equal(sample.train_images, full.train_images[train_idx])
@@ -107,7 +103,7 @@ def test_the_sample_holds_the_real_images_at_its_recorded_indices(
 @needs_debian
 def test_the_debian_package_is_found_when_the_data_dir_is_empty(full: data.FashionMNIST) -> None:
     assert full.source == Source.DEBIAN and not full.is_sample
-    assert full.path == data.DEBIAN_DIR
+    assert full.path == files.DEBIAN_DIR
     assert full.describe() == ("Fashion-MNIST from /usr/share/datasets/fashion-mnist "
                                "(Debian package dataset-fashion-mnist): 60,000 train / 10,000 test")
 
@@ -143,7 +139,7 @@ def test_download_is_used_only_when_allowed_and_puts_files_in_the_data_dir(
             calls.append(root)
             raw = Path(root) / "FashionMNIST" / "raw"
             raw.mkdir(parents=True)
-            for name in data.IDX_FILES.values():
+            for name in files.IDX_FILES.values():
                 (raw / name).symlink_to(raw_root / "FashionMNIST" / "raw" / name)
 
     monkeypatch.setattr("torchvision.datasets.FashionMNIST", FakeTorchvisionFashionMNIST)
@@ -162,7 +158,7 @@ def test_nothing_found_raises_an_error_naming_the_three_places_and_the_apt_packa
     message = str(error.value)
     assert str(tmp_path / "missing") in message
     assert str(tmp_path / "missing" / "FashionMNIST" / "raw") in message
-    assert str(data.DEBIAN_DIR) in message
+    assert str(files.DEBIAN_DIR) in message
     assert "download" in message and "allow_download=True" in message
     assert "dataset-fashion-mnist" in message and "CNNLAB_DATA" in message
 
@@ -188,11 +184,72 @@ def test_an_unknown_source_is_rejected() -> None:
         load_fashion_mnist(source="mnist")
 
 
+# ---------------------------------------------------------------- reading ahead
+
+@needs_debian
+def test_prefetching_reads_the_four_files_for_the_next_load(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv(files.DATA_ENV, str(tmp_path))  # empty: the Debian package is found
+    files._read_idx.cache_clear()
+    data._decode_full.cache_clear()
+    files.prefetch("full").join()
+    assert files._read_idx.cache_info().misses == 4
+    full = load_fashion_mnist(source="full")
+    assert files._read_idx.cache_info().hits == 4 and len(full.train_labels) == 60_000
+
+
+@needs_debian
+def test_a_load_while_the_prefetch_reads_waits_for_it_instead_of_reading_twice(
+        monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv(files.DATA_ENV, str(tmp_path))
+    files._read_idx.cache_clear()
+    data._decode_full.cache_clear()
+    reader = files.prefetch("auto")
+    load_fashion_mnist(source="full")  # at once, while the thread reads
+    reader.join()
+    assert files._read_idx.cache_info().misses == 4
+
+
+def test_prefetching_leaves_errors_to_the_load(monkeypatch, tmp_path, no_debian) -> None:
+    gz = gzip.compress(_idx(np.zeros((100, 28, 28), np.uint8)))
+    for name in files.IDX_FILES.values():
+        (tmp_path / f"{name}.gz").write_bytes(gz[: len(gz) // 2])
+    monkeypatch.setenv(files.DATA_ENV, str(tmp_path))
+    uncaught: list[BaseException] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: uncaught.append(args.exc_value))
+    files.prefetch("full").join()
+    assert uncaught == []
+    with pytest.raises(DataCorrupt, match="train-images-idx3-ubyte.gz: cannot read"):
+        load_fashion_mnist(source="full")
+
+
+def test_the_bundled_sample_is_not_prefetched(monkeypatch) -> None:
+    files._read_idx.cache_clear()
+    found: list[str] = []
+    monkeypatch.setattr(files, "find_fashion_mnist", lambda: found.append("looked"))
+    files.prefetch("sample").join()
+    assert found == [] and files._read_idx.cache_info().misses == 0
+
+
+def test_gzip_members_are_read_one_after_another_and_zero_padding_is_allowed(
+        tmp_path: Path) -> None:
+    images = _idx(np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 28, 28))
+    path = tmp_path / "two-members.gz"
+    path.write_bytes(gzip.compress(images[:100]) + gzip.compress(images[100:]) + bytes(8))
+    assert data.read_idx(path).flatten().tolist() == list(images[16:])
+
+
+def test_junk_after_a_gzip_member_raises_an_error_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "junk.gz"
+    path.write_bytes(gzip.compress(_idx(np.zeros((2, 28, 28), np.uint8))) + b"<html>")
+    with pytest.raises(DataCorrupt, match="junk.gz: cannot read"):
+        data.read_idx(path)
+
+
 # ---------------------------------------------------------------- corrupt data
 
 def test_a_truncated_file_raises_an_error_naming_it(tmp_path: Path, no_debian: None) -> None:
     header = struct.pack(">BBBBIII", 0, 0, 8, 3, 60_000, 28, 28)
-    for name in data.IDX_FILES.values():
+    for name in files.IDX_FILES.values():
         (tmp_path / name).write_bytes(header + bytes(1000))
     with pytest.raises(DataCorrupt, match=r"train-images-idx3-ubyte: 1,016 bytes .* truncated"):
         load_fashion_mnist(tmp_path)
@@ -200,7 +257,7 @@ def test_a_truncated_file_raises_an_error_naming_it(tmp_path: Path, no_debian: N
 
 def test_a_truncated_gzip_raises_an_error_naming_it(tmp_path: Path, no_debian: None) -> None:
     gz = gzip.compress(_idx(np.zeros((100, 28, 28), np.uint8)))
-    for name in data.IDX_FILES.values():
+    for name in files.IDX_FILES.values():
         (tmp_path / f"{name}.gz").write_bytes(gz[: len(gz) // 2])
     with pytest.raises(DataCorrupt, match="train-images-idx3-ubyte.gz: cannot read"):
         load_fashion_mnist(tmp_path)

@@ -94,6 +94,13 @@ def test_training_with_sgd_does_not_import_dynamo():
                          "momentum=0.9, bn_recalibration=0))", "torch._dynamo") == []
 
 
+def test_the_command_line_and_the_run_worker_start_without_torch():
+    # They start reading the data (cnnlab.training.files.prefetch) before torch is imported,
+    # so the 0.3-0.5 s of gunzip overlaps the 1-3 s import (bench/cold_train.py).
+    assert heavy_imports("import cnnlab.cli, cnnlab.runs.worker, cnnlab.training.files",
+                         "torch", "numpy") == []
+
+
 def test_no_module_is_named_like_a_standard_library_module():
     # A script or tool that imports `queue` or `inspect` from the checkout would get ours.
     named = [p for p in (ROOT / "cnnlab").rglob("*.py") if p.stem in sys.stdlib_module_names]

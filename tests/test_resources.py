@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from cnnlab.arch.presets import PRESETS
-from cnnlab.training import data, resources
+from cnnlab.training import files, resources
 from cnnlab.training.config import TrainConfig
 from cnnlab.training.resources import DeviceMemory, estimate, fits_device
 
@@ -40,17 +40,17 @@ def test_the_cpu_core_count_is_what_this_process_may_use():
 
 
 def test_full_data_on_disk_is_reported_with_its_source(monkeypatch):
-    files = {key: Path("/usr/share/datasets/fashion-mnist") / f"{name}.gz"
-             for key, name in data.IDX_FILES.items()}
-    monkeypatch.setattr(data, "find_fashion_mnist", lambda: (data.Source.DEBIAN, files))
+    paths = {key: Path("/usr/share/datasets/fashion-mnist") / f"{name}.gz"
+             for key, name in files.IDX_FILES.items()}
+    monkeypatch.setattr(files, "find_fashion_mnist", lambda: (files.Source.DEBIAN, paths))
     summary = resources.data_summary()
-    assert "full" in summary and "60,000" in summary and data.DEBIAN_PACKAGE in summary
+    assert "full" in summary and "60,000" in summary and files.DEBIAN_PACKAGE in summary
     assert resources.full_data_found()
     assert resources.train_size("auto") == resources.train_size("full") == 60_000
 
 
 def test_without_the_full_set_runs_use_the_sample(monkeypatch):
-    monkeypatch.setattr(data, "find_fashion_mnist", lambda: None)
+    monkeypatch.setattr(files, "find_fashion_mnist", lambda: None)
     summary = resources.data_summary()
     assert "sample" in summary and "3,000" in summary and "apt install" in summary
     assert not resources.full_data_found()
@@ -59,24 +59,24 @@ def test_without_the_full_set_runs_use_the_sample(monkeypatch):
 
 def test_a_broken_data_set_is_reported_not_raised(monkeypatch):
     def broken():
-        raise data.DataCorrupt("incomplete Fashion-MNIST in /x: missing t10k-labels-idx1-ubyte")
+        raise files.DataCorrupt("incomplete Fashion-MNIST in /x: missing t10k-labels-idx1-ubyte")
 
-    monkeypatch.setattr(data, "find_fashion_mnist", broken)
+    monkeypatch.setattr(files, "find_fashion_mnist", broken)
     assert "incomplete" in resources.data_summary()
     assert not resources.full_data_found()
 
 
 def test_a_missing_sample_is_reported(monkeypatch, tmp_path):
-    monkeypatch.setattr(data, "find_fashion_mnist", lambda: None)
-    monkeypatch.setattr(data, "SAMPLE_PATH", tmp_path / "missing.npz")
+    monkeypatch.setattr(files, "find_fashion_mnist", lambda: None)
+    monkeypatch.setattr(files, "SAMPLE_PATH", tmp_path / "missing.npz")
     assert "No Fashion-MNIST" in resources.data_summary()
 
 
 def test_full_data_that_is_not_installed_is_a_problem_of_the_data_field(monkeypatch):
-    monkeypatch.setattr(data, "find_fashion_mnist", lambda: None)
+    monkeypatch.setattr(files, "find_fashion_mnist", lambda: None)
     problems = resources.data_problems(TrainConfig(data="full"))
     assert [p.field for p in problems] == ["data"]
-    assert data.DEBIAN_PACKAGE in problems[0].fix
+    assert files.DEBIAN_PACKAGE in problems[0].fix
 
 
 def test_a_subset_larger_than_the_training_set_is_a_problem_of_the_subset_field():

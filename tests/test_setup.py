@@ -1,16 +1,13 @@
 """Tests for cnnlab.training.setup: the machine's facts (a GPU for "cuda", enough images for a
-subset) and decoding the data in the background."""
+subset)."""
 
 from __future__ import annotations
-
-import threading
 
 import pytest
 import torch
 
-from cnnlab.training import data
 from cnnlab.training.config import ConfigError, TrainConfig
-from cnnlab.training.setup import load_data, prefetch_data, resolve_device, subset_problems
+from cnnlab.training.setup import resolve_device, subset_problems
 
 
 def test_cuda_without_a_gpu_is_refused_naming_the_device_field() -> None:
@@ -29,21 +26,3 @@ def test_a_subset_larger_than_the_images_here_is_one_problem_with_the_largest_th
     (problem,) = subset_problems(5_000, 3_000)
     assert problem.field == "subset" and "3,000" in problem.fix
     assert subset_problems(3_000, 3_000) == subset_problems(None, 10) == []
-
-
-def test_prefetching_decodes_the_data_for_the_next_load() -> None:
-    data._decode_sample.cache_clear()
-    prefetch_data("sample").join()
-    assert data._decode_sample.cache_info().currsize == 1
-    loaded = load_data(TrainConfig(data="sample"))
-    assert data._decode_sample.cache_info().hits == 1 and len(loaded.train_labels) == 3_000
-
-
-def test_prefetching_leaves_errors_to_the_load(monkeypatch, tmp_path) -> None:
-    monkeypatch.setattr(data, "SAMPLE_PATH", tmp_path / "missing.npz")
-    uncaught: list[BaseException] = []
-    monkeypatch.setattr(threading, "excepthook", lambda args: uncaught.append(args.exc_value))
-    prefetch_data("sample").join()
-    assert uncaught == []
-    with pytest.raises(data.DataNotFound, match="missing"):
-        load_data(TrainConfig(data="sample"))

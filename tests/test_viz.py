@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from cnnlab.training.data import CLASSES
+from cnnlab.training.files import CLASSES
 from cnnlab.views import figures as viz
 
 

@@ -22,6 +22,8 @@ from types import FrameType
 from typing import NoReturn
 
 from cnnlab.runs.store import RunStore, Status
+from cnnlab.training.config import TrainConfig
+from cnnlab.training.files import prefetch
 
 
 class Terminated(BaseException):
@@ -78,6 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     signal.signal(signal.SIGTERM, _raise_terminated)
     try:
+        # The data's files are read in a thread while torch imports (see cnnlab.training.files).
+        prefetch(store.get(args.run_id).config.get("data", TrainConfig().data))
         import torch
 
         if args.threads:

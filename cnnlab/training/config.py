@@ -15,7 +15,7 @@ from typing import Any
 
 from cnnlab.arch.checks import is_int, is_number
 from cnnlab.errors import CnnlabError, Problem
-from cnnlab.training.data import NUM_CLASSES
+from cnnlab.training.files import NUM_CLASSES
 
 # The choices of the string fields; the CLI and the pages offer exactly these.
 OPTIMIZERS = ("sgd", "adam", "adamw")

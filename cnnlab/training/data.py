@@ -1,15 +1,12 @@
-"""Fashion-MNIST for the lab: find and verify the real idx files (or the bundled sample),
-and build training batches directly on the training device."""
+"""Fashion-MNIST as tensors: the real idx files (found and read by `cnnlab.training.files`) or
+the bundled sample, verified, and training batches built directly on the training device."""
 
 from __future__ import annotations
 
 import dataclasses
-import enum
 import functools
-import gzip
 import math
 import os
-import struct
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -19,49 +16,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cnnlab.errors import CnnlabError
-
-CLASSES: tuple[str, ...] = (
-    "t-shirt", "trouser", "pullover", "dress", "coat",
-    "sandal", "shirt", "sneaker", "bag", "ankle boot",
+from cnnlab.training import files
+from cnnlab.training.files import (
+    DATA_ENV,
+    DEBIAN_PACKAGE,
+    FULL_SIZES,
+    IDX_FILES,
+    IMAGE_SIZE,
+    NUM_CLASSES,
+    SAMPLE_SIZES,
+    DataCorrupt,
+    DataNotFound,
+    Source,
+    find_fashion_mnist,
+    resolve_data_dir,
+    stamp,
 )
-NUM_CLASSES = len(CLASSES)
-IMAGE_SIZE = 28
-FULL_SIZES = (60_000, 10_000)
-SAMPLE_SIZES = (3_000, 1_000)
-
-DATA_ENV = "CNNLAB_DATA"
-DEBIAN_PACKAGE = "dataset-fashion-mnist"
-# Module-level so tests can point them elsewhere; read at call time, never captured.
-DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
-SAMPLE_PATH = Path(__file__).resolve().parents[2] / "assets" / "fashion-mnist-sample.npz"
-
-# The four original files, in the order the loader reads them (plain or .gz).
-IDX_FILES: dict[str, str] = {
-    "train_images": "train-images-idx3-ubyte",
-    "train_labels": "train-labels-idx1-ubyte",
-    "test_images": "t10k-images-idx3-ubyte",
-    "test_labels": "t10k-labels-idx1-ubyte",
-}
-
-
-class Source(enum.StrEnum):
-    DATA_DIR = "data-dir"
-    DEBIAN = "debian"
-    DOWNLOAD = "download"
-    SAMPLE = "sample"
-
-
-class DataError(CnnlabError):
-    """Base class for data problems the user has to fix."""
-
-
-class DataNotFound(DataError, FileNotFoundError):
-    """No usable Fashion-MNIST anywhere the loader is allowed to look."""
-
-
-class DataCorrupt(DataError, ValueError):
-    """Files were found but are truncated, malformed, incomplete or not Fashion-MNIST."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -106,34 +76,13 @@ class FashionMNIST:
             subset_of=self.subset_of or len(self.train_labels))
 
 
-# ---------------------------------------------------------------- reading idx files
-#
-# Our own small parser rather than torchvision.datasets.mnist.read_image_file: that reader
-# only opens plain files (Debian ships .gz), so it would need a 55 MB decompressed copy in
-# the data dir, which the next run would then report as "data-dir" instead of "debian"; and
-# it validates with `assert` and strict=False, so a truncated file fails with an opaque
-# reshape error instead of one naming the file.
+# ---------------------------------------------------------------- decoding
 
 def read_idx(path: Path) -> torch.Tensor:
-    """Read an idx file of unsigned bytes (plain or .gz) into a uint8 tensor of its declared shape."""
-    try:
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rb") as f:
-            data = f.read()
-    except (OSError, EOFError, zlib.error) as e:  # truncated/garbled gzip lands here
-        raise DataCorrupt(f"{path}: cannot read it ({e}); delete it and fetch it again") from e
-    # Header: two zero bytes, type 0x08 (unsigned byte), number of dims, then big-endian uint32 dims.
-    if len(data) < 4 or data[:3] != b"\x00\x00\x08" or data[3] not in (1, 3):
-        raise DataCorrupt(f"{path}: not an idx file of unsigned bytes (header {data[:4].hex()!r})")
-    header = 4 + 4 * data[3]
-    if len(data) < header:
-        raise DataCorrupt(f"{path}: truncated inside the header ({len(data)} bytes)")
-    shape = struct.unpack(f">{data[3]}I", data[4:header])
-    expected = header + math.prod(shape)
-    if len(data) != expected:
-        raise DataCorrupt(f"{path}: {len(data):,} bytes but its header {shape} needs {expected:,}; "
-                          "truncated or corrupt, delete it and fetch it again")
-    return torch.frombuffer(bytearray(data), dtype=torch.uint8, offset=header).view(*shape)
+    """An idx file of unsigned bytes (plain or .gz) as a uint8 tensor of its declared shape.
+    Raises DataCorrupt."""
+    idx = files.read_idx(path)
+    return torch.frombuffer(idx.values, dtype=torch.uint8).view(*idx.shape)
 
 
 def verify(train_images: torch.Tensor, train_labels: torch.Tensor,
@@ -155,12 +104,6 @@ def verify(train_images: torch.Tensor, train_labels: torch.Tensor,
             # Also catches plain MNIST saved under the Fashion-MNIST names: its classes are unequal.
             raise DataCorrupt(f"{label_name}: classes not balanced ({n // NUM_CLASSES} each expected), "
                               f"got {counts}")
-
-
-def _stamp(path: Path) -> tuple[str, int, int]:
-    """Cache key for a file: a replaced or rewritten file decodes afresh."""
-    st = path.stat()
-    return str(path), st.st_size, st.st_mtime_ns
 
 
 @functools.lru_cache(maxsize=4)
@@ -186,42 +129,7 @@ def _decode_sample(stamp: tuple[str, int, int]) -> tuple[torch.Tensor, ...]:
     return tr_x, tr_y, te_x, te_y
 
 
-# ---------------------------------------------------------------- finding the files
-
-def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
-    """The data dir: the argument, else $CNNLAB_DATA, else ./data (absolute, for messages and caching)."""
-    chosen = data_dir if data_dir is not None else os.environ.get(DATA_ENV) or "data"
-    return Path(chosen).expanduser().resolve()
-
-
-def _files_in(directory: Path) -> dict[str, Path] | None:
-    """The four idx files in directory (plain preferred: faster), None if it has none of them."""
-    found: dict[str, Path] = {}
-    for key, name in IDX_FILES.items():
-        for candidate in (directory / name, directory / f"{name}.gz"):
-            if candidate.is_file():
-                found[key] = candidate
-                break
-    if not found:
-        return None
-    missing = [name for key, name in IDX_FILES.items() if key not in found]
-    if missing:
-        # Refuse rather than silently fall through to another source the user did not pick.
-        raise DataCorrupt(f"incomplete Fashion-MNIST in {directory}: missing {', '.join(missing)} (plain or .gz); "
-                           "add them or delete the partial set")
-    return found
-
-
-def find_fashion_mnist(data_dir: str | os.PathLike[str] | None = None) -> tuple[Source, dict[str, Path]] | None:
-    """Locate the full set on disk: the data dir (itself, then FashionMNIST/raw/), then Debian's. No download."""
-    root = resolve_data_dir(data_dir)
-    for directory in (root, root / "FashionMNIST" / "raw"):
-        if files := _files_in(directory):
-            return Source.DATA_DIR, files
-    if files := _files_in(DEBIAN_DIR):
-        return Source.DEBIAN, files
-    return None
-
+# ---------------------------------------------------------------- loading
 
 def _download(root: Path) -> dict[str, Path]:
     # Imported here: torchvision.datasets is only needed for this rare path.
@@ -229,10 +137,10 @@ def _download(root: Path) -> dict[str, Path]:
 
     # Fetches all four files (md5-checked, with a progress bar) into root/FashionMNIST/raw/.
     TorchvisionFashionMNIST(str(root), train=True, download=True)
-    files = _files_in(root / "FashionMNIST" / "raw")
-    if files is None:
+    found = files.files_in(root / "FashionMNIST" / "raw")
+    if found is None:
         raise RuntimeError(f"torchvision reported success but left no files in {root / 'FashionMNIST' / 'raw'}")
-    return files
+    return found
 
 
 def _not_found_message(root: Path, allow_download: bool, download_error: Exception | None) -> str:
@@ -247,7 +155,7 @@ def _not_found_message(root: Path, allow_download: bool, download_error: Excepti
         "Fashion-MNIST not found. Looked in:\n"
         f"  1. the data dir {root} and {root / 'FashionMNIST' / 'raw'} "
         f"(set ${DATA_ENV} or data_dir= to change it)\n"
-        f"  2. {DEBIAN_DIR} (Debian/Ubuntu package {DEBIAN_PACKAGE})\n"
+        f"  2. {files.DEBIAN_DIR} (Debian/Ubuntu package {DEBIAN_PACKAGE})\n"
         f"  3. download with torchvision into {root}: {download}\n"
         f"Fix: `sudo apt install {DEBIAN_PACKAGE}`, or put {names} in ${DATA_ENV}, "
         "or allow_download=True; allow_sample=True falls back to the bundled 3,000/1,000 sample "
@@ -274,19 +182,20 @@ def load_fashion_mnist(data_dir: str | os.PathLike[str] | None = None, *, allow_
         except (OSError, RuntimeError) as e:  # torchvision raises RuntimeError once every mirror failed
             download_error = e
     if found is not None:
-        kind, files = found
-        arrays = _decode_full(tuple(_stamp(files[key]) for key in IDX_FILES))
-        return FashionMNIST(*arrays, source=kind, path=files["train_images"].parent)
+        kind, paths = found
+        arrays = _decode_full(tuple(stamp(paths[key]) for key in IDX_FILES))
+        return FashionMNIST(*arrays, source=kind, path=paths["train_images"].parent)
     if allow_sample and source is None:
         return _load_sample()
     raise DataNotFound(_not_found_message(root, allow_download, download_error))
 
 
 def _load_sample() -> FashionMNIST:
-    if not SAMPLE_PATH.is_file():
-        raise DataNotFound(f"the bundled sample {SAMPLE_PATH} is missing; run bench/make_sample.py")
-    arrays = _decode_sample(_stamp(SAMPLE_PATH))
-    return FashionMNIST(*arrays, source=Source.SAMPLE, path=SAMPLE_PATH)
+    sample = files.SAMPLE_PATH
+    if not sample.is_file():
+        raise DataNotFound(f"the bundled sample {sample} is missing; run bench/make_sample.py")
+    arrays = _decode_sample(stamp(sample))
+    return FashionMNIST(*arrays, source=Source.SAMPLE, path=sample)
 
 
 def balanced_indices(labels: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:

@@ -24,7 +24,7 @@ from cnnlab.analysis.table_text import human_bytes
 from cnnlab.arch.families import FAMILIES
 from cnnlab.arch.specs import Spec
 from cnnlab.errors import Problem
-from cnnlab.training import data
+from cnnlab.training import files
 from cnnlab.training.config import TrainConfig
 from cnnlab.training.setup import eval_batch_size, subset_problems, trains_on_gpu, visible_gpus
 
@@ -83,34 +83,34 @@ def device_summary() -> str:
 def full_data_found() -> bool:
     """Whether the full Fashion-MNIST is on disk (data dir or Debian package); no download."""
     try:
-        return data.find_fashion_mnist() is not None
-    except data.DataError:  # an incomplete set: "full" would fail too
+        return files.find_fashion_mnist() is not None
+    except files.DataError:  # an incomplete set: "full" would fail too
         return False
 
 
 def train_size(choice: str) -> int:
     """Training images that data `choice` ("auto", "full" or "sample") gives on this server."""
     full = choice == "full" or (choice == "auto" and full_data_found())
-    return data.FULL_SIZES[0] if full else data.SAMPLE_SIZES[0]
+    return files.FULL_SIZES[0] if full else files.SAMPLE_SIZES[0]
 
 
 def data_summary() -> str:
     """Which Fashion-MNIST runs get by default, from a look at the disk (nothing is loaded)."""
     try:
-        found = data.find_fashion_mnist()
-    except data.DataError as exc:
+        found = files.find_fashion_mnist()
+    except files.DataError as exc:
         return f"Fashion-MNIST is broken here: {exc}. Runs use the bundled sample."
-    train, test = data.FULL_SIZES
+    train, test = files.FULL_SIZES
     if found is not None:
-        source, files = found
-        where = (f"Debian package {data.DEBIAN_PACKAGE}" if source is data.Source.DEBIAN
-                 else f"{files['train_images'].parent}")
+        source, paths = found
+        where = (f"Debian package {files.DEBIAN_PACKAGE}" if source is files.Source.DEBIAN
+                 else f"{paths['train_images'].parent}")
         return f"Fashion-MNIST, full: {train:,} train / {test:,} test images ({where})"
-    train, test = data.SAMPLE_SIZES
-    if not data.SAMPLE_PATH.is_file():
+    train, test = files.SAMPLE_SIZES
+    if not files.SAMPLE_PATH.is_file():
         return "No Fashion-MNIST found, and the bundled sample is missing: runs will fail."
     return (f"Fashion-MNIST sample: {train:,} train / {test:,} test images (the full set is "
-            f"not installed: apt install {data.DEBIAN_PACKAGE})")
+            f"not installed: apt install {files.DEBIAN_PACKAGE})")
 
 
 def data_problems(config: TrainConfig) -> list[Problem]:
@@ -118,7 +118,7 @@ def data_problems(config: TrainConfig) -> list[Problem]:
     subset larger than the training set. Each names the field and a fix."""
     if config.data == "full" and not full_data_found():
         return [Problem("data", "the full Fashion-MNIST is not installed on this server",
-                        f"use the sample, or install the Debian package {data.DEBIAN_PACKAGE}")]
+                        f"use the sample, or install the Debian package {files.DEBIAN_PACKAGE}")]
     return subset_problems(config.subset, train_size(config.data))
 
 
@@ -261,10 +261,10 @@ def estimate(spec: Spec, config: TrainConfig, device: str | None = None) -> Esti
     eval_slack = family.eval_slack or EVAL_SLACK
     eval_per_image = math.ceil(widest * eval_slack) + input_bytes
     eval_images = eval_batch_size(1, torch.device(kind), spec.input_size)
-    images = sum(data.FULL_SIZES if train_size(config.data) == data.FULL_SIZES[0]
-                 else data.SAMPLE_SIZES)
+    images = sum(files.FULL_SIZES if train_size(config.data) == files.FULL_SIZES[0]
+                 else files.SAMPLE_SIZES)
     fixed = (memory.weights + memory.gradients + memory.optimizer_state
-             + images * data.IMAGE_SIZE ** 2 + RUNTIME_OVERHEAD[kind])
+             + images * files.IMAGE_SIZE ** 2 + RUNTIME_OVERHEAD[kind])
     return Estimate(memory, config.batch_size, fixed, per_image, eval_images, eval_per_image)
 
 

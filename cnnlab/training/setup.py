@@ -9,7 +9,6 @@ subset) are asked here too: TrainConfig checks values, not machines.
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,7 +20,8 @@ from cnnlab.arch.models import batch_norm_modules, build
 from cnnlab.arch.specs import Spec
 from cnnlab.errors import Problem
 from cnnlab.training.config import ConfigError, TrainConfig
-from cnnlab.training.data import NUM_CLASSES, DeviceData, FashionMNIST, load_fashion_mnist
+from cnnlab.training.data import DeviceData, FashionMNIST, load_fashion_mnist
+from cnnlab.training.files import NUM_CLASSES
 from cnnlab.training.sgd import SGD
 
 STEP_DECAY = ((0.5, 0.1), (0.75, 0.01))  # "step" schedule: lr x 0.1 at half, x 0.01 at 3/4
@@ -72,33 +72,10 @@ def subset_problems(subset: int | None, available: int) -> list[Problem]:
 
 def load_data(config: TrainConfig) -> FashionMNIST:
     """Fashion-MNIST as `config.data` asks ("auto" falls back to the bundled sample), before any
-    subset. Raises cnnlab.training.data.DataError with the places it looked."""
-    return _load(config.data)
-
-
-def _load(choice: str) -> FashionMNIST:
-    if choice == "auto":
+    subset. Raises cnnlab.training.files.DataError with the places it looked."""
+    if config.data == "auto":
         return load_fashion_mnist(allow_sample=True)
-    return load_fashion_mnist(source=choice)
-
-
-def prefetch_data(choice: str) -> threading.Thread:
-    """Start decoding the data that `choice` (a config's `data`) loads, in a thread; join it
-    before load_data, which then finds the decoded arrays in data.py's cache.
-
-    Why: gunzipping the full set's idx files takes 0.2-0.3 s, and zlib releases the GIL while
-    it inflates, so on a second core it costs nothing while the caller imports and checks the
-    spec. Errors are left for load_data to raise, in their place.
-    """
-    def decode() -> None:
-        try:
-            _load(choice)
-        except Exception:  # noqa: BLE001 - load_data raises it again where it belongs
-            pass
-
-    thread = threading.Thread(target=decode, name="cnnlab-prefetch-data", daemon=True)
-    thread.start()
-    return thread
+    return load_fashion_mnist(source=config.data)
 
 
 def training_data(config: TrainConfig, data: FashionMNIST | None) -> FashionMNIST:

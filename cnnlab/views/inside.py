@@ -23,7 +23,8 @@ from cnnlab.arch.parse import spec_from_data, spec_from_json
 from cnnlab.arch.specs import Spec
 from cnnlab.errors import CnnlabError
 from cnnlab.runs.store import Run, RunStore, Status
-from cnnlab.training.data import NUM_CLASSES, to_input
+from cnnlab.training.data import to_input
+from cnnlab.training.files import NUM_CLASSES
 from cnnlab.training.setup import make_model
 from cnnlab.views.text import markdown_text
 
