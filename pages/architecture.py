@@ -10,6 +10,7 @@ in `pages/_spec_views.py`; the totals and the tables' columns come from
 from __future__ import annotations
 
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from cnnlab.analysis.layers import LayerTable, inspect_spec
 from cnnlab.analysis.smallest_input import smallest_input
@@ -111,10 +112,20 @@ def edit(spec: Spec, form: Form) -> bool:
     return failed
 
 
-def totals(spec: Spec, table: LayerTable) -> None:
-    least = smallest_input(spec)  # cached by the spec without its input size
-    for cell, (label, value, help) in zip(st.columns(6), cost_tables.totals(table, least)):
+def totals(table: LayerTable) -> DeltaGenerator:
+    """The totals but the last; the cell left for it, the smallest input (see smallest_total)."""
+    cells = st.columns(6)
+    for cell, (label, value, help) in zip(cells, cost_tables.totals(table, None)[:-1]):
         cell.metric(label, value, help=help)
+    return cells[-1]
+
+
+def smallest_total(cell: DeltaGenerator, spec: Spec, table: LayerTable) -> None:
+    """The smallest input, drawn last: its search takes about 0.1 s for a spec not seen yet
+    (cached by the spec without its input size and width), and the rest of the page need not
+    wait for it. Until it arrives the browser keeps the previous value in its place."""
+    label, value, help = cost_tables.totals(table, smallest_input(spec))[-1]
+    cell.metric(label, value, help=help)
 
 
 def spec_from_link() -> Spec:
@@ -145,12 +156,13 @@ def workbench() -> None:
     with totals_area:
         st.subheader("Totals")
         last_valid = st.empty()
-        totals(spec, table)
+        smallest_cell = totals(table)
     with editing_area:
         if edit(spec, form):
             last_valid.info("Showing the last valid model: fix the problem marked above to "
                             "update it.", icon=":material/info:")
     views(spec, table, cost_tables.export_name(preset, bool(changed)))
+    smallest_total(smallest_cell, spec, table)
 
 
 st.title("Architecture")

@@ -13,10 +13,14 @@ from torch.utils.flop_counter import FlopCounterMode
 from cnnlab.analysis.diagram import to_dot
 from cnnlab.analysis.layers import inspect_model, inspect_spec
 from cnnlab.analysis.smallest_input import (
+    _smallest_input,
+    _smallest_uncollapsed_input,
     collapsed_before_end,
+    search_key,
     smallest_input,
     smallest_uncollapsed_input,
 )
+from cnnlab.arch.checks import MAX_INPUT_SIZE
 from cnnlab.arch.checks import validate
 from cnnlab.arch.models import build
 from cnnlab.arch.parse import spec_from_data, spec_from_json
@@ -285,6 +289,18 @@ def test_googlenet_keeps_its_maps_above_1x1_from_33_pixels():
         ("b4.5", "b5.0.p1.0")
     warned = warnings(validate(spec.replace(input_size=least - 1)))
     assert fields_of(warned) == ["input_size"] and "at least 33" in warned[0].fix
+
+
+@pytest.mark.parametrize("name", ["alexnet", "vgg11-small", "nin-small", "googlenet", "bn-lenet",
+                                  "resnet18", "densenet"])
+def test_the_smallest_input_searches_do_not_depend_on_the_width(name):
+    # Both are cached by the spec at width 1 (search_key): a width edit finds them cached.
+    # Searched afresh at each width, the answers agree.
+    spec = PRESETS[name].replace(input_size=MAX_INPUT_SIZE)
+    answers = {(_smallest_input(spec.replace(width=w)),
+                _smallest_uncollapsed_input(spec.replace(width=w))) for w in (0.05, 1.0, 1.5)}
+    assert len(answers) == 1
+    assert search_key(spec.replace(width=0.5, input_size=64)) == spec.replace(width=1.0)
 
 
 # --- side by side (exercise 7.4.3) --------------------------------------------------------
