@@ -31,12 +31,13 @@ def _run_store() -> RunStore:
 
 
 def _or_stop(make: Callable[[], T], error: type[Exception]) -> T:
-    """What `make()` returns; on `error`, the page stops with its message and fix. A cached
-    maker that raised cached nothing, so the next rerun tries again."""
+    """What `make()` returns; on `error`, the page stops with its message and fix (escaped:
+    it names paths and addresses, which are not Markdown). A cached maker that raised cached
+    nothing, so the next rerun tries again."""
     try:
         return make()
     except error as exc:
-        st.error(str(exc), icon=":material/error:")
+        st.error(markdown_text(str(exc)), icon=":material/error:")
         st.stop()
 
 

@@ -77,8 +77,9 @@ def test_the_server_listens_on_loopback_and_takes_small_uploads_by_default(monke
 def test_a_run_store_whose_records_were_lost_is_shown_as_an_error_with_the_fix(
         tmp_path, monkeypatch):
     from cnnlab.runs.store import RunStore
+    from cnnlab.views.text import markdown_text
 
-    runs = tmp_path / "runs"
+    runs = tmp_path / "runs_*of*_[class](x)"  # Markdown in the path: shown literally
     store = RunStore(runs)
     store.run_dir(store.create("bn-lenet", {}, {}).id).mkdir(parents=True)
     (runs / "runs.sqlite").write_bytes(b"")  # truncated
@@ -90,6 +91,6 @@ def test_a_run_store_whose_records_were_lost_is_shown_as_an_error_with_the_fix(
     at.run()
     assert not at.exception
     assert any("empty (0 bytes)" in e.value and "restore runs.sqlite" in e.value
-               for e in at.error)
+               and markdown_text(str(runs)) in e.value for e in at.error)
     assert (runs / "runs.sqlite").stat().st_size == 0
     st.cache_resource.clear()
