@@ -135,7 +135,8 @@ def results(run_ids: list[str]) -> None:
             COLUMNS["memory_estimated"]: st.column_config.NumberColumn(
                 format="%.0f", help="the estimate made before launch"),
             COLUMNS["memory_measured"]: st.column_config.NumberColumn(
-                format="%.0f", help="peak resident memory of the worker on a CPU; "
+                format="%.0f", help="peak resident memory of the worker on a CPU (an upper "
+                                    "bound for a Ray worker, which outlives runs); "
                                     "torch.cuda.max_memory_allocated on a GPU"),
         },
     )

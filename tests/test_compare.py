@@ -60,6 +60,8 @@ def test_our_row_holds_cost_speed_and_accuracy(store, runs) -> None:
     assert ours["examples_per_s"] > 0 and ours["time_s"] > 0
     assert ours["epochs"] == 1 and ours["data"] == "sample" and ours["device"] == "cpu"
     assert ours["input_size"] == 28 and ours["status"] == "done"
+    # What the memory figure is, beside it: a Ray worker's is an upper bound.
+    assert ours["memory_measured_what"] == "peak resident memory of the training process"
 
 
 def test_two_runs_of_one_model_share_one_book_row(store, runs) -> None:

@@ -323,5 +323,6 @@ def test_a_cards_runs_and_a_memory_reveal_show_estimated_beside_measured(tmp_pat
     (row,) = run_rows(store, [run.id])
     assert row["run"] == "7.1.3 · batch" and row["status"] == "done" and row["test acc"] > 0
     assert row["memory estimated (MiB)"] > 100 and row["memory measured (MiB)"] > 100
+    assert row["memory measured is"] == "peak resident memory of the training process"
     assert measured_runs(store, spec) == [row]
     assert measured_runs(store, PRESETS["bn-lenet-scratch"]) == []  # another network

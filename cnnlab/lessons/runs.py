@@ -75,7 +75,8 @@ def run_rows(store: RunStore, run_ids: list[str]) -> list[dict[str, object]]:
         rows.append({"run": run.label, "status": str(run.status),
                      "test acc": run.test_acc,
                      "memory estimated (MiB)": mib(run.result.get("memory_estimated")),
-                     "memory measured (MiB)": mib(run.result.get("memory_measured"))})
+                     "memory measured (MiB)": mib(run.result.get("memory_measured")),
+                     "memory measured is": run.result.get("memory_measured_what")})
     return rows
 
 

@@ -43,6 +43,7 @@ COLUMNS: dict[str, str] = {
     "device": "Device",
     "memory_estimated": "Memory estimated (MiB)",
     "memory_measured": "Memory measured (MiB)",
+    "memory_measured_what": "Memory measured is",  # a Ray worker's figure is an upper bound
     "status": "Status",
     "model": "Model",
 }
@@ -141,6 +142,7 @@ def run_row(store: RunStore, run: Run, varied: list[str] | tuple[str, ...] = ())
         "device": result.get("device") or run.device, "id": run.id, "textbook": textbook_key(run),
         "memory_estimated": mib(result.get("memory_estimated")),
         "memory_measured": mib(result.get("memory_measured")),
+        "memory_measured_what": result.get("memory_measured_what"),
         "comparable": comparable_with_book(run),
         **{f"{VARIED}{f}": value_text(_setting(run, f)) for f in varied},
     }
@@ -161,7 +163,8 @@ def textbook_row(name: str) -> Row:
         "epochs": recipe.epochs if recipe else 10,
         "time_s": None, "examples_per_s": book.examples_per_s, "test_acc": book.test_acc,
         "vs_book": None, "device": "the book's GPU", "id": None, "textbook": name,
-        "memory_estimated": None, "memory_measured": None, "comparable": True,
+        "memory_estimated": None, "memory_measured": None, "memory_measured_what": None,
+        "comparable": True,
     }
 
 
