@@ -210,6 +210,8 @@ def test_a_cluster_the_server_cannot_use_is_a_message_on_the_page_not_a_tracebac
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
+    from cnnlab.views.text import markdown_text
+
     monkeypatch.setenv("CNNLAB_RUNS", str(tmp_path / "runs"))
     monkeypatch.setenv("CNNLAB_RAY_ADDRESS", "ray://head:10001")
     st.cache_resource.clear()  # the job manager is shared between AppTest instances
@@ -217,5 +219,6 @@ def test_a_cluster_the_server_cannot_use_is_a_message_on_the_page_not_a_tracebac
     at = AppTest.from_file(str(app), default_timeout=60).run()
     st.cache_resource.clear()
     assert not at.exception
-    errors = [e.value for e in at.sidebar.error]
-    assert any("Ray Client" in e and "CNNLAB_RAY_ADDRESS=auto" in e for e in errors), errors
+    errors = [e.value for e in at.sidebar.error]  # Markdown, escaped: the address is shown literally
+    assert any("Ray Client" in e and markdown_text("CNNLAB_RAY_ADDRESS=auto") in e
+               and markdown_text("'ray://head:10001'") in e for e in errors), errors
