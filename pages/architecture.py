@@ -113,18 +113,18 @@ def edit(spec: Spec, form: Form) -> bool:
 
 
 def totals(table: LayerTable) -> DeltaGenerator:
-    """The totals but the last; the cell left for it, the smallest input (see smallest_total)."""
-    cells = st.columns(6)
-    for cell, (label, value, help) in zip(cells, cost_tables.totals(table, None)[:-1]):
+    """The layer table's totals; the cell left for the last one (see smallest_total)."""
+    *cells, last = st.columns(6)
+    for cell, (label, value, help) in zip(cells, cost_tables.table_totals(table)):
         cell.metric(label, value, help=help)
-    return cells[-1]
+    return last
 
 
-def smallest_total(cell: DeltaGenerator, spec: Spec, table: LayerTable) -> None:
+def smallest_total(cell: DeltaGenerator, spec: Spec) -> None:
     """The smallest input, drawn last: its search takes about 0.1 s for a spec not seen yet
     (cached by the spec without its input size and width), and the rest of the page need not
     wait for it. Until it arrives the browser keeps the previous value in its place."""
-    label, value, help = cost_tables.totals(table, smallest_input(spec))[-1]
+    label, value, help = cost_tables.smallest_input_total(smallest_input(spec))
     cell.metric(label, value, help=help)
 
 
@@ -162,7 +162,7 @@ def workbench() -> None:
             last_valid.info("Showing the last valid model: fix the problem marked above to "
                             "update it.", icon=":material/info:")
     views(spec, table, cost_tables.export_name(preset, bool(changed)))
-    smallest_total(smallest_cell, spec, table)
+    smallest_total(smallest_cell, spec)
 
 
 st.title("Architecture")

@@ -101,6 +101,27 @@ def test_the_command_line_and_the_run_worker_start_without_torch():
                          "torch", "numpy") == []
 
 
+@pytest.mark.parametrize("start", [
+    "from cnnlab.cli import main\nmain(['train', 'bn-lenet', '--data', 'full'])",
+    "from cnnlab.runs.store import RunStore\nfrom cnnlab.runs import worker\n"
+    "run = RunStore(RUNS).create('bn-lenet', {}, {'data': 'full'})\n"
+    "worker.main(['--runs-dir', RUNS, run.id])",
+])
+def test_the_command_line_and_the_run_worker_start_reading_the_data_before_importing_torch(
+        start, tmp_path):
+    # The read-ahead only overlaps the import if it starts first; it reports, then ends the
+    # process before any training.
+    script = ("import os, sys\nfrom cnnlab.training import files\n"
+              "def prefetch(choice):\n"
+              "    print(choice, 'torch' in sys.modules, flush=True)\n"
+              "    os._exit(0)\n"
+              f"files.prefetch = prefetch\nRUNS = {str(tmp_path / 'runs')!r}\n{start}\n")
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                         text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT),
+                                                     "CNNLAB_RUNS": str(tmp_path / "runs")})
+    assert out.stdout.split() == ["full", "False"]
+
+
 def test_no_module_is_named_like_a_standard_library_module():
     # A script or tool that imports `queue` or `inspect` from the checkout would get ours.
     named = [p for p in (ROOT / "cnnlab").rglob("*.py") if p.stem in sys.stdlib_module_names]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import gzip
 import math
 import os
 import struct
@@ -146,8 +147,9 @@ def _read_idx(key: Stamp) -> IdxFile:
     try:
         data = path.read_bytes()
         if path.suffix == ".gz":
-            data = _gunzip(data)
-    except (OSError, zlib.error) as e:  # truncated/garbled gzip lands here
+            # Every member, zero padding allowed, CRCs checked; zlib frees the GIL as it inflates.
+            data = gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as e:  # truncated/garbled gzip lands here
         raise DataCorrupt(f"{path}: cannot read it ({e}); delete it and fetch it again") from e
     # Header: two zero bytes, type 0x08 (unsigned byte), number of dims, then big-endian uint32 dims.
     if len(data) < 4 or data[:3] != b"\x00\x00\x08" or data[3] not in (1, 3):
@@ -161,21 +163,6 @@ def _read_idx(key: Stamp) -> IdxFile:
         raise DataCorrupt(f"{path}: {len(data):,} bytes but its header {shape} needs {expected:,}; "
                           "truncated or corrupt, delete it and fetch it again")
     return IdxFile(shape, bytearray(memoryview(data)[header:]))
-
-
-def _gunzip(data: bytes) -> bytes:
-    """gzip's members inflated one after another; zlib.error if one is cut short or garbled.
-    One inflate call per member, during which zlib releases the GIL."""
-    parts = []
-    while data:
-        member = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # 16+: a gzip header and trailer
-        parts.append(member.decompress(data))
-        if not member.eof:
-            raise zlib.error("the gzip stream ends early (truncated)")
-        data = member.unused_data
-        if not data.strip(b"\0"):  # zero padding after the last member, as gzip(1) allows
-            break
-    return b"".join(parts)
 
 
 def prefetch(choice: str) -> threading.Thread:

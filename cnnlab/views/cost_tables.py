@@ -102,9 +102,14 @@ def layer_rows(table: LayerTable) -> Columns:
 
 
 def totals(table: LayerTable, least: int | None) -> list[tuple[str, str, str | None]]:
-    """The totals above the tables, as (label, value, help): parameters, FLOPs, MACs, the
-    other ops, input and output shapes, and `least`, the smallest input it runs at (None:
-    none does)."""
+    """The totals above the tables, as (label, value, help): table_totals, then the smallest
+    input `least` (None: none runs)."""
+    return [*table_totals(table), smallest_input_total(least)]
+
+
+def table_totals(table: LayerTable) -> list[tuple[str, str, str | None]]:
+    """The totals the layer table gives: parameters, FLOPs, MACs, the other ops, input and
+    output shapes."""
     return [
         ("Parameters", f"{table.total_params:,}", None),
         ("FLOPs per image", short(table.total_flops),
@@ -117,10 +122,15 @@ def totals(table: LayerTable, least: int | None) -> list[tuple[str, str, str | N
          "biases, counted from their output sizes"),
         ("Input → output", f"{shape_text(table.input_shape)} → {shape_text(table.output_shape)}",
          None),
-        ("Smallest input", "none" if least is None else f"{least} px",
-         "The smallest height = width this network runs at (exercise 7.4.2). A warning under "
-         "the input size says when the maps reach 1x1 before the last convolution."),
     ]
+
+
+def smallest_input_total(least: int | None) -> tuple[str, str, str | None]:
+    """The last total: the smallest input the network runs at (a search of its own, see
+    cnnlab.analysis.smallest_input), None when none does."""
+    return ("Smallest input", "none" if least is None else f"{least} px",
+            "The smallest height = width this network runs at (exercise 7.4.2). A warning under "
+            "the input size says when the maps reach 1x1 before the last convolution.")
 
 
 THIS_MODEL = "this model"  # the edited spec, beside the presets in the side-by-side table
