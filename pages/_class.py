@@ -92,7 +92,9 @@ def you() -> None:
         return
     me = person()
     st.markdown("**You**")
-    if st.session_state.pop("you.remember", False) and me.name:
+    if st.session_state.get("you.remember") and me.name:
+        # Every run of this session, not once: the script runs only after the browser has
+        # fetched Streamlit's HTML component, and a run it missed would lose the name.
         _remember(me.name)
     if me.name is None:
         st.text_input("Your name", key="you.name_input", on_change=on_name,

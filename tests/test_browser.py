@@ -246,6 +246,10 @@ def test_a_students_name_stays_in_the_browser(tmp_path, monkeypatch, chromium_pa
         sidebar = page.locator('[data-testid="stSidebar"]')
         expect(sidebar.get_by_text("Ada <i>L</i>")).to_be_visible()  # escaped, not italic
         wait_idle(page)
+        # The cookie is written by a script the browser runs after drawing the name; a new
+        # tab opened before that would rightly ask again.
+        page.wait_for_function("() => document.cookie.includes('cnnlab_name=')",
+                               timeout=60_000)
         second = page
         second.goto(f"{url}/train")  # a fresh load is a new session; the cookie stays
         expect(second.locator('[data-testid="stSidebar"]').get_by_text("Ada <i>L</i>")
