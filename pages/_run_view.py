@@ -17,7 +17,7 @@ from cnnlab.runs.live import Progress, progress
 from cnnlab.runs.store import Run, Status
 from cnnlab.views import report, run_display
 from cnnlab.views.curves import training_curves
-from cnnlab.views.text import markdown_text, progress_text, run_option
+from cnnlab.views.text import error_markdown, markdown_text, progress_text, run_option
 from pages._class import gate, person
 from pages._shared import job_manager, run_events, run_store
 from pages._train_state import kept_and_linked, key, watch
@@ -108,7 +108,7 @@ def live(run_id: str, polling: bool) -> None:
         st.info("That run is gone from the run store.", icon=":material/info:")
         return
     except CnnlabError as exc:
-        st.warning(f"The run store cannot be read just now ({markdown_text(str(exc))}); "
+        st.warning(f"The run store cannot be read just now ({error_markdown(exc)}); "
                    "trying again.", icon=":material/warning:")
         return
     if polling and run.status.terminal:
@@ -209,7 +209,7 @@ def watched_run() -> str | None:
         recent = run_store().list(limit=RUNS_SHOWN)
     except CnnlabError as exc:
         recent = []
-        st.warning(f"The run store cannot be read just now ({markdown_text(str(exc))}).",
+        st.warning(f"The run store cannot be read just now ({error_markdown(exc)}).",
                    icon=":material/warning:")
     by_id = {run.id: run for run in recent}
     selected = run_display.watched(*kept_and_linked(), known=by_id)
@@ -237,7 +237,7 @@ def runs_table(shown_run: str | None) -> None:
     try:
         frame = runs_frame()
     except CnnlabError as exc:
-        st.warning(f"The run store cannot be read just now ({markdown_text(str(exc))}).",
+        st.warning(f"The run store cannot be read just now ({error_markdown(exc)}).",
                    icon=":material/warning:")
         return
     if frame.empty:

@@ -20,7 +20,7 @@ from cnnlab.runs.executors import ExecutorError
 from cnnlab.runs.jobs import JobManager, make_job_manager
 from cnnlab.runs.live import RunEvents
 from cnnlab.runs.store import RunStore, StoreError
-from cnnlab.views.text import markdown_text, problem_markdown, refusal
+from cnnlab.views.text import error_markdown, problem_markdown, refusal
 
 T = TypeVar("T")
 
@@ -37,7 +37,7 @@ def _or_stop(make: Callable[[], T], error: type[Exception]) -> T:
     try:
         return make()
     except error as exc:
-        st.error(markdown_text(str(exc)), icon=":material/error:")
+        st.error(error_markdown(exc), icon=":material/error:")
         st.stop()
 
 
@@ -98,5 +98,5 @@ def queue_or_explain(submit: Callable[[], T], refused: str) -> T | None:
         st.error(refusal(refused, exc), icon=":material/error:")
         show_problems(exc.problems)
     except (OSError, RuntimeError) as exc:  # a worker process could not be started
-        st.error(f"{refused}: {markdown_text(str(exc))}", icon=":material/error:")
+        st.error(f"{refused}: {error_markdown(exc)}", icon=":material/error:")
     return None

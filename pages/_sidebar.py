@@ -9,7 +9,7 @@ from cnnlab.runs.live import progress
 from cnnlab.training import resources
 from cnnlab.views import queue_display as queue_view
 from cnnlab.views.links import share_link
-from cnnlab.views.text import markdown_text
+from cnnlab.views.text import error_markdown, markdown_text
 from pages._class import you
 from pages._shared import job_manager, run_events
 
@@ -37,7 +37,7 @@ def queue() -> None:
             fraction, text = queue_view.progress_line(run, progress(run, run_events().get(run)))
             st.progress(fraction, text=text)
     except CnnlabError as exc:
-        st.caption(f"The run store cannot be read just now ({markdown_text(str(exc))}).")
+        st.caption(f"The run store cannot be read just now ({error_markdown(exc)}).")
         return
     for line in queue_view.waiting_lines(waiting, QUEUE_SHOWN):
         st.caption(line)

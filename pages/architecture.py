@@ -146,23 +146,25 @@ def workbench() -> None:
     if "spec" not in st.session_state:  # a session's first visit: a pasted link's spec
         st.session_state["spec"] = spec_from_link()
     spec: Spec = st.session_state["spec"]
-    keep_in_url(editing.link_query(spec), links.SPEC_KEYS)
     form = Form(spec)
-    preset, changed = choose(spec, form)
-    editing_area, totals_area = st.container(), st.container()
-    # The totals are drawn before the form below which they stand: the parameter count is what
-    # an edit is for, and it reaches the browser before the form's widgets are sent again.
+    choosing_area, editing_area, totals_area = st.container(), st.container(), st.container()
+    # Drawn out of screen order: the parameter count is what an edit is for, so the totals
+    # reach the browser first, then the pickers and the form above them, then the views, and
+    # the link last (the browser's history update waits behind the count, not before it).
     table = inspect_spec(spec)
     with totals_area:
         st.subheader("Totals")
         last_valid = st.empty()
         smallest_cell = totals(table)
+    with choosing_area:
+        preset, changed = choose(spec, form)
     with editing_area:
         if edit(spec, form):
             last_valid.info("Showing the last valid model: fix the problem marked above to "
                             "update it.", icon=":material/info:")
     views(spec, table, cost_tables.export_name(preset, bool(changed)))
     smallest_total(smallest_cell, spec)
+    keep_in_url(editing.link_query(spec), links.SPEC_KEYS)
 
 
 st.title("Architecture")

@@ -27,7 +27,7 @@ from cnnlab.views.compare import (
 )
 from cnnlab.views.curves import overlaid_curves
 from cnnlab.views.figures import sweep_figure
-from cnnlab.views.text import markdown_text, run_option
+from cnnlab.views.text import error_markdown, markdown_text, run_option
 from pages._class import class_settings
 from pages._shared import run_store
 
@@ -63,7 +63,7 @@ st.caption("Curves overlaid and the numbers side by side, each model beside the 
 try:
     runs = run_store().list()
 except CnnlabError as exc:  # the store itself failed (disk, permissions): say so
-    st.error(f"Cannot read the runs: {markdown_text(str(exc))}", icon=":material/error:")
+    st.error(f"Cannot read the runs: {error_markdown(exc)}", icon=":material/error:")
     st.stop()
 if not runs:
     st.info("No runs yet. Start one on the **Train** page, or from a terminal: "
@@ -108,7 +108,7 @@ def results(run_ids: list[str]) -> None:
         curves = curves_for(store, run_ids)
         still_live = any(not store.get(i).status.terminal for i in run_ids)
     except KeyError as exc:  # a run deleted meanwhile
-        st.warning(f"A run is gone: {markdown_text(str(exc))}. Choose again.",
+        st.warning(f"A run is gone: {error_markdown(exc)}. Choose again.",
                    icon=":material/warning:")
         return
     references = textbook_references(rows)

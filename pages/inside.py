@@ -30,7 +30,7 @@ from cnnlab.views.figures import (
     filters_before_after,
     prediction_gallery,
 )
-from cnnlab.views.text import markdown_text, run_option
+from cnnlab.views.text import error_markdown, markdown_text, run_option
 from pages._inside_models import evaluation, filters, maps, model_for, norms, test_set
 from pages._shared import run_store
 
@@ -100,7 +100,7 @@ def choose() -> Subject:
     try:
         runs = inside.runs_with_weights(run_store())
     except CnnlabError as exc:  # the store itself failed (disk, permissions): say so, go on
-        st.error(f"Cannot read the runs: {markdown_text(str(exc))}", icon=":material/error:")
+        st.error(f"Cannot read the runs: {error_markdown(exc)}", icon=":material/error:")
         runs = []
     default = RUN if runs else UNTRAINED
     source = st.segmented_control("Look at", [RUN, UNTRAINED], default=default,
@@ -112,7 +112,7 @@ def choose() -> Subject:
         check(subject.spec)  # an edited spec must still be valid to be built
         model_for(*subject.key)
     except (CnnlabError, KeyError, OSError) as exc:  # KeyError: a run deleted meanwhile
-        st.error(f"Cannot load this network: {markdown_text(str(exc))}", icon=":material/error:")
+        st.error(f"Cannot load this network: {error_markdown(exc)}", icon=":material/error:")
         st.stop()
     return subject
 
@@ -121,7 +121,7 @@ def sample_images() -> FashionMNIST | None:
     try:
         return test_set()
     except CnnlabError as exc:
-        st.warning(f"No Fashion-MNIST images to show: {markdown_text(str(exc))}",
+        st.warning(f"No Fashion-MNIST images to show: {error_markdown(exc)}",
                    icon=":material/warning:")
         return None
 
@@ -145,7 +145,7 @@ def filters_section(subject: Subject) -> None:
                        "detectors.")
             st.plotly_chart(filter_grid(filters(*subject.key)))
     except inside.InsideError as exc:
-        st.info(markdown_text(str(exc)), icon=":material/info:")
+        st.info(error_markdown(exc), icon=":material/info:")
 
 
 def feature_maps_section(subject: Subject, data: FashionMNIST | None) -> None:
@@ -167,7 +167,7 @@ def feature_maps_section(subject: Subject, data: FashionMNIST | None) -> None:
         st.plotly_chart(feature_map_grid(maps(*subject.key, index, spec.input_size),
                                          max_channels=MAX_CHANNELS))
     except (RuntimeError, ValueError) as exc:  # torch's own errors from the forward pass
-        st.error(f"The forward pass failed: {markdown_text(str(exc))}", icon=":material/error:")
+        st.error(f"The forward pass failed: {error_markdown(exc)}", icon=":material/error:")
 
 
 def batch_norm_section(subject: Subject) -> None:
@@ -212,7 +212,7 @@ def predictions_section(subject: Subject, data: FashionMNIST | None) -> None:
     try:
         result = evaluation(*subject.key, n, spec.input_size)
     except (RuntimeError, ValueError) as exc:  # torch's own errors from the forward pass
-        st.error(f"Prediction failed: {markdown_text(str(exc))}", icon=":material/error:")
+        st.error(f"Prediction failed: {error_markdown(exc)}", icon=":material/error:")
         return
     st.caption(f"On the first {n:,} of the {len(data.test_labels):,} test images in the "
                "bundled sample (class-balanced, drawn from Fashion-MNIST's 10,000 test "

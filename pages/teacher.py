@@ -13,7 +13,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.runs import classroom
 from cnnlab.runs.store import Run
 from cnnlab.views.queue_display import queue_rows
-from cnnlab.views.text import markdown_text, owned, refusal
+from cnnlab.views.text import error_markdown, owned, refusal
 from pages._class import class_settings, gate, person, save_settings, token_form
 from pages._shared import job_manager, run_store, show_problems
 
@@ -89,7 +89,7 @@ def clear_section(runs: list[Run]) -> None:
         try:
             cancelled, deleted = gate().clear(chosen)
         except CnnlabError as exc:
-            st.error(markdown_text(str(exc)), icon=":material/error:")
+            st.error(error_markdown(exc), icon=":material/error:")
             return
         st.session_state["class.clears"] = clears + 1
         st.toast(f"Cancelled {len(cancelled)}, deleted {len(deleted)}.",
@@ -109,7 +109,7 @@ if not person().teacher:
 try:
     all_runs = run_store().list(limit=500)
 except CnnlabError as exc:
-    st.error(f"Cannot read the runs: {markdown_text(str(exc))}", icon=":material/error:")
+    st.error(f"Cannot read the runs: {error_markdown(exc)}", icon=":material/error:")
     st.stop()
 settings_section(all_runs)
 queue_section()

@@ -21,7 +21,7 @@ from cnnlab.runs import classroom
 from cnnlab.training import resources
 from cnnlab.training.config import OPTIMIZERS, SCHEDULES, TrainConfig
 from cnnlab.views import links, train_form
-from cnnlab.views.text import markdown_text
+from cnnlab.views.text import error_markdown, markdown_text
 from pages._class import class_settings, gate, person
 from pages._experiments import experiments
 from pages._links import keep_in_url, link_problems, show_on_train
@@ -95,7 +95,7 @@ def shown_if_built(spec: Spec) -> bool:
     try:
         table = inspect_spec(spec)
     except CnnlabError as exc:
-        st.error(f"This model cannot be built: {markdown_text(str(exc))}", icon=":material/error:")
+        st.error(f"This model cannot be built: {error_markdown(exc)}", icon=":material/error:")
         return False
     st.caption(train_form.model_caption(spec, table))
     return True

@@ -12,6 +12,7 @@ from cnnlab.views.text import (
     data_label,
     decimal,
     duration,
+    error_markdown,
     inline_code,
     markdown_text,
     owned,
@@ -77,6 +78,19 @@ def test_a_refusal_opens_its_problems_or_says_why_escaped():
     assert refusal("Not started", CnnlabError(problems=[Problem("lr", "bad", "fix")])) == (
         "Not started:")
     assert refusal("Not saved", CnnlabError("disk *full*")) == r"Not saved: disk \*full\*"
+
+
+def test_an_errors_code_spans_stay_code_and_the_rest_is_escaped():
+    """The fix's command shows as code (not with literal backticks); the path around it, which
+    came from a setting, is escaped."""
+    exc = CnnlabError("cannot open /srv/*runs*/x. Fix: run `ray start --head` or unset it")
+    assert error_markdown(exc) == (
+        r"cannot open /srv/\*runs\*/x. Fix\: run `ray start --head` or unset it")
+    # A lone backtick opens no span and is escaped; so is every backtick of a foreign error,
+    # whose text cnnlab did not write.
+    assert error_markdown(CnnlabError("a ` b")) == r"a \` b"
+    assert error_markdown(OSError("no `x` here")) == r"no \`x\` here"
+    assert refusal("Not started", CnnlabError("set `lr`")) == "Not started: set `lr`"
 
 
 @pytest.mark.parametrize("n, text", [(7_610_000_000, "7.61 G"), (46_764_746, "46.8 M"),

@@ -24,6 +24,7 @@ _INLINE = re.compile(r"([\\`*_\[\]<>|$~#:@&])")
 _LINE_START = re.compile(r"^(\s*)([-+=])", re.MULTILINE)
 _ORDERED_ITEM = re.compile(r"^(\s*\d+)([.)])", re.MULTILINE)
 _WWW = re.compile(r"\b(www)\.", re.IGNORECASE)  # GFM links "www.x.org" without any ':'
+_CODE_SPAN = re.compile(r"(`[^`\n]+`)")  # one backtick each side, on one line
 
 
 def markdown_text(text: str) -> str:
@@ -33,6 +34,18 @@ def markdown_text(text: str) -> str:
     text = _LINE_START.sub(r"\1\\\2", text)
     text = _ORDERED_ITEM.sub(r"\1\\\2", text)
     return _WWW.sub(r"\1\\.", text)
+
+
+def error_markdown(exc: BaseException) -> str:
+    """An error's message for Markdown. cnnlab's own errors keep their `code spans` (the
+    commands and settings a fix names): Markdown shows what is inside a code span literally,
+    so only the text between them needs escaping, and it gets it. Any other error's message
+    is escaped whole."""
+    text = str(exc)
+    if not isinstance(exc, CnnlabError):
+        return markdown_text(text)
+    parts = _CODE_SPAN.split(text)  # odd indices: the code spans
+    return "".join(part if i % 2 else markdown_text(part) for i, part in enumerate(parts))
 
 
 def inline_code(text: str) -> str:
@@ -60,7 +73,7 @@ def problem_markdown(problem: Problem) -> str:
 def refusal(opening: str, exc: CnnlabError) -> str:
     """The alert above a refusal's problems: "Not started:" when the problems follow, each
     under its field; "Not started: why" (escaped) when the error has none to list."""
-    return f"{opening}:" if exc.problems else f"{opening}: {markdown_text(str(exc))}"
+    return f"{opening}:" if exc.problems else f"{opening}: {error_markdown(exc)}"
 
 
 # --- numbers -----------------------------------------------------------------------------------
