@@ -2,14 +2,18 @@
 start, and edit-to-screen latency (a width edit until the parameter count changes on screen),
 across all seven families.
 
-    .venv/bin/python bench/architecture_page.py [--rounds 3] [--runs N]
+    .venv/bin/python bench/architecture_page.py [--rounds 3] [--runs N] [--app DIR]
 
 Starts `streamlit run app.py` on 127.0.0.1 and a free port (with $CNNLAB_RUNS in a temporary
 folder), drives Debian's Chromium headless through Playwright, prints the first load and the
 median and p95 edit latency, then stops the server. Latency is timed inside the page: from the
 Enter key that commits the edit to the DOM mutation that shows the new count (Playwright's own
 waits poll at growing intervals and would round it up). `--runs N` repeats the whole
-measurement with N fresh servers.
+measurement with N fresh servers. `--app DIR` serves another checkout's app with this bench, to
+compare against an older commit on the same machine:
+
+    git worktree add /tmp/before 53f7e6d && ln -s $PWD/.venv /tmp/before/.venv
+    .venv/bin/python bench/architecture_page.py --app /tmp/before
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import argparse  # noqa: E402
 import statistics  # noqa: E402
+import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -140,9 +145,10 @@ def failed(page: Page, family: str, width: str) -> None:
           f"{ARTIFACTS / 'architecture-bench-failure.png'}", file=sys.stderr)
 
 
-def measure(rounds: int) -> tuple[float, dict[str, list[float]], list[str]]:
+def measure(rounds: int, app: Path) -> tuple[float, dict[str, list[float]], list[str]]:
     with tempfile.TemporaryDirectory() as tmp:
-        server, url = app_server.start(Path(tmp) / "runs", Path(tmp) / "streamlit.log")
+        server, url = app_server.start(Path(tmp) / "runs", Path(tmp) / "streamlit.log",
+                                       root=app)
         try:
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -178,13 +184,25 @@ def p95(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
 
 
+def commit_of(checkout: Path) -> str:
+    """The checkout's commit, marked "+changes" when its working tree differs from it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(checkout), *args], capture_output=True,
+                              text=True).stdout.strip()
+    return (git("rev-parse", "--short", "HEAD") or "no git commit") + (
+        " +changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="passes over the seven families")
     parser.add_argument("--runs", type=int, default=1, help="fresh servers, one after another")
+    parser.add_argument("--app", type=Path, default=ROOT,
+                        help="the checkout whose app.py is served (default: this one)")
     args = parser.parse_args()
+    print(f"app: {args.app.resolve()} at {commit_of(args.app)}")
     for run in range(1, args.runs + 1):
-        load, latencies, failures = measure(args.rounds)
+        load, latencies, failures = measure(args.rounds, args.app.resolve())
         every = [ms for values in latencies.values() for ms in values]
         print(f"run {run}: first load {load:.2f} s; {len(every)} edits: median "
               f"{statistics.median(every):.0f} ms, p95 {p95(every):.0f} ms, "

@@ -24,17 +24,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(runs: Path, log: Path, timeout_s: float = 60) -> tuple[subprocess.Popen, str]:
-    """The server and its URL once /_stcore/health answers "ok". Raises RuntimeError with the
-    server's log when it exits or is not healthy within `timeout_s` (it is stopped then)."""
+def start(runs: Path, log: Path, timeout_s: float = 60,
+          root: Path = ROOT) -> tuple[subprocess.Popen, str]:
+    """The server of the checkout at `root` and its URL once /_stcore/health answers "ok".
+    Raises RuntimeError with the server's log when it exits or is not healthy within
+    `timeout_s` (it is stopped then)."""
     port = free_port()
-    env = {**os.environ, "CNNLAB_RUNS": str(runs), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "CNNLAB_RUNS": str(runs), "PYTHONPATH": str(root)}
     with open(log, "wb") as out:
         server = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
              "--server.address", "127.0.0.1", "--server.port", str(port),
              "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
