@@ -9,7 +9,8 @@ What it does, in order, writing everything to OUT/gpu-MODE.json as it goes:
      with its measured peak memory beside the estimate the Train page makes before a launch;
   4. the table: every model of the chapter queued at once through the app's own JobManager with
      several GPU slots, so the runs are routed to GPU slots and share the one GPU as a class's
-     runs would; then one table of examples/s, wall time, final test accuracy and the book's.
+     runs would; then one table of examples/s, wall time, final test accuracy and the book's,
+     and where each run's time went (its first step event, each epoch's end, each evaluation).
 
 Modes:
   smoke  1/8-width networks on the bundled sample, a few steps each: the test suite runs this
@@ -18,8 +19,10 @@ Modes:
   full   the textbook's 10 epochs (235 s in all on that H200; README "Measurements")
 
 The textbook recipes are used unchanged (SGD, the book's lr, batch size and epochs, Xavier
-init); what differs is how they run: bf16 autocast, channels-last, data held on the GPU, and
-the runs side by side on one GPU. `--compile [PRESET ...]` adds torch.compile to the named runs
+init); what differs is how they run: bf16 autocast, channels-last, data held on the GPU, one
+batch shape per run (the 96 examples of an epoch's short last batch sit out, different ones each
+epoch, and evaluation pads its last batch: cnnlab.training.setup.fixed_shapes), and the runs
+side by side on one GPU. `--compile [PRESET ...]` adds torch.compile to the named runs
 (all when none is named) and `--schedule cosine` decays the book's lr to zero: both measured,
 neither the default (README, "The chapter's table on one GPU").
 
@@ -39,6 +42,7 @@ import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
+import statistics  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -279,7 +283,8 @@ def run_table(models: list[str], mode: Mode, device: torch.device, runs_dir: Pat
     runs = {name: store.get(run_id) for name, run_id in ids.items()}
     return {"wall_s": round(max(r.finished_at or start for r in runs.values()) - start, 1),
             "slots": slots, "overlap": max_overlap(list(runs.values())),
-            "rows": [table_row(name, runs[name], store.metrics(runs[name].id, kind="epoch"))
+            "rows": [table_row(name, runs[name], store.metrics(runs[name].id, kind="epoch"),
+                               store.metrics(runs[name].id, kind="step")[:1])
                      for name in models]}
 
 
@@ -302,9 +307,15 @@ def max_overlap(runs: list) -> int:
     return most
 
 
-def table_row(name: str, run, epochs: list[dict[str, Any]]) -> dict[str, Any]:
-    """One run's line of the table, with its test accuracy after every epoch (the store lives
-    on the GPU machine, which keeps nothing: the curve must travel in the report)."""
+def table_row(name: str, run, epochs: list[dict[str, Any]],
+              first_steps: list[dict[str, Any]]) -> dict[str, Any]:
+    """One run's line of the table, with its test accuracy after every epoch and where its
+    time went: seconds from its start to its first step event and to each epoch's end, and
+    each evaluation's seconds (the store lives on the GPU machine, which keeps nothing: the
+    curves must travel in the report)."""
+    def since_start(event: dict[str, Any]) -> float | None:
+        return round(event["time"] - run.started_at, 1) if run.started_at else None
+
     book = TEXTBOOK_RESULTS[name]
     result = run.result
     test_acc = (result.get("metrics") or {}).get("test_acc")
@@ -320,6 +331,9 @@ def table_row(name: str, run, epochs: list[dict[str, Any]]) -> dict[str, Any]:
         "speed_ratio": round(rate / book.examples_per_s, 2) if rate else None,
         "acc_at_least_book": test_acc is not None and test_acc >= book.test_acc,
         "test_acc_by_epoch": [round(e["test_acc"], 4) for e in epochs if "test_acc" in e],
+        "first_step_event_s": since_start(first_steps[0]) if first_steps else None,
+        "epoch_end_s": [since_start(e) for e in epochs],
+        "eval_s_by_epoch": [round(e["eval_s"], 2) for e in epochs if "eval_s" in e],
     }
 
 
@@ -338,6 +352,14 @@ def print_table(table: dict[str, Any], mode: Mode) -> None:
           f"{table['overlap']} runs training at once")
     if mode.width != 1.0:
         print("(smoke mode: 1/8-width networks on the sample; accuracies are not comparable)")
+    print("\nwhere the time went, s from each run's start: first step event | each epoch's end "
+          "| evaluations (slowest, median)")
+    for r in table["rows"]:
+        ends = " ".join(f"{t:.1f}" for t in r["epoch_end_s"] if t is not None) or "-"
+        evals = r["eval_s_by_epoch"]
+        slowest = (f"{max(evals):.1f} (epoch {evals.index(max(evals)) + 1}), "
+                   f"{statistics.median(evals):.1f}") if evals else "-"
+        print(f"  {r['model']:17s} {r['first_step_event_s'] or 0:5.1f} | {ends} | {slowest}")
 
 
 # ---------------------------------------------------------------- main

@@ -345,6 +345,22 @@ def test_an_epoch_covers_every_example_once_and_drop_last_drops_the_remainder(sa
     assert len(list(batches(images, index, 256, drop_last=True))) == 11
 
 
+def test_pad_last_fills_the_short_batch_with_padding_labels_and_keeps_every_example(
+        sample: data.FashionMNIST) -> None:
+    images, index = _indexed(sample)
+    pairs = list(batches(images, index, 256, pad_last=True, channels_last=True))
+    assert len(pairs) == 12 and {tuple(x.shape) for x, _ in pairs} == {(256, 1, 28, 28)}
+    last_x, last_y = pairs[-1]
+    real = 3000 - 11 * 256
+    assert (last_y[real:] == data.PADDING).all() and (last_y[:real] >= 0).all()
+    assert last_x.is_contiguous(memory_format=torch.channels_last)  # the others' layout
+    ys = torch.cat([y for _, y in pairs])
+    assert torch.equal(ys[ys != data.PADDING].sort().values, index)
+    # a split smaller than one batch still fills it
+    x, y = next(batches(images[:10], index[:10], 64, pad_last=True))
+    assert x.shape[0] == 64 and int((y != data.PADDING).sum()) == 10
+
+
 def test_device_data_builds_channels_last_batches_in_the_requested_dtype(sample: data.FashionMNIST) -> None:
     train = DeviceData(sample.train_images, sample.train_labels, "cpu", input_size=32,
                        dtype=torch.bfloat16, channels_last=True)

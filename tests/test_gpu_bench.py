@@ -40,5 +40,8 @@ def test_smoke_mode_runs_every_phase_and_writes_its_report(tmp_path):
         assert 0.0 <= row["test_acc"] <= 1.0 and row["examples_per_s"] > 0
         assert row["book_test_acc"] > 0.8  # the book's row sits beside ours
         assert row["test_acc_by_epoch"] == [row["test_acc"]]  # one (partial) epoch
+        # where the time went: first step, then the epoch's end, within the run's wall time
+        assert 0 <= row["first_step_event_s"] <= row["epoch_end_s"][0] <= row["wall_s"]
+        assert len(row["eval_s_by_epoch"]) == 1 and row["eval_s_by_epoch"][0] >= 0
     assert table["overlap"] == 2  # two slots: both runs trained at once
     assert "whole table" in done.stdout

@@ -17,14 +17,15 @@ from cnnlab.arch.presets import PRESETS
 from cnnlab.runs.store import Status
 from cnnlab.training.config import TrainConfig
 from cnnlab.training.data import FashionMNIST
-from cnnlab.training.loop import recalibrate_batch_norm, train
-from cnnlab.training.setup import lr_at, prepare
+from cnnlab.training.data import DeviceData
+from cnnlab.training.loop import evaluate, recalibrate_batch_norm, train
+from cnnlab.training.setup import drop_short_batch, eval_batch_size, lr_at, prepare
 from tests.conftest import FAST, SPEC
 
 STEP_KEYS = {"kind", "step", "epoch", "time", "train_loss", "train_acc", "examples_per_s", "eta_s",
              "lr"}
 EPOCH_KEYS = {"kind", "step", "epoch", "time", "train_loss", "train_acc", "test_loss", "test_acc",
-              "examples_per_s", "elapsed"}
+              "examples_per_s", "eval_s", "elapsed"}
 
 
 def step_losses(events: list[dict]) -> list[float]:
@@ -206,3 +207,34 @@ def test_a_compiled_run_drops_a_short_last_batch_so_it_compiles_once(sample: Fas
     cpu = torch.device("cpu")
     assert prepare(SPEC, FAST.replace(compile=True), cpu, sample).drop_last
     assert not prepare(SPEC, FAST, cpu, sample).drop_last
+
+
+def test_padded_evaluation_scores_exactly_as_unpadded_and_feeds_one_shape(
+        sample: FashionMNIST) -> None:
+    # 500 test images in batches of 192: two full batches and one of 116, padded to 192.
+    model = build(SPEC)
+    model.eval()
+    test = DeviceData(sample.test_images[:500], sample.test_labels[:500], "cpu")
+    shapes: set[tuple[int, ...]] = set()
+    hook = model.register_forward_pre_hook(lambda _, args: shapes.add(tuple(args[0].shape)))
+    padded = evaluate(model, test, 192, pad_last=True)
+    assert shapes == {(192, 1, 28, 28)}
+    hook.remove()
+    plain = evaluate(model, test, 192)
+    assert padded[0] == pytest.approx(plain[0], rel=1e-5) and padded[1] == plain[1]
+    whole = evaluate(model, test, 500)  # and both agree with one batch of everything
+    assert plain[0] == pytest.approx(whole[0], rel=1e-5) and plain[1] == whole[1]
+
+
+def test_on_a_gpu_every_batch_has_one_shape_and_elsewhere_evaluation_batches_are_large():
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")  # a device object needs no GPU
+    assert eval_batch_size(128, cuda, 96) == 128 and eval_batch_size(256, cuda, 28) == 256
+    assert eval_batch_size(128, cpu, 96) == 256 and eval_batch_size(128, cpu, 224) == 188
+    assert eval_batch_size(512, cpu, 28) == 512  # never below the training's
+    # 60,000 in batches of 128 leave 96: dropped on a GPU or when compiled, kept otherwise
+    assert drop_short_batch(60_000, 128, compile=False, fixed=True)
+    assert drop_short_batch(60_000, 128, compile=True, fixed=False)
+    assert not drop_short_batch(60_000, 128, compile=False, fixed=False)
+    assert drop_short_batch(257, 256, compile=False, fixed=False)  # a batch of one, always
+    assert not drop_short_batch(60_000, 250, compile=True, fixed=True)  # no short batch
+    assert not drop_short_batch(100, 256, compile=True, fixed=True)  # the only batch stays

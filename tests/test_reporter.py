@@ -107,6 +107,7 @@ def test_an_epoch_event_reports_the_epochs_training_and_the_test_scores() -> Non
     assert (event["train_loss"], event["train_acc"]) == (pytest.approx(1.0), pytest.approx(0.8))
     assert (event["test_loss"], event["test_acc"]) == (0.4, 0.9)
     assert event["examples_per_s"] == pytest.approx(10.0) and event["elapsed"] == pytest.approx(10)
+    assert event["eval_s"] == 3.0
 
 
 def test_a_loss_fifty_times_the_first_is_divergence_at_its_step() -> None:

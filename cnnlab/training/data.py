@@ -33,6 +33,9 @@ from cnnlab.training.files import (
     stamp,
 )
 
+# The label of a padding image: cross-entropy's default ignore_index, and never a prediction.
+PADDING = -100
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class FashionMNIST:
@@ -236,9 +239,13 @@ def _random_on(device: torch.device, generator: torch.Generator | None) -> torch
 
 def batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, *, input_size: int = IMAGE_SIZE,
             shuffle: bool = False, generator: torch.Generator | None = None, flip: bool = False,
-            drop_last: bool = False, dtype: torch.dtype = torch.float32,
+            drop_last: bool = False, pad_last: bool = False, dtype: torch.dtype = torch.float32,
             channels_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """One epoch of (inputs, labels) built on images.device from a uint8 (N, H, W) tensor."""
+    """One epoch of (inputs, labels) built on images.device from a uint8 (N, H, W) tensor.
+
+    `pad_last` fills a short last batch up to `batch_size` with repeated images labelled
+    PADDING, which cross-entropy ignores and no prediction matches: every batch then has one
+    shape (for evaluation on a GPU, see cnnlab.training.setup.eval_batch_size)."""
     if images.dtype != torch.uint8 or images.dim() != 3:
         raise ValueError(f"images must be uint8 (N, H, W), got {images.dtype} {tuple(images.shape)}")
     if len(labels) != len(images) or batch_size < 1:
@@ -255,8 +262,14 @@ def batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, *, inpu
     for start in range(0, stop, batch_size):
         idx = order[start:start + batch_size]
         mask = coins[start:start + batch_size] if coins is not None else None
+        y = labels[idx]
+        short = batch_size - len(idx)
+        if pad_last and short:
+            idx = torch.cat([idx, order[torch.arange(short, device=device) % n]])
+            mask = torch.cat([mask, mask.new_zeros(short)]) if mask is not None else None
+            y = torch.cat([y, y.new_full((short,), PADDING)])
         x = to_input(images[idx], input_size=input_size, flip=mask, dtype=dtype, channels_last=channels_last)
-        yield x, labels[idx]
+        yield x, y
 
 
 class DeviceData:
@@ -276,7 +289,8 @@ class DeviceData:
         return len(self) // batch_size if drop_last else math.ceil(len(self) / batch_size)
 
     def batches(self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
-                flip: bool = False, drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                flip: bool = False, drop_last: bool = False,
+                pad_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return batches(self.images, self.labels, batch_size, input_size=self.input_size, shuffle=shuffle,
-                       generator=generator, flip=flip, drop_last=drop_last, dtype=self.dtype,
-                       channels_last=self.channels_last)
+                       generator=generator, flip=flip, drop_last=drop_last, pad_last=pad_last,
+                       dtype=self.dtype, channels_last=self.channels_last)

@@ -20,7 +20,7 @@ from cnnlab.arch.models import batch_norm_modules
 from cnnlab.arch.specs import Spec
 from cnnlab.runs.store import Status
 from cnnlab.training.config import TrainConfig
-from cnnlab.training.data import DeviceData, FashionMNIST
+from cnnlab.training.data import PADDING, DeviceData, FashionMNIST
 from cnnlab.training.reporter import Event, Reporter, at_chance
 from cnnlab.training.setup import (
     Setup,
@@ -200,11 +200,12 @@ def evaluate_epoch(run: Setup, config: TrainConfig, step: int,
         # A generator of its own, so the training order is the same with or without this.
         generator = torch.Generator().manual_seed(config.seed + step)
         images = (x for x, _ in run.train_data.batches(config.batch_size, shuffle=True,
-                                                        generator=generator))
+                                                        generator=generator,
+                                                        drop_last=run.drop_last))
         with torch.autocast(run.device.type, torch.bfloat16, enabled=run.amp):
             recalibrate_batch_norm(run.model, itertools.islice(images, config.bn_recalibration))
     return evaluate(run.model, run.test_data, run.eval_batch, amp=run.amp,
-                    should_stop=should_stop)
+                    should_stop=should_stop, pad_last=run.pad_eval)
 
 
 def recalibrate_batch_norm(model: nn.Module, images: Iterable[torch.Tensor]) -> int:
@@ -238,8 +239,10 @@ def recalibrate_batch_norm(model: nn.Module, images: Iterable[torch.Tensor]) -> 
 
 
 def evaluate(model: nn.Module, data: DeviceData, batch_size: int, *, amp: bool = False,
-             should_stop: StopCheck | None = None) -> tuple[float, float] | None:
-    """Mean cross-entropy and accuracy over a whole split, in eval mode without gradients.
+             should_stop: StopCheck | None = None,
+             pad_last: bool = False) -> tuple[float, float] | None:
+    """Mean cross-entropy and accuracy over a whole split, in eval mode without gradients;
+    with `pad_last`, in batches of one shape (the padding counts for neither).
     Returns None when `should_stop()` turns true (checked between batches)."""
     device = data.images.device
     was_training = model.training
@@ -248,11 +251,11 @@ def evaluate(model: nn.Module, data: DeviceData, batch_size: int, *, amp: bool =
     correct = torch.zeros((), device=device, dtype=torch.long)
     try:
         with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=amp):
-            for x, y in data.batches(batch_size):
+            for x, y in data.batches(batch_size, pad_last=pad_last):
                 if should_stop is not None and should_stop():
                     return None
                 logits = model(x).float()
-                loss_sum += F.cross_entropy(logits, y, reduction="sum")
+                loss_sum += F.cross_entropy(logits, y, reduction="sum", ignore_index=PADDING)
                 correct += (logits.argmax(dim=1) == y).sum()
     finally:
         model.train(was_training)

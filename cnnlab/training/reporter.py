@@ -213,7 +213,7 @@ class Reporter:
             "step": self.steps, "time": self.wall(), "train_loss": train_loss,
             "train_acc": train_acc, "test_loss": test_loss, "test_acc": test_acc,
             "examples_per_s": self.epoch_meter.n / max(self.epoch_seconds, 1e-9),
-            "elapsed": self.now() - self.started,
+            "eval_s": eval_s, "elapsed": self.now() - self.started,
         }
         self.history.append(event)
         self._emit(event)

@@ -38,7 +38,7 @@ TRANSIENT_SHARE = 0.5
 # Over the activations above; a family's `Family.activation_slack` replaces it (none does now:
 # the saved-tensor count needs no per-family figure).
 ACTIVATION_SLACK = 1.0
-# Evaluation runs without gradients, in batches of EVAL_PIXELS (cnnlab.training.setup). Measured peak
+# Evaluation runs without gradients, in batches of setup.eval_batch_size. Measured peak
 # over the widest pair of neighbouring activations (LayerTable.inference_memory): AlexNet
 # 0.9x, VGG 1.2x; branching networks keep more alive: GoogLeNet 2.0x, ResNet 2.4x, DenseNet 2.6x.
 # The last three are their `Family.eval_slack`.

@@ -25,10 +25,10 @@ from cnnlab.training.files import NUM_CLASSES
 from cnnlab.training.sgd import SGD
 
 STEP_DECAY = ((0.5, 0.1), (0.75, 0.01))  # "step" schedule: lr x 0.1 at half, x 0.01 at 3/4
-# Evaluation batches hold about this many pixels (1024 images at 96 px): large for speed, yet
-# VGG at 224 px still fits. CPUs gain nothing from huge batches but answer a cancel later.
+# On a CPU, evaluation batches hold about this many pixels (256 images at 192 px, capped at
+# 256 images): larger batches gain nothing there and answer a cancel later.
 EVAL_PIXELS = 1024 * 96 * 96
-EVAL_BATCH_CAP = {"cuda": 1024, "cpu": 256}
+EVAL_BATCH_CAP = 256
 
 
 # ---------------------------------------------------------------- what this machine has
@@ -158,8 +158,32 @@ def cpu_channels_last(spec: Spec, model: nn.Module) -> bool:
 
 
 def eval_batch_size(batch_size: int, device: torch.device, input_size: int) -> int:
-    """Evaluation batches: about EVAL_PIXELS, capped per device, never below the training's."""
-    return max(batch_size, min(EVAL_BATCH_CAP[device.type], EVAL_PIXELS // input_size ** 2))
+    """Evaluation batches: on a GPU the training's own size (see `fixed_shapes`); elsewhere
+    about EVAL_PIXELS, capped, never below the training's."""
+    if fixed_shapes(device):
+        return batch_size
+    return max(batch_size, min(EVAL_BATCH_CAP, EVAL_PIXELS // input_size ** 2))
+
+
+def fixed_shapes(device: torch.device) -> bool:
+    """Whether every batch of a run on `device` should have one shape. On a GPU cuDNN's
+    benchmark mode times every convolution's kernels again for each new input shape. In the
+    H200 table of 2026-11-29 (bench/results, eight runs sharing the GPU) GoogLeNet, with the
+    most distinct convolutions, reached its first step event after 30 to 45 s and then stood
+    at epoch 1.0, where the short last batch and two evaluation shapes are first seen, from
+    about 60 s to 121 s; no later epoch's end stalled. That points at the tuning; the next GPU
+    run checks it (bench/gpu.py prints where each run's time went). So on a GPU the short last
+    training batch is dropped and evaluation pads its last batch to the training's size."""
+    return device.type == "cuda"
+
+
+def drop_short_batch(n: int, batch_size: int, *, compile: bool, fixed: bool) -> bool:
+    """Whether an epoch of `n` examples drops its short last batch: always when it would hold
+    one example (BatchNorm's training statistics need two), and whenever there is one when
+    the step is compiled (a short batch recompiles it, another ~30 s) or shapes are fixed. At
+    most batch_size - 1 examples sit out an epoch, different ones each epoch."""
+    short = n % batch_size
+    return n > batch_size and (short == 1 or (short != 0 and (compile or fixed)))
 
 
 # ---------------------------------------------------------------- the whole set-up
@@ -182,6 +206,7 @@ class Setup:
     steps_per_epoch: int
     total_steps: int
     eval_batch: int
+    pad_eval: bool  # evaluation fills its last batch up to eval_batch (see fixed_shapes)
     check_every: int  # steps between host reads of the losses (divergence checks)
     num_classes: int = 10  # the spec's: what chance accuracy and an untrained loss are
 
@@ -205,9 +230,7 @@ def prepare(spec: Spec, config: TrainConfig, device: torch.device,
         for images, labels in ((dataset.train_images, dataset.train_labels),
                                (dataset.test_images, dataset.test_labels)))
     n, bs = len(train_data), config.batch_size
-    # A last batch of one example breaks BatchNorm's training statistics; drop only that one.
-    # A compiled step would recompile for a short last batch (another ~30 s): drop it then.
-    drop_last = (n % bs == 1 or (config.compile and n % bs != 0)) and n > bs
+    drop_last = drop_short_batch(n, bs, compile=config.compile, fixed=fixed_shapes(device))
     steps_per_epoch = train_data.num_batches(bs, drop_last)
     total_steps = config.epochs * steps_per_epoch
     if config.max_steps is not None:
@@ -219,7 +242,7 @@ def prepare(spec: Spec, config: TrainConfig, device: torch.device,
         train_data=train_data, test_data=test_data, device=device,
         channels_last=channels_last, amp=amp, drop_last=drop_last,
         steps_per_epoch=steps_per_epoch, total_steps=total_steps, num_classes=spec.num_classes,
-        eval_batch=eval_batch_size(bs, device, spec.input_size),
+        eval_batch=eval_batch_size(bs, device, spec.input_size), pad_eval=fixed_shapes(device),
         # On a CPU reading the loss every step costs nothing; on a GPU it would stall the
         # queue, so losses are kept on the device and checked at each step event.
         check_every=1 if device.type == "cpu" else config.log_every,

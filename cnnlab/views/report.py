@@ -29,7 +29,7 @@ RUN_FIELDS = ("id", "name", "group", "model", "status", "created", "data", "subs
               "train_loss", "examples_per_s", "seconds", "memory_estimated", "memory_measured",
               "memory_measured_what", "message")
 EPOCH_FIELDS = ("epoch", "step", "train_loss", "train_acc", "test_loss", "test_acc",
-                "examples_per_s", "elapsed")
+                "examples_per_s", "eval_s", "elapsed")
 
 
 def data_text(run: Run) -> str:
