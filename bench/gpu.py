@@ -10,7 +10,8 @@ What it does, in order, writing everything to OUT/gpu-MODE.json as it goes:
   4. the table: every model of the chapter queued at once through the app's own JobManager with
      several GPU slots, so the runs are routed to GPU slots and share the one GPU as a class's
      runs would; then one table of examples/s, wall time, final test accuracy and the book's,
-     and where each run's time went (its first step event, each epoch's end, each evaluation).
+     where each run's time went (its first step event, each epoch's end, each evaluation), and
+     the classes each run's final weights never predict on the test set.
 
 Modes:
   smoke  1/8-width networks on the bundled sample, a few steps each: the test suite runs this
@@ -24,7 +25,8 @@ batch shape per run (the 96 examples of an epoch's short last batch sit out, dif
 epoch, and evaluation pads its last batch: cnnlab.training.setup.fixed_shapes), and the runs
 side by side on one GPU. `--compile [PRESET ...]` adds torch.compile to the named runs
 (all when none is named) and `--schedule cosine` decays the book's lr to zero: both measured,
-neither the default (README, "The chapter's table on one GPU").
+neither the default (README, "The chapter's table on one GPU"). `--lr nin=0.05` replaces a run's
+learning rate (0.05 is NiN's in the book's later editions; the MXNet edition's table used 0.1).
 
 Run from the repository root:  python bench/gpu.py --mode quick --out results/
 """
@@ -59,6 +61,7 @@ from cnnlab.training.config import TrainConfig  # noqa: E402
 from cnnlab.training.loop import train  # noqa: E402
 from cnnlab.training.recipes import TEXTBOOK_RESULTS, textbook_config  # noqa: E402
 from cnnlab.training.setup import resolve_device  # noqa: E402
+from cnnlab.views.inside import confusion_matrix, load_run_model, run_spec  # noqa: E402
 
 TABLE = list(TEXTBOOK_RESULTS)  # the chapter's eight runs, in the book's order
 
@@ -92,11 +95,13 @@ def spec_for(name: str, mode: Mode) -> Spec:
 
 
 def config_for(name: str, mode: Mode, device: str, compile: bool,
-               schedule: str = "constant") -> TrainConfig:
+               schedule: str = "constant", lr: float | None = None) -> TrainConfig:
     """The textbook's recipe for `name`, shortened as the mode says; `schedule` "cosine" decays
-    the book's learning rate to zero over the run instead of holding it."""
+    the book's learning rate to zero over the run instead of holding it; `lr` replaces it."""
     config = textbook_config(name).replace(data=mode.data, device=device, compile=compile,
                                            max_steps=mode.max_steps, schedule=schedule)
+    if lr is not None:
+        config = config.replace(lr=lr)
     if mode.epochs is not None:
         config = config.replace(epochs=mode.epochs)
     if mode.data == "sample":  # small batches, so even a few steps see several of them
@@ -252,7 +257,8 @@ def solo_rate(name: str, mode: Mode, device: torch.device, dataset: cnndata.Fash
 
 
 def run_table(models: list[str], mode: Mode, device: torch.device, runs_dir: Path,
-              slots: int, compiled: set[str], schedule: str, budget_s: float) -> dict[str, Any]:
+              slots: int, compiled: set[str], schedule: str, budget_s: float,
+              lrs: dict[str, float]) -> dict[str, Any]:
     """Queue every model at once through the JobManager; wait (cancelling at the budget)."""
     store = RunStore(runs_dir)
     cuda = device.type == "cuda"
@@ -261,7 +267,8 @@ def run_table(models: list[str], mode: Mode, device: torch.device, runs_dir: Pat
                          runs_per_gpu=max(1, slots), poll_interval=0.2)
     start = time.time()
     ids = {name: manager.submit(name, spec_for(name, mode),
-                                config_for(name, mode, "auto", name in compiled, schedule),
+                                config_for(name, mode, "auto", name in compiled, schedule,
+                                           lrs.get(name)),
                                 name=f"gpu-bench {name}")
            for name in models}
     deadline, last_print, cancelled = start + budget_s, 0.0, False
@@ -285,7 +292,28 @@ def run_table(models: list[str], mode: Mode, device: torch.device, runs_dir: Pat
             "slots": slots, "overlap": max_overlap(list(runs.values())),
             "rows": [table_row(name, runs[name], store.metrics(runs[name].id, kind="epoch"),
                                store.metrics(runs[name].id, kind="step")[:1])
+                     | predicted_classes(store, runs[name], mode, device)
                      for name in models]}
+
+
+def predicted_classes(store: RunStore, run, mode: Mode, device: torch.device) -> dict[str, Any]:
+    """How often the run's final weights predict each class on the test set, and which classes
+    they never predict: NiN's last block ends in a ReLU, so a class whose score is 0 for every
+    image gets no gradient (at Xavier init 2 to 7 of NiN's 10 scores are, across 8 seeds at
+    224 px on a CPU, 2026-12-03)."""
+    if run.status is not Status.DONE:
+        return {}
+    spec = run_spec(run)
+    model = load_run_model(store, run.id).to(device)
+    dataset = cnndata.load_fashion_mnist(source=mode.data)
+    test = cnndata.DeviceData(dataset.test_images, dataset.test_labels, device,
+                              input_size=spec.input_size)
+    with torch.no_grad(), torch.autocast(device.type, torch.bfloat16,
+                                         enabled=device.type == "cuda"):
+        preds = torch.cat([model(x).argmax(dim=1) for x, _ in test.batches(256)])
+    counts = confusion_matrix(preds, test.labels).sum(dim=0).tolist()
+    return {"predicted_per_class": counts,
+            "never_predicted": [c for c, n in enumerate(counts) if n == 0]}
 
 
 def _progress(store: RunStore, run_id: str) -> str:
@@ -322,6 +350,7 @@ def table_row(name: str, run, epochs: list[dict[str, Any]],
     rate = result.get("examples_per_s")
     return {
         "model": name, "status": str(run.status), "message": run.message, "device": run.device,
+        "lr": run.config.get("lr"), "book_lr": textbook_config(name).lr,
         "examples_per_s": round(rate, 1) if rate else None,
         "wall_s": round(run.finished_at - run.started_at, 1)
         if run.started_at and run.finished_at else None,
@@ -360,9 +389,28 @@ def print_table(table: dict[str, Any], mode: Mode) -> None:
         slowest = (f"{max(evals):.1f} (epoch {evals.index(max(evals)) + 1}), "
                    f"{statistics.median(evals):.1f}") if evals else "-"
         print(f"  {r['model']:17s} {r['first_step_event_s'] or 0:5.1f} | {ends} | {slowest}")
+    never = {r["model"]: r["never_predicted"] for r in table["rows"] if r.get("never_predicted")}
+    print("classes never predicted on the test set: "
+          + (", ".join(f"{m} {c}" for m, c in never.items()) if never else "none"))
 
 
 # ---------------------------------------------------------------- main
+
+
+def learning_rates(parser: argparse.ArgumentParser, pairs: list[str]) -> dict[str, float]:
+    """`--lr nin=0.05 ...` as {preset: lr}; a bad pair stops with a usage error naming it."""
+    lrs: dict[str, float] = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        try:
+            lr = float(value)
+        except ValueError:
+            lr = -1.0
+        if name not in TABLE or not 0 < lr < 100:
+            parser.error(f"--lr {pair}: expected PRESET=LR with PRESET one of {', '.join(TABLE)} "
+                         "and LR a positive number, e.g. nin=0.05")
+        lrs[name] = lr
+    return lrs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -376,17 +424,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch.compile these runs (all of them when none is named)")
     parser.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
                         help="constant: the book's; cosine: the book's lr decayed to 0")
+    parser.add_argument("--lr", nargs="+", default=[], metavar="PRESET=LR",
+                        help="replace the book's learning rate for these runs, e.g. nin=0.05 "
+                             "(the later editions' NiN recipe)")
     parser.add_argument("--no-solo", action="store_true", help="skip the solo throughput phase")
     parser.add_argument("--budget-s", type=float, help="cancel the table after this long")
     parser.add_argument("--runs-dir", type=Path,
                         help="run store for the table (default OUT/runs-MODE; it holds checkpoints)")
     args = parser.parse_args(argv)
     mode = MODES[args.mode]
+    lrs = learning_rates(parser, args.lr)
     device = resolve_device("auto")
     args.out.mkdir(parents=True, exist_ok=True)
     compiled = set(args.models if args.compile == [] else args.compile or [])
     report: dict[str, Any] = {"mode": mode.name, "compile": sorted(compiled),
-                              "schedule": args.schedule, "models": args.models}
+                              "schedule": args.schedule, "lr": lrs, "models": args.models}
     path = args.out / f"gpu-{mode.name}.json"
 
     def save() -> None:
@@ -410,10 +462,12 @@ def main(argv: list[str] | None = None) -> int:
             torch.cuda.empty_cache()  # leave the GPU to the table's workers
         save()
     slots = args.slots or (len(args.models) if device.type == "cuda" else 1)
-    print(f"the table: {len(args.models)} runs queued at once, {slots} slots", flush=True)
+    print(f"the table: {len(args.models)} runs queued at once, {slots} slots"
+          + "".join(f"; {name} at lr {lr:g} (the book's {textbook_config(name).lr:g})"
+                    for name, lr in lrs.items()), flush=True)
     runs_dir = args.runs_dir or args.out / f"runs-{mode.name}"
     table = run_table(args.models, mode, device, runs_dir, slots, compiled, args.schedule,
-                      args.budget_s or mode.budget_s)
+                      args.budget_s or mode.budget_s, lrs)
     report["table"] = table
     routed = all(r["device"] == ("cuda:0" if device.type == "cuda" else "cpu")
                  for r in table["rows"])

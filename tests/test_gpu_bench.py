@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_smoke_mode_runs_every_phase_and_writes_its_report(tmp_path):
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "gpu.py"), "--mode", "smoke", "--slots", "2",
-         "--models", "bn-lenet", "resnet18", "--out", str(tmp_path)],
+         "--models", "bn-lenet", "resnet18", "--lr", "resnet18=0.02", "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     report = json.loads((tmp_path / "gpu-smoke.json").read_text())
@@ -43,5 +43,12 @@ def test_smoke_mode_runs_every_phase_and_writes_its_report(tmp_path):
         # where the time went: first step, then the epoch's end, within the run's wall time
         assert 0 <= row["first_step_event_s"] <= row["epoch_end_s"][0] <= row["wall_s"]
         assert len(row["eval_s_by_epoch"]) == 1 and row["eval_s_by_epoch"][0] >= 0
+        # which classes the final weights predict, over the whole (sample) test set
+        assert sum(row["predicted_per_class"]) == 1000 and len(row["predicted_per_class"]) == 10
+        assert row["never_predicted"] == [c for c, n in enumerate(row["predicted_per_class"])
+                                          if n == 0]
+    lrs = {row["model"]: (row["lr"], row["book_lr"]) for row in table["rows"]}
+    assert lrs == {"bn-lenet": (1.0, 1.0), "resnet18": (0.02, 0.05)}  # --lr replaced one
+    assert report["lr"] == {"resnet18": 0.02}
     assert table["overlap"] == 2  # two slots: both runs trained at once
     assert "whole table" in done.stdout
