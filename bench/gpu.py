@@ -26,7 +26,9 @@ epoch, and evaluation pads its last batch: cnnlab.training.setup.fixed_shapes), 
 side by side on one GPU. `--compile [PRESET ...]` adds torch.compile to the named runs
 (all when none is named) and `--schedule cosine` decays the book's lr to zero: both measured,
 neither the default (README, "The chapter's table on one GPU"). `--lr nin=0.05` replaces a run's
-learning rate (0.05 is NiN's in the book's later editions; the MXNet edition's table used 0.1).
+learning rate (0.05 is NiN's in the book's later editions; the MXNet edition's table used 0.1),
+and `--extra nin=0.05` adds a run at that rate beside the book's, in the same table (one extra
+run per preset).
 
 Run from the repository root:  python bench/gpu.py --mode quick --out results/
 """
@@ -256,21 +258,37 @@ def solo_rate(name: str, mode: Mode, device: torch.device, dataset: cnndata.Fash
 # ---------------------------------------------------------------- 4. the table
 
 
-def run_table(models: list[str], mode: Mode, device: torch.device, runs_dir: Path,
-              slots: int, compiled: set[str], schedule: str, budget_s: float,
-              lrs: dict[str, float]) -> dict[str, Any]:
-    """Queue every model at once through the JobManager; wait (cancelling at the budget)."""
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One run of the table: its label in the report, the preset it trains (whose book row it
+    is compared with), and a learning rate replacing the book's (None: the book's)."""
+
+    label: str
+    preset: str
+    lr: float | None = None
+
+
+def entries_for(models: list[str], lrs: dict[str, float],
+                extras: dict[str, float]) -> list[Entry]:
+    """The table's runs: each model (at its `--lr` when given), then each `--extra` run."""
+    return ([Entry(name, name, lrs.get(name)) for name in models]
+            + [Entry(f"{name} lr {lr:g}", name, lr) for name, lr in extras.items()])
+
+
+def run_table(entries: list[Entry], mode: Mode, device: torch.device, runs_dir: Path,
+              slots: int, compiled: set[str], schedule: str, budget_s: float) -> dict[str, Any]:
+    """Queue every run at once through the JobManager; wait (cancelling at the budget)."""
     store = RunStore(runs_dir)
     cuda = device.type == "cuda"
     # All `slots` runs may share the GPU (the memory budget still applies), as a class's would.
     manager = JobManager(store, cpu_slots=0 if cuda else slots, gpu_slots=slots if cuda else 0,
                          runs_per_gpu=max(1, slots), poll_interval=0.2)
     start = time.time()
-    ids = {name: manager.submit(name, spec_for(name, mode),
-                                config_for(name, mode, "auto", name in compiled, schedule,
-                                           lrs.get(name)),
-                                name=f"gpu-bench {name}")
-           for name in models}
+    ids = {e.label: manager.submit(e.preset, spec_for(e.preset, mode),
+                                   config_for(e.preset, mode, "auto", e.preset in compiled,
+                                              schedule, e.lr),
+                                   name=f"gpu-bench {e.label}")
+           for e in entries}
     deadline, last_print, cancelled = start + budget_s, 0.0, False
     try:
         while not all(store.get(i).status.terminal for i in ids.values()):
@@ -290,10 +308,10 @@ def run_table(models: list[str], mode: Mode, device: torch.device, runs_dir: Pat
     runs = {name: store.get(run_id) for name, run_id in ids.items()}
     return {"wall_s": round(max(r.finished_at or start for r in runs.values()) - start, 1),
             "slots": slots, "overlap": max_overlap(list(runs.values())),
-            "rows": [table_row(name, runs[name], store.metrics(runs[name].id, kind="epoch"),
-                               store.metrics(runs[name].id, kind="step")[:1])
-                     | predicted_classes(store, runs[name], mode, device)
-                     for name in models]}
+            "rows": [table_row(e, runs[e.label], store.metrics(runs[e.label].id, kind="epoch"),
+                               store.metrics(runs[e.label].id, kind="step")[:1])
+                     | predicted_classes(store, runs[e.label], mode, device)
+                     for e in entries]}
 
 
 def predicted_classes(store: RunStore, run, mode: Mode, device: torch.device) -> dict[str, Any]:
@@ -335,7 +353,7 @@ def max_overlap(runs: list) -> int:
     return most
 
 
-def table_row(name: str, run, epochs: list[dict[str, Any]],
+def table_row(entry: Entry, run, epochs: list[dict[str, Any]],
               first_steps: list[dict[str, Any]]) -> dict[str, Any]:
     """One run's line of the table, with its test accuracy after every epoch and where its
     time went: seconds from its start to its first step event and to each epoch's end, and
@@ -344,13 +362,14 @@ def table_row(name: str, run, epochs: list[dict[str, Any]],
     def since_start(event: dict[str, Any]) -> float | None:
         return round(event["time"] - run.started_at, 1) if run.started_at else None
 
-    book = TEXTBOOK_RESULTS[name]
+    book = TEXTBOOK_RESULTS[entry.preset]
     result = run.result
     test_acc = (result.get("metrics") or {}).get("test_acc")
     rate = result.get("examples_per_s")
     return {
-        "model": name, "status": str(run.status), "message": run.message, "device": run.device,
-        "lr": run.config.get("lr"), "book_lr": textbook_config(name).lr,
+        "model": entry.label, "preset": entry.preset, "status": str(run.status),
+        "message": run.message, "device": run.device,
+        "lr": run.config.get("lr"), "book_lr": textbook_config(entry.preset).lr,
         "examples_per_s": round(rate, 1) if rate else None,
         "wall_s": round(run.finished_at - run.started_at, 1)
         if run.started_at and run.finished_at else None,
@@ -397,7 +416,8 @@ def print_table(table: dict[str, Any], mode: Mode) -> None:
 # ---------------------------------------------------------------- main
 
 
-def learning_rates(parser: argparse.ArgumentParser, pairs: list[str]) -> dict[str, float]:
+def learning_rates(parser: argparse.ArgumentParser, option: str,
+                   pairs: list[str]) -> dict[str, float]:
     """`--lr nin=0.05 ...` as {preset: lr}; a bad pair stops with a usage error naming it."""
     lrs: dict[str, float] = {}
     for pair in pairs:
@@ -407,7 +427,8 @@ def learning_rates(parser: argparse.ArgumentParser, pairs: list[str]) -> dict[st
         except ValueError:
             lr = -1.0
         if name not in TABLE or not 0 < lr < 100:
-            parser.error(f"--lr {pair}: expected PRESET=LR with PRESET one of {', '.join(TABLE)} "
+            parser.error(f"{option} {pair}: expected PRESET=LR with PRESET one of "
+                         f"{', '.join(TABLE)} "
                          "and LR a positive number, e.g. nin=0.05")
         lrs[name] = lr
     return lrs
@@ -427,18 +448,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", nargs="+", default=[], metavar="PRESET=LR",
                         help="replace the book's learning rate for these runs, e.g. nin=0.05 "
                              "(the later editions' NiN recipe)")
+    parser.add_argument("--extra", nargs="+", default=[], metavar="PRESET=LR",
+                        help="also train these presets at this lr beside the book's runs, in "
+                             "the same table, e.g. nin=0.05")
     parser.add_argument("--no-solo", action="store_true", help="skip the solo throughput phase")
     parser.add_argument("--budget-s", type=float, help="cancel the table after this long")
     parser.add_argument("--runs-dir", type=Path,
                         help="run store for the table (default OUT/runs-MODE; it holds checkpoints)")
     args = parser.parse_args(argv)
     mode = MODES[args.mode]
-    lrs = learning_rates(parser, args.lr)
+    lrs = learning_rates(parser, "--lr", args.lr)
+    entries = entries_for(args.models, lrs, learning_rates(parser, "--extra", args.extra))
     device = resolve_device("auto")
     args.out.mkdir(parents=True, exist_ok=True)
     compiled = set(args.models if args.compile == [] else args.compile or [])
     report: dict[str, Any] = {"mode": mode.name, "compile": sorted(compiled),
-                              "schedule": args.schedule, "lr": lrs, "models": args.models}
+                              "schedule": args.schedule, "lr": lrs,
+                              "extra": [e.label for e in entries[len(args.models):]],
+                              "models": args.models}
     path = args.out / f"gpu-{mode.name}.json"
 
     def save() -> None:
@@ -461,13 +488,13 @@ def main(argv: list[str] | None = None) -> int:
         if device.type == "cuda":
             torch.cuda.empty_cache()  # leave the GPU to the table's workers
         save()
-    slots = args.slots or (len(args.models) if device.type == "cuda" else 1)
-    print(f"the table: {len(args.models)} runs queued at once, {slots} slots"
-          + "".join(f"; {name} at lr {lr:g} (the book's {textbook_config(name).lr:g})"
-                    for name, lr in lrs.items()), flush=True)
+    slots = args.slots or (len(entries) if device.type == "cuda" else 1)
+    print(f"the table: {len(entries)} runs queued at once, {slots} slots"
+          + "".join(f"; {e.label} at lr {e.lr:g} (the book's {textbook_config(e.preset).lr:g})"
+                    for e in entries if e.lr is not None), flush=True)
     runs_dir = args.runs_dir or args.out / f"runs-{mode.name}"
-    table = run_table(args.models, mode, device, runs_dir, slots, compiled, args.schedule,
-                      args.budget_s or mode.budget_s, lrs)
+    table = run_table(entries, mode, device, runs_dir, slots, compiled, args.schedule,
+                      args.budget_s or mode.budget_s)
     report["table"] = table
     routed = all(r["device"] == ("cuda:0" if device.type == "cuda" else "cpu")
                  for r in table["rows"])

@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_smoke_mode_runs_every_phase_and_writes_its_report(tmp_path):
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "gpu.py"), "--mode", "smoke", "--slots", "2",
-         "--models", "bn-lenet", "resnet18", "--lr", "resnet18=0.02", "--out", str(tmp_path)],
+         "--models", "bn-lenet", "resnet18", "--lr", "resnet18=0.02", "--extra", "bn-lenet=0.5",
+         "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     report = json.loads((tmp_path / "gpu-smoke.json").read_text())
@@ -34,7 +35,7 @@ def test_smoke_mode_runs_every_phase_and_writes_its_report(tmp_path):
     assert all(row["examples_per_s"] > 0 and row["estimate_mib"] > 0 for row in solo.values())
 
     table = report["table"]
-    assert [row["model"] for row in table["rows"]] == ["bn-lenet", "resnet18"]
+    assert [row["model"] for row in table["rows"]] == ["bn-lenet", "resnet18", "bn-lenet lr 0.5"]
     for row in table["rows"]:
         assert row["status"] == "done" and row["device"] == "cpu"
         assert 0.0 <= row["test_acc"] <= 1.0 and row["examples_per_s"] > 0
@@ -48,7 +49,9 @@ def test_smoke_mode_runs_every_phase_and_writes_its_report(tmp_path):
         assert row["never_predicted"] == [c for c, n in enumerate(row["predicted_per_class"])
                                           if n == 0]
     lrs = {row["model"]: (row["lr"], row["book_lr"]) for row in table["rows"]}
-    assert lrs == {"bn-lenet": (1.0, 1.0), "resnet18": (0.02, 0.05)}  # --lr replaced one
+    # --lr replaced one run's lr; --extra added a run of a preset at another lr
+    assert lrs == {"bn-lenet": (1.0, 1.0), "resnet18": (0.02, 0.05), "bn-lenet lr 0.5": (0.5, 1.0)}
+    assert table["rows"][2]["preset"] == "bn-lenet" and report["extra"] == ["bn-lenet lr 0.5"]
     assert report["lr"] == {"resnet18": 0.02}
     assert table["overlap"] == 2  # two slots: both runs trained at once
     assert "whole table" in done.stdout
