@@ -217,6 +217,10 @@ def predictions_section(subject: Subject, data: FashionMNIST | None) -> None:
     st.caption(f"On the first {n:,} of the {len(data.test_labels):,} test images in the "
                "bundled sample (class-balanced, drawn from Fashion-MNIST's 10,000 test "
                f"images): accuracy **{result.accuracy:.1%}**.")
+    note = inside.never_predicted_note(result, spec, trained=subject.key[0] == "run",
+                                       class_names=CLASSES)
+    if note:
+        st.warning(note, icon=":material/visibility_off:")
     picked = inside.gallery(result, which == "mistakes", GALLERY_SIZE)
     if picked:
         st.plotly_chart(prediction_gallery(data.test_images[:n], result.probs, result.targets,

@@ -304,3 +304,31 @@ def test_predictions_use_the_sizes_the_sample_has_and_the_gallery_its_first_or_w
     result = inside.evaluate_images(model, sample.test_images[:50], sample.test_labels[:50], 28)
     assert inside.gallery(result, mistakes=False, size=16) == list(range(16))
     assert inside.gallery(result, mistakes=True, size=4) == result.mistakes(4)
+
+
+def _evaluation(preds: list[int], targets: list[int], classes: int = 4) -> inside.Evaluation:
+    p, t = torch.tensor(preds), torch.tensor(targets)
+    return inside.Evaluation(torch.zeros(len(p), classes), p, t,
+                             inside.confusion_matrix(p, t, classes))
+
+
+def test_the_classes_never_predicted_are_those_shown_but_never_picked() -> None:
+    result = _evaluation(preds=[0, 0, 1, 1], targets=[0, 2, 1, 2])
+    assert result.never_predicted() == [2]  # class 3 has no image here: not counted
+    assert _evaluation([0, 1, 2], [0, 1, 2]).never_predicted() == []
+
+
+def test_a_trained_nin_that_never_predicts_a_class_is_told_why() -> None:
+    names = ("T-shirt", "Trouser", "*Pullover*", "Dress")
+    result = _evaluation(preds=[0, 0, 1, 1], targets=[0, 2, 1, 3])
+    note = inside.never_predicted_note(result, PRESETS["nin"], trained=True, class_names=names)
+    assert note.startswith(r"Never predicted on these images: **\*Pullover\***, **Dress**")
+    assert "ReLU on the class scores" in note and "0.05" in note
+    other = inside.never_predicted_note(result, PRESETS["alexnet"], trained=True,
+                                        class_names=names)
+    assert "more epochs may help" in other and "ReLU" not in other
+    # untrained networks pick few classes anyway; a network that predicts every class shown
+    assert inside.never_predicted_note(result, PRESETS["nin"], trained=False,
+                                       class_names=names) is None
+    assert inside.never_predicted_note(_evaluation([0, 1], [0, 1]), PRESETS["nin"],
+                                       trained=True, class_names=names) is None

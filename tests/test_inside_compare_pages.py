@@ -109,6 +109,24 @@ def test_inside_predicts_the_sample_and_draws_the_confusion_matrix(runs_dir, ids
     assert len(gallery) == 1 and len(gallery[0]["data"]) == 16
 
 
+def test_inside_names_the_classes_a_trained_nin_never_predicts_and_why(runs_dir) -> None:
+    # One epoch of the sample leaves NiN-small predicting a single class: its last ReLU holds
+    # the other scores at 0. The page says which classes and why.
+    config = ONE_EPOCH.replace(lr=0.05)
+    run_id = record_tiny_run(RunStore(runs_dir), "nin-small", "tiny NiN", config=config)
+    at = open_page("pages/inside.py", selected_run=run_id)
+    (warning,) = [w.value for w in at.warning if "Never predicted" in w.value]
+    assert warning.count("**") >= 16  # eight or more class names, each in bold
+    assert "ReLU on the class scores" in warning
+
+
+def test_inside_names_no_class_for_an_untrained_model(runs_dir) -> None:
+    at = open_page("pages/inside.py", spec=PRESETS["nin-small"])
+    at.segmented_control(key="inside.source").set_value("An untrained model").run()
+    assert not at.exception and any("Predictions" in h.value for h in at.header)
+    assert not [w for w in at.warning if "Never predicted" in w.value]
+
+
 def test_inside_shows_an_untrained_model_as_training_starts_it(runs_dir) -> None:
     at = open_page("pages/inside.py", spec=PRESETS["bn-lenet"])
     at.segmented_control(key="inside.source").set_value("An untrained model").run()

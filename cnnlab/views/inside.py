@@ -83,6 +83,11 @@ class Evaluation:
         wrong = (self.preds != self.targets).nonzero().flatten().tolist()
         return wrong if limit is None else wrong[:limit]
 
+    def never_predicted(self) -> list[int]:
+        """The classes some of these images belong to that no image is predicted as."""
+        shown, predicted = self.matrix.sum(dim=1), self.matrix.sum(dim=0)
+        return [c for c in range(len(shown)) if shown[c] > 0 and predicted[c] == 0]
+
 
 # ---------------------------------------------------------------- models
 
@@ -350,6 +355,26 @@ def layers_to_expand(paths: list[str], at_most: int = 4) -> list[str]:
     """The BatchNorm layers drawn channel by channel at first: all of a small network's, else
     the first (ResNet's and DenseNet's dozens would fill the page)."""
     return paths if len(paths) <= at_most else paths[:1]
+
+
+def never_predicted_note(result: Evaluation, spec: Spec, trained: bool,
+                         class_names: tuple[str, ...] | list[str]) -> str | None:
+    """Markdown naming the classes a trained network never predicts on these images, with the
+    likely reason for NiN; None when it predicts every class shown, or is untrained (an
+    untrained network gives nearly every image the same scores and picks few classes)."""
+    missing = result.never_predicted()
+    if not trained or not missing:
+        return None
+    names = ", ".join(f"**{markdown_text(class_names[c])}**" for c in missing)
+    note = f"Never predicted on these images: {names}, so their accuracy is 0."
+    if spec.family == "nin":
+        return note + (
+            " NiN's last block ends in a ReLU on the class scores, and a class whose score is "
+            "0 for every image gets no gradient through it until the layers below lift it. "
+            "At the book's Xavier init 2 to 7 of NiN's 10 scores start that way (8 seeds at "
+            "224 px). More epochs, or a lower learning rate (0.05, as in the book's later "
+            "editions), may bring them back.")
+    return note + " The network may still be learning them: more epochs may help."
 
 
 def textbook_bn_note(spec: Spec, layers: list[BNLayer]) -> str | None:
