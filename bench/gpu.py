@@ -25,7 +25,8 @@ batch shape per run (the 96 examples of an epoch's short last batch sit out, dif
 epoch, and evaluation pads its last batch: cnnlab.training.setup.fixed_shapes), and the runs
 side by side on one GPU. `--compile [PRESET ...]` adds torch.compile to the named runs
 (all when none is named) and `--schedule cosine` decays the book's lr to zero: both measured,
-neither the default (README, "The chapter's table on one GPU"). `--lr nin=0.05` replaces a run's
+neither the default (README, "The chapter's table on one GPU"). `--cuda-graphs [PRESET ...]`
+runs the named runs' steps as CUDA graphs (TrainConfig.cuda_graphs; not yet measured). `--lr nin=0.05` replaces a run's
 learning rate (0.05 is NiN's in the book's later editions; the MXNet edition's table used 0.1),
 and `--extra nin=0.05` adds a run at that rate beside the book's, in the same table (one extra
 run per preset).
@@ -97,11 +98,13 @@ def spec_for(name: str, mode: Mode) -> Spec:
 
 
 def config_for(name: str, mode: Mode, device: str, compile: bool,
-               schedule: str = "constant", lr: float | None = None) -> TrainConfig:
+               schedule: str = "constant", lr: float | None = None,
+               graphs: bool = False) -> TrainConfig:
     """The textbook's recipe for `name`, shortened as the mode says; `schedule` "cosine" decays
     the book's learning rate to zero over the run instead of holding it; `lr` replaces it."""
     config = textbook_config(name).replace(data=mode.data, device=device, compile=compile,
-                                           max_steps=mode.max_steps, schedule=schedule)
+                                           max_steps=mode.max_steps, schedule=schedule,
+                                           cuda_graphs=graphs and device != "cpu")
     if lr is not None:
         config = config.replace(lr=lr)
     if mode.epochs is not None:
@@ -215,14 +218,14 @@ def device_checks(device: torch.device) -> list[dict[str, Any]]:
 
 
 def solo_rate(name: str, mode: Mode, device: torch.device, dataset: cnndata.FashionMNIST,
-              compile: bool) -> dict[str, Any]:
+              compile: bool, graphs: bool = False) -> dict[str, Any]:
     """Training examples/s of one model alone after warm-up, and its peak memory on a GPU."""
     spec = spec_for(name, mode)
     big = spec.input_size > 100
     interval = 2 if mode.name == "smoke" else 5 if big else 20  # steps per timed interval
     intervals = 2 if mode.name == "smoke" else 4
     # The first interval warms up (cuDNN picks its kernels; compile compiles): not timed.
-    config = config_for(name, mode, device.type, compile).replace(
+    config = config_for(name, mode, device.type, compile, graphs=graphs).replace(
         max_steps=interval * (1 + intervals), log_every=interval, bn_recalibration=0)
     tiny = dataclasses.replace(dataset, test_images=dataset.test_images[:10],
                                test_labels=dataset.test_labels[:10])  # evaluation is not timed
@@ -238,6 +241,7 @@ def solo_rate(name: str, mode: Mode, device: torch.device, dataset: cnndata.Fash
         "examples_per_s": round(len(timed) * interval * config.batch_size / seconds, 1)
         if seconds else None,
         "layout": "NHWC" if result.channels_last else "NCHW", "amp": result.amp,
+        "cuda_graphs": next((e.get("cuda_graphs") for e in events if e["kind"] == "step"), None),
     }
     estimate = resources.estimate(spec, config, device.type)
     # The estimate's fixed part includes the runtime (CUDA context, workspaces), which the
@@ -276,7 +280,8 @@ def entries_for(models: list[str], lrs: dict[str, float],
 
 
 def run_table(entries: list[Entry], mode: Mode, device: torch.device, runs_dir: Path,
-              slots: int, compiled: set[str], schedule: str, budget_s: float) -> dict[str, Any]:
+              slots: int, compiled: set[str], schedule: str, budget_s: float,
+              graphed: set[str] = frozenset()) -> dict[str, Any]:
     """Queue every run at once through the JobManager; wait (cancelling at the budget)."""
     store = RunStore(runs_dir)
     cuda = device.type == "cuda"
@@ -286,7 +291,7 @@ def run_table(entries: list[Entry], mode: Mode, device: torch.device, runs_dir: 
     start = time.time()
     ids = {e.label: manager.submit(e.preset, spec_for(e.preset, mode),
                                    config_for(e.preset, mode, "auto", e.preset in compiled,
-                                              schedule, e.lr),
+                                              schedule, e.lr, e.preset in graphed),
                                    name=f"gpu-bench {e.label}")
            for e in entries}
     deadline, last_print, cancelled = start + budget_s, 0.0, False
@@ -380,6 +385,9 @@ def table_row(entry: Entry, run, epochs: list[dict[str, Any]],
         "acc_at_least_book": test_acc is not None and test_acc >= book.test_acc,
         "test_acc_by_epoch": [round(e["test_acc"], 4) for e in epochs if "test_acc" in e],
         "first_step_event_s": since_start(first_steps[0]) if first_steps else None,
+        # whether the step ran as CUDA graphs, and why not when they were asked for
+        "cuda_graphs": first_steps[0].get("cuda_graphs") if first_steps else None,
+        "cuda_graphs_note": first_steps[0].get("cuda_graphs_note") if first_steps else None,
         "epoch_end_s": [since_start(e) for e in epochs],
         "eval_s_by_epoch": [round(e["eval_s"], 2) for e in epochs if "eval_s" in e],
     }
@@ -443,6 +451,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="runs training at once (default: all on a GPU, 1 on a CPU)")
     parser.add_argument("--compile", nargs="*", choices=TABLE, metavar="PRESET",
                         help="torch.compile these runs (all of them when none is named)")
+    parser.add_argument("--cuda-graphs", nargs="*", choices=TABLE, metavar="PRESET",
+                        help="run these runs' steps as CUDA graphs (all when none is named)")
     parser.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
                         help="constant: the book's; cosine: the book's lr decayed to 0")
     parser.add_argument("--lr", nargs="+", default=[], metavar="PRESET=LR",
@@ -462,7 +472,12 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device("auto")
     args.out.mkdir(parents=True, exist_ok=True)
     compiled = set(args.models if args.compile == [] else args.compile or [])
+    graphed = set(args.models if args.cuda_graphs == [] else args.cuda_graphs or [])
+    if compiled & graphed:
+        parser.error(f"--compile and --cuda-graphs both name {', '.join(sorted(compiled & graphed))}"
+                     ": a run can use one of them")
     report: dict[str, Any] = {"mode": mode.name, "compile": sorted(compiled),
+                              "cuda_graphs": sorted(graphed),
                               "schedule": args.schedule, "lr": lrs,
                               "extra": [e.label for e in entries[len(args.models):]],
                               "models": args.models}
@@ -482,7 +497,8 @@ def main(argv: list[str] | None = None) -> int:
     if mode.solo and not args.no_solo:
         print("each model alone", flush=True)
         dataset = cnndata.load_fashion_mnist(source=mode.data)
-        report["solo"] = [solo_rate(name, mode, device, dataset, name in compiled)
+        report["solo"] = [solo_rate(name, mode, device, dataset, name in compiled,
+                                    name in graphed)
                           for name in args.models]
         del dataset
         if device.type == "cuda":
@@ -494,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
                     for e in entries if e.lr is not None), flush=True)
     runs_dir = args.runs_dir or args.out / f"runs-{mode.name}"
     table = run_table(entries, mode, device, runs_dir, slots, compiled, args.schedule,
-                      args.budget_s or mode.budget_s)
+                      args.budget_s or mode.budget_s, graphed)
     report["table"] = table
     routed = all(r["device"] == ("cuda:0" if device.type == "cuda" else "cpu")
                  for r in table["rows"])

@@ -161,6 +161,8 @@ def _train_arguments(parser: argparse.ArgumentParser, textbook_only: bool = Fals
             help="NCHW on CUDA instead of channels-last")
         add("--compile", action="store_true", default=None,
             help="torch.compile the training step (faster after ~30 s of compiling)")
+        add("--cuda-graphs", action="store_true", default=None,
+            help="on a GPU, run each step's forward and backward as CUDA graphs")
         add("--bn-recalibration", type=int, metavar="BATCHES",
             help="recompute BatchNorm statistics over this many training batches before each "
                  "evaluation (default 20; 0 keeps the moving averages, as the book does)")
@@ -176,7 +178,7 @@ def _train_config(args: argparse.Namespace, base: TrainConfig) -> TrainConfig:
     """`base` with the options given on the command line. Raises ConfigError."""
     names = ("epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay",
              "label_smoothing", "schedule", "flip", "amp", "channels_last", "subset", "device",
-             "data", "seed", "max_steps", "bn_recalibration", "compile")
+             "data", "seed", "max_steps", "bn_recalibration", "compile", "cuda_graphs")
     changes = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
     return base.replace(**changes)
 

@@ -47,6 +47,18 @@ def test_cli_train_with_a_bad_option_exits_2_without_a_traceback(runs_dir: Path,
     assert RunStore(runs_dir).list() == []  # nothing recorded for a typo
 
 
+def test_cli_cuda_graphs_reach_the_config_and_a_cpu_only_run_is_refused(runs_dir: Path,
+                                                                        capsys) -> None:
+    assert cli.main(["train", "bn-lenet", "--cuda-graphs", "--device", "cpu",
+                     "--data", "sample"]) == 2
+    assert "cuda_graphs: needs a GPU (device is cpu)" in capsys.readouterr().err
+    # device auto on this CPU: accepted, trained eagerly
+    assert cli.main(["train", "bn-lenet", "--cuda-graphs", "--data", "sample",
+                     "--max-steps", "2"]) == 0
+    (run,) = RunStore(runs_dir).list()
+    assert run.config["cuda_graphs"] is True and run.status is Status.DONE
+
+
 def test_cli_reproduce_prints_ours_next_to_the_book(runs_dir: Path, capsys) -> None:
     argv = ["reproduce", "--models", "bn-lenet", "--data", "sample", "--max-steps", "3"]
     assert cli.main(argv) == 0

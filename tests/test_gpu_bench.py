@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from cnnlab.runs.store import RunStore
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -17,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_smoke_mode_runs_every_phase_and_writes_its_report(tmp_path):
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "gpu.py"), "--mode", "smoke", "--slots", "2",
-         "--models", "bn-lenet", "resnet18", "--lr", "resnet18=0.02", "--extra", "bn-lenet=0.5",
+         "--models", "bn-lenet", "resnet18", "--lr", "resnet18=0.02", "--extra", "bn-lenet=0.5", "--cuda-graphs", "resnet18",
          "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
@@ -53,5 +55,12 @@ def test_smoke_mode_runs_every_phase_and_writes_its_report(tmp_path):
     assert lrs == {"bn-lenet": (1.0, 1.0), "resnet18": (0.02, 0.05), "bn-lenet lr 0.5": (0.5, 1.0)}
     assert table["rows"][2]["preset"] == "bn-lenet" and report["extra"] == ["bn-lenet lr 0.5"]
     assert report["lr"] == {"resnet18": 0.02}
+    # asked for on resnet18: on this CPU its step runs eagerly, and the row says so
+    assert report["cuda_graphs"] == ["resnet18"]
+    assert [row["cuda_graphs"] for row in table["rows"]] == [False, False, False]
+    assert all(row["cuda_graphs_note"] is None for row in table["rows"])
+    asked = {run.name: run.config["cuda_graphs"] for run in RunStore(tmp_path / "runs-smoke").list()}
+    assert asked == {"gpu-bench bn-lenet": False, "gpu-bench resnet18": True,
+                     "gpu-bench bn-lenet lr 0.5": False}
     assert table["overlap"] == 2  # two slots: both runs trained at once
     assert "whole table" in done.stdout

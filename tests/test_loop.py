@@ -19,6 +19,7 @@ from cnnlab.training.config import TrainConfig
 from cnnlab.training.data import FashionMNIST
 from cnnlab.training.data import DeviceData
 from cnnlab.training.loop import evaluate, recalibrate_batch_norm, train
+from cnnlab.training import setup
 from cnnlab.training.setup import drop_short_batch, eval_batch_size, lr_at, prepare
 from tests.conftest import FAST, SPEC
 
@@ -238,3 +239,29 @@ def test_on_a_gpu_every_batch_has_one_shape_and_elsewhere_evaluation_batches_are
     assert drop_short_batch(257, 256, compile=False, fixed=False)  # a batch of one, always
     assert not drop_short_batch(60_000, 250, compile=True, fixed=True)  # no short batch
     assert not drop_short_batch(100, 256, compile=True, fixed=True)  # the only batch stays
+
+
+def test_cuda_graphs_asked_for_on_a_cpu_train_eagerly_and_say_so(sample: FashionMNIST) -> None:
+    config = FAST.replace(device="auto", cuda_graphs=True, max_steps=3)  # auto: this CPU
+    assert not prepare(SPEC, config, torch.device("cpu"), sample).cuda_graphs
+    events: list[dict] = []
+    result = train(SPEC, config, on_event=events.append, data=sample)
+    assert result.status is Status.DONE
+    first = next(e for e in events if e["kind"] == "step")
+    assert first["cuda_graphs"] is False and "cuda_graphs_note" not in first
+
+
+def test_a_capture_that_fails_leaves_the_model_eager_with_the_reason(monkeypatch) -> None:
+    # torch.cuda.make_graphed_callables needs a GPU; stand in for one whose capture refuses.
+    model = build(SPEC)
+
+    def refuse(module, sample_args):
+        # a wrapper of the model is captured, so the model's own forward stays eager
+        assert module is not model and module[0] is model
+        assert [tuple(x.shape) for x in sample_args] == [(8, 1, 28, 28)]
+        raise RuntimeError("operation not permitted when stream is capturing\nmore detail")
+
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", refuse)
+    forward, why = setup.graphed_forward(model, torch.zeros(8, 1, 28, 28), amp=False)
+    assert forward is model
+    assert why == "CUDA graphs off: operation not permitted when stream is capturing"

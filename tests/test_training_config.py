@@ -33,3 +33,14 @@ def test_textbook_config_has_the_books_settings() -> None:
     assert textbook_config("bn-lenet-scratch").lr == 1.0
     assert textbook_config("resnet34") == textbook_config("resnet18")  # the family's recipe
     assert TEXTBOOK_RESULTS["bn-lenet-scratch"].test_acc == 0.874
+
+
+def test_cuda_graphs_are_a_switch_that_needs_a_gpu_and_excludes_compile() -> None:
+    assert TrainConfig(cuda_graphs=True).cuda_graphs  # device auto: graphs where there is a GPU
+    for changes, says in (({"cuda_graphs": "yes"}, "must be true or false"),
+                          ({"cuda_graphs": True, "compile": True}, "cannot be used with compile"),
+                          ({"cuda_graphs": True, "device": "cpu"}, "needs a GPU")):
+        with pytest.raises(ConfigError) as caught:
+            TrainConfig.from_dict(changes)
+        (problem,) = caught.value.problems
+        assert problem.field == "cuda_graphs" and says in problem.message

@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 # too (`variable_fields`). How often a step is logged changes no result, so it is not one.
 VARIABLE_FIELDS = ("lr", "batch_size", "epochs", "optimizer", "momentum", "weight_decay",
                    "label_smoothing", "schedule", "bn_recalibration", "seed", "subset", "data",
-                   "flip", "max_steps", "device", "amp", "channels_last", "compile")
+                   "flip", "max_steps", "device", "amp", "channels_last", "compile",
+                   "cuda_graphs")
 MAX_VALUES = 12  # runs in one sweep: a class's queue should not vanish behind one student's
 WORDS = {"true": True, "false": False, "none": None, "": None}  # what people type in a form
 

@@ -62,6 +62,10 @@ class TrainConfig:
     # ResNet-18 at 96 px on a 2-core CPU: 105 -> 145 examples/s, after ~30 s of compiling.
     # Worth it for long runs only, so off by default.
     compile: bool = False
+    # On a GPU, capture each training step's forward and backward as CUDA graphs
+    # (setup.graphed_forward): one launch instead of one per kernel, for launch-bound networks
+    # such as GoogLeNet. Not yet measured on a GPU, so off by default; ignored on a CPU.
+    cuda_graphs: bool = False
 
     def __post_init__(self) -> None:
         # Checked on construction, so a config that exists can run (from_dict and replace too).
@@ -129,6 +133,11 @@ def config_problems(config: TrainConfig) -> list[Problem]:
     need(is_int(c.bn_recalibration) and 0 <= c.bn_recalibration <= 10_000, "bn_recalibration",
          "must be a whole number of batches >= 0", "0 keeps the moving averages, as the book does")
     need(type(c.compile) is bool, "compile", "must be true or false", "leave it off for short runs")
+    need(type(c.cuda_graphs) is bool, "cuda_graphs", "must be true or false", "leave it off")
+    need(not (c.cuda_graphs is True and c.compile is True), "cuda_graphs",
+         "cannot be used with compile", "turn one of them off")
+    need(not (c.cuda_graphs is True and c.device == "cpu"), "cuda_graphs",
+         "needs a GPU (device is cpu)", "turn it off, or use device auto or cuda")
     need(c.max_steps is None or (is_int(c.max_steps) and c.max_steps >= 1), "max_steps",
          "must be empty or a whole number >= 1", "leave it empty to train all epochs")
     return problems

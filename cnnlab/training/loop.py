@@ -110,7 +110,9 @@ def train(spec: Spec, config: TrainConfig = TrainConfig(), *,
         on_event=on_event, started=started,
         # Said once, up front: what the numbers are measured on.
         first_extra={"data": dataset.describe(), "data_source": str(dataset.source),
-                     "device": str(device), "channels_last": run.channels_last, "amp": run.amp})
+                     "device": str(device), "channels_last": run.channels_last, "amp": run.amp,
+                     "cuda_graphs": run.cuda_graphs,
+                     **({"cuda_graphs_note": run.graphs_note} if run.graphs_note else {})})
     outcome = fit(run, config, reporter, should_stop or (lambda: False), on_epoch_end)
     return TrainResult(
         status=outcome.status, message=outcome.message,
@@ -183,7 +185,9 @@ def train_step(run: Setup, x: torch.Tensor, y: torch.Tensor, lr: float,
     """One SGD step at `lr`; the loss and the number correct, left on the device."""
     for group in run.optimizer.param_groups:
         group["lr"] = lr
-    with torch.autocast(run.device.type, torch.bfloat16, enabled=run.amp):
+    # A captured step was captured without autocast's weight cache; it must run the same way.
+    with torch.autocast(run.device.type, torch.bfloat16, enabled=run.amp,
+                        cache_enabled=not run.cuda_graphs):
         logits = run.forward(x)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
     run.optimizer.zero_grad(set_to_none=True)
