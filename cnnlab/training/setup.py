@@ -203,7 +203,9 @@ def graphed_forward(model: nn.Module, sample: torch.Tensor,
     try:
         with torch.autocast("cuda", torch.bfloat16, enabled=amp, cache_enabled=False):
             return torch.cuda.make_graphed_callables(step, (sample,)), None
-    except RuntimeError as exc:  # an op that cannot be captured: say so, train without
+    # RuntimeError: an op that cannot be captured; AssertionError: the API's own checks (hooks,
+    # buffers that require grad). Either way: say so, and train without.
+    except (RuntimeError, AssertionError) as exc:
         first_line = (str(exc).splitlines() or [repr(exc)])[0]
         return model, f"CUDA graphs off: {first_line}"
 
