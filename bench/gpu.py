@@ -60,11 +60,11 @@ from cnnlab.runs.jobs import JobManager  # noqa: E402
 from cnnlab.runs.store import RunStore, Status  # noqa: E402
 from cnnlab.training import data as cnndata  # noqa: E402
 from cnnlab.training import resources  # noqa: E402
-from cnnlab.training.config import TrainConfig  # noqa: E402
+from cnnlab.training.config import ConfigError, TrainConfig  # noqa: E402
 from cnnlab.training.loop import train  # noqa: E402
 from cnnlab.training.recipes import TEXTBOOK_RESULTS, textbook_config  # noqa: E402
 from cnnlab.training.setup import resolve_device  # noqa: E402
-from cnnlab.views.inside import confusion_matrix, load_run_model, run_spec  # noqa: E402
+from cnnlab.views.inside import evaluate_images, load_run_model, run_spec  # noqa: E402
 
 TABLE = list(TEXTBOOK_RESULTS)  # the chapter's eight runs, in the book's order
 
@@ -311,32 +311,27 @@ def run_table(entries: list[Entry], mode: Mode, device: torch.device, runs_dir: 
     finally:
         manager.shutdown(wait=True, cancel=True)
     runs = {name: store.get(run_id) for name, run_id in ids.items()}
+    test = cnndata.load_fashion_mnist(source=mode.data)  # for the classes each run predicts
     return {"wall_s": round(max(r.finished_at or start for r in runs.values()) - start, 1),
             "slots": slots, "overlap": max_overlap(list(runs.values())),
             "rows": [table_row(e, runs[e.label], store.metrics(runs[e.label].id, kind="epoch"),
                                store.metrics(runs[e.label].id, kind="step")[:1])
-                     | predicted_classes(store, runs[e.label], mode, device)
+                     | predicted_classes(store, runs[e.label], test, device)
                      for e in entries]}
 
 
-def predicted_classes(store: RunStore, run, mode: Mode, device: torch.device) -> dict[str, Any]:
+def predicted_classes(store: RunStore, run, data: cnndata.FashionMNIST,
+                      device: torch.device) -> dict[str, Any]:
     """How often the run's final weights predict each class on the test set, and which classes
     they never predict: NiN's last block ends in a ReLU, so a class whose score is 0 for every
     image gets no gradient (at Xavier init 2 to 7 of NiN's 10 scores are, across 8 seeds at
     224 px on a CPU, 2026-12-03)."""
     if run.status is not Status.DONE:
         return {}
-    spec = run_spec(run)
-    model = load_run_model(store, run.id).to(device)
-    dataset = cnndata.load_fashion_mnist(source=mode.data)
-    test = cnndata.DeviceData(dataset.test_images, dataset.test_labels, device,
-                              input_size=spec.input_size)
-    with torch.no_grad(), torch.autocast(device.type, torch.bfloat16,
-                                         enabled=device.type == "cuda"):
-        preds = torch.cat([model(x).argmax(dim=1) for x, _ in test.batches(256)])
-    counts = confusion_matrix(preds, test.labels).sum(dim=0).tolist()
-    return {"predicted_per_class": counts,
-            "never_predicted": [c for c, n in enumerate(counts) if n == 0]}
+    model = load_run_model(store, run.id).to(device)  # the Inside page's code, on the GPU
+    result = evaluate_images(model, data.test_images, data.test_labels, run_spec(run).input_size)
+    return {"predicted_per_class": result.matrix.sum(dim=0).tolist(),
+            "never_predicted": result.never_predicted()}
 
 
 def _progress(store: RunStore, run_id: str) -> str:
@@ -431,13 +426,12 @@ def learning_rates(parser: argparse.ArgumentParser, option: str,
     for pair in pairs:
         name, _, value = pair.partition("=")
         try:
-            lr = float(value)
-        except ValueError:
-            lr = -1.0
-        if name not in TABLE or not 0 < lr < 100:
+            lr: float | None = TrainConfig(lr=float(value)).lr  # TrainConfig's rule for an lr
+        except (ValueError, ConfigError):
+            lr = None
+        if name not in TABLE or lr is None:
             parser.error(f"{option} {pair}: expected PRESET=LR with PRESET one of "
-                         f"{', '.join(TABLE)} "
-                         "and LR a positive number, e.g. nin=0.05")
+                         f"{', '.join(TABLE)} and LR a positive number, e.g. nin=0.05")
         lrs[name] = lr
     return lrs
 

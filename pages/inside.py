@@ -217,7 +217,7 @@ def predictions_section(subject: Subject, data: FashionMNIST | None) -> None:
     st.caption(f"On the first {n:,} of the {len(data.test_labels):,} test images in the "
                "bundled sample (class-balanced, drawn from Fashion-MNIST's 10,000 test "
                f"images): accuracy **{result.accuracy:.1%}**.")
-    note = inside.never_predicted_note(result, spec, trained=subject.key[0] == "run",
+    note = inside.never_predicted_note(result, spec, trained=subject.trained,
                                        class_names=CLASSES)
     if note:
         st.warning(note, icon=":material/visibility_off:")

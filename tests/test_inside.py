@@ -279,6 +279,7 @@ def test_a_runs_subject_keys_its_checkpoint_and_its_untrained_start(store, runs)
                            before.state_dict()["conv1.0.weight"])
     untrained = inside.Subject.of_spec(PRESETS["lenet"], 3)
     assert untrained.key == ("spec", PRESETS["lenet"].to_json(), "3") and untrained.before is None
+    assert subject.trained and not untrained.trained
 
 
 def test_the_checkpoint_picker_follows_the_latest_then_lists_the_newest_first(store, runs) -> None:

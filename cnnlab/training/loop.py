@@ -25,6 +25,7 @@ from cnnlab.training.reporter import Event, Reporter, at_chance
 from cnnlab.training.setup import (
     Setup,
     check_spec_fits_data,
+    fixed_shapes,
     lr_at,
     prepare,
     resolve_device,
@@ -209,7 +210,7 @@ def evaluate_epoch(run: Setup, config: TrainConfig, step: int,
         with torch.autocast(run.device.type, torch.bfloat16, enabled=run.amp):
             recalibrate_batch_norm(run.model, itertools.islice(images, config.bn_recalibration))
     return evaluate(run.model, run.test_data, run.eval_batch, amp=run.amp,
-                    should_stop=should_stop, pad_last=run.pad_eval)
+                    should_stop=should_stop, pad_last=fixed_shapes(run.device))
 
 
 def recalibrate_batch_norm(model: nn.Module, images: Iterable[torch.Tensor]) -> int:

@@ -25,8 +25,8 @@ from cnnlab.training.files import NUM_CLASSES
 from cnnlab.training.sgd import SGD
 
 STEP_DECAY = ((0.5, 0.1), (0.75, 0.01))  # "step" schedule: lr x 0.1 at half, x 0.01 at 3/4
-# On a CPU, evaluation batches hold about this many pixels (256 images at 192 px, capped at
-# 256 images): larger batches gain nothing there and answer a cancel later.
+# On a CPU, evaluation batches hold about this many pixels (188 images at 224 px), and at most
+# EVAL_BATCH_CAP images: larger batches gain nothing there and answer a cancel later.
 EVAL_PIXELS = 1024 * 96 * 96
 EVAL_BATCH_CAP = 256
 
@@ -231,7 +231,6 @@ class Setup:
     steps_per_epoch: int
     total_steps: int
     eval_batch: int
-    pad_eval: bool  # evaluation fills its last batch up to eval_batch (see fixed_shapes)
     check_every: int  # steps between host reads of the losses (divergence checks)
     num_classes: int = 10  # the spec's: what chance accuracy and an untrained loss are
     cuda_graphs: bool = False  # the training step runs as CUDA graphs
@@ -277,7 +276,7 @@ def prepare(spec: Spec, config: TrainConfig, device: torch.device,
         train_data=train_data, test_data=test_data, device=device,
         channels_last=channels_last, amp=amp, drop_last=drop_last,
         steps_per_epoch=steps_per_epoch, total_steps=total_steps, num_classes=spec.num_classes,
-        eval_batch=eval_batch_size(bs, device, spec.input_size), pad_eval=fixed_shapes(device),
+        eval_batch=eval_batch_size(bs, device, spec.input_size),
         # On a CPU reading the loss every step costs nothing; on a GPU it would stall the
         # queue, so losses are kept on the device and checked at each step event.
         check_every=1 if device.type == "cpu" else config.log_every,

@@ -222,16 +222,17 @@ def feature_maps(model: nn.Module, image: torch.Tensor, input_size: int,
 
 def predict(model: nn.Module, images_u8: torch.Tensor, input_size: int,
             batch_size: int = PREDICT_BATCH) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class probabilities (N, classes) and predicted labels (N,) for uint8 N x H x W images,
-    in eval mode without gradients."""
+    """Class probabilities (N, classes) and predicted labels (N,), on the CPU, for uint8
+    N x H x W images, in eval mode without gradients, computed on the model's device."""
+    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     probs = []
     try:
         with torch.no_grad():
             for start in range(0, len(images_u8), batch_size):
-                x = to_input(images_u8[start:start + batch_size].cpu(), input_size=input_size)
-                probs.append(torch.softmax(model(x).float(), dim=1))
+                x = to_input(images_u8[start:start + batch_size].to(device), input_size=input_size)
+                probs.append(torch.softmax(model(x).float(), dim=1).cpu())
     finally:
         model.train(was_training)
     if not probs:
@@ -282,6 +283,11 @@ class Subject:
     key: tuple[str, str, str]
     before: tuple[str, str, str] | None = None
     after: str = ""  # the filters' "after" label: "After (epoch-003)"
+
+    @property
+    def trained(self) -> bool:
+        """A run's weights, not a spec's untrained start."""
+        return self.key[0] == "run"
 
     @classmethod
     def of_run(cls, run: Run, checkpoint: str) -> Subject:
