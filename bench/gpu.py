@@ -7,6 +7,7 @@ What it does, in order, writing everything to OUT/gpu-MODE.json as it goes:
      memory check (`fits_device`: the textbook runs fit, an absurd batch is refused with a fix);
   3. solo throughput (quick and smoke modes): each model alone for a few steps after warm-up,
      with its measured peak memory beside the estimate the Train page makes before a launch;
+     a model named by --cuda-graphs is timed eagerly and then as CUDA graphs (`over_eager`);
   4. the table: every model of the chapter queued at once through the app's own JobManager with
      several GPU slots, so the runs are routed to GPU slots and share the one GPU as a class's
      runs would; then one table of examples/s, wall time, final test accuracy and the book's,
@@ -19,13 +20,15 @@ Modes:
   quick  2 epochs of each model (117 s in all on an H200, 2026-11-29)
   full   the textbook's 10 epochs (235 s in all on that H200; README "Measurements")
 
-The textbook recipes are used unchanged (SGD, the book's lr, batch size and epochs, Xavier
-init); what differs is how they run: bf16 autocast, channels-last, data held on the GPU, one
+The textbook recipes are used unchanged (SGD, the book's lr, batch size and epochs, and its
+init: Xavier weights with zero biases, as the MXNet edition's Gluon layers start; the
+2026-11-29 run still had torch's default biases); what differs is how they run: bf16 autocast, channels-last, data held on the GPU, one
 batch shape per run (the 96 examples of an epoch's short last batch sit out, different ones each
 epoch, and evaluation pads its last batch: cnnlab.training.setup.fixed_shapes), and the runs
 side by side on one GPU. `--compile [PRESET ...]` adds torch.compile to the named runs
 (all when none is named) and `--schedule cosine` decays the book's lr to zero: both measured,
-neither the default (README, "The chapter's table on one GPU"). `--cuda-graphs [PRESET ...]`
+neither the default (README, "The chapter's table on one GPU"). `--schedule anneal` holds the
+book's lr for four fifths of the steps, then decays it to zero (not yet measured on a GPU). `--cuda-graphs [PRESET ...]`
 runs the named runs' steps as CUDA graphs (TrainConfig.cuda_graphs; not yet measured). `--lr nin=0.05` replaces a run's
 learning rate (0.05 is NiN's in the book's later editions; the MXNet edition's table used 0.1),
 and `--extra nin=0.05` adds a run at that rate beside the book's, in the same table (one extra
@@ -60,7 +63,7 @@ from cnnlab.runs.jobs import JobManager  # noqa: E402
 from cnnlab.runs.store import RunStore, Status  # noqa: E402
 from cnnlab.training import data as cnndata  # noqa: E402
 from cnnlab.training import resources  # noqa: E402
-from cnnlab.training.config import ConfigError, TrainConfig  # noqa: E402
+from cnnlab.training.config import SCHEDULES, ConfigError, TrainConfig  # noqa: E402
 from cnnlab.training.loop import train  # noqa: E402
 from cnnlab.training.recipes import TEXTBOOK_RESULTS, textbook_config  # noqa: E402
 from cnnlab.training.setup import resolve_device  # noqa: E402
@@ -101,7 +104,8 @@ def config_for(name: str, mode: Mode, device: str, compile: bool,
                schedule: str = "constant", lr: float | None = None,
                graphs: bool = False) -> TrainConfig:
     """The textbook's recipe for `name`, shortened as the mode says; `schedule` "cosine" decays
-    the book's learning rate to zero over the run instead of holding it; `lr` replaces it."""
+    the book's learning rate to zero over the run instead of holding it, "anneal" holds it for
+    four fifths of the steps and then decays it; `lr` replaces it."""
     config = textbook_config(name).replace(data=mode.data, device=device, compile=compile,
                                            max_steps=mode.max_steps, schedule=schedule,
                                            cuda_graphs=graphs and device != "cpu")
@@ -241,6 +245,7 @@ def solo_rate(name: str, mode: Mode, device: torch.device, dataset: cnndata.Fash
         "examples_per_s": round(len(timed) * interval * config.batch_size / seconds, 1)
         if seconds else None,
         "layout": "NHWC" if result.channels_last else "NCHW", "amp": result.amp,
+        "graphs_asked": graphs,
         "cuda_graphs": next((e.get("cuda_graphs") for e in events if e["kind"] == "step"), None),
     }
     estimate = resources.estimate(spec, config, device.type)
@@ -253,10 +258,23 @@ def solo_rate(name: str, mode: Mode, device: torch.device, dataset: cnndata.Fash
         row["estimate_over_measured"] = round(row["estimate_mib"] / row["measured_peak_mib"], 2)
     del result
     print(f"  {name}: {row['examples_per_s']:,.0f} examples/s alone ({row['layout']}, "
-          f"bf16 {row['amp']}), memory estimate {row['estimate_mib']:,} MiB"
+          f"bf16 {row['amp']}, CUDA graphs {row['cuda_graphs']}), "
+          f"memory estimate {row['estimate_mib']:,} MiB"
           + (f", measured peak {row['measured_peak_mib']:,} MiB" if "measured_peak_mib" in row
              else ""), flush=True)
     return row
+
+
+def solo_rows(name: str, mode: Mode, device: torch.device, dataset: cnndata.FashionMNIST,
+              compile: bool, graphs: bool) -> list[dict[str, Any]]:
+    """The model alone as the table will run it; when that is as CUDA graphs, eagerly first
+    too, so the graphs' speed-up is a ratio measured in this run, on this GPU."""
+    rows = [solo_rate(name, mode, device, dataset, compile)] if graphs else []
+    rows.append(solo_rate(name, mode, device, dataset, compile, graphs))
+    if graphs and rows[0]["examples_per_s"] and rows[1]["examples_per_s"]:
+        rows[1]["over_eager"] = round(rows[1]["examples_per_s"] / rows[0]["examples_per_s"], 2)
+        print(f"  {name}: CUDA graphs {rows[1]['over_eager']:.2f}x eager", flush=True)
+    return rows
 
 
 # ---------------------------------------------------------------- 4. the table
@@ -324,8 +342,8 @@ def predicted_classes(store: RunStore, run, data: cnndata.FashionMNIST,
                       device: torch.device) -> dict[str, Any]:
     """How often the run's final weights predict each class on the test set, and which classes
     they never predict: NiN's last block ends in a ReLU, so a class whose score is 0 for every
-    image gets no gradient (at Xavier init 2 to 7 of NiN's 10 scores are, across 8 seeds at
-    224 px on a CPU, 2026-12-03)."""
+    image gets no gradient (at the book's init 0 to 3 of NiN's 10 scores are, across 8 seeds
+    at 224 px, and 3 to 7 with torch's default biases: `bench/dead_scores.py`)."""
     if run.status is not Status.DONE:
         return {}
     model = load_run_model(store, run.id).to(device)  # the Inside page's code, on the GPU
@@ -447,8 +465,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch.compile these runs (all of them when none is named)")
     parser.add_argument("--cuda-graphs", nargs="*", choices=TABLE, metavar="PRESET",
                         help="run these runs' steps as CUDA graphs (all when none is named)")
-    parser.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
-                        help="constant: the book's; cosine: the book's lr decayed to 0")
+    parser.add_argument("--schedule", choices=SCHEDULES, default="constant",
+                        help="constant: the book's; cosine: the book's lr decayed to 0; anneal: "
+                             "the book's lr, then to 0 over the last fifth")
     parser.add_argument("--lr", nargs="+", default=[], metavar="PRESET=LR",
                         help="replace the book's learning rate for these runs, e.g. nin=0.05 "
                              "(the later editions' NiN recipe)")
@@ -491,9 +510,9 @@ def main(argv: list[str] | None = None) -> int:
     if mode.solo and not args.no_solo:
         print("each model alone", flush=True)
         dataset = cnndata.load_fashion_mnist(source=mode.data)
-        report["solo"] = [solo_rate(name, mode, device, dataset, name in compiled,
-                                    name in graphed)
-                          for name in args.models]
+        report["solo"] = [row for name in args.models
+                          for row in solo_rows(name, mode, device, dataset, name in compiled,
+                                               name in graphed)]
         del dataset
         if device.type == "cuda":
             torch.cuda.empty_cache()  # leave the GPU to the table's workers

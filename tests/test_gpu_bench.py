@@ -32,9 +32,12 @@ def test_smoke_mode_runs_every_phase_and_writes_its_report(tmp_path):
         "memory check refuses VGG-16 at batch 65,536", "queued runs routed to the device's slots",
         "runs shared the device"}
 
-    solo = {row["model"]: row for row in report["solo"]}
-    assert set(solo) == {"bn-lenet", "resnet18"}
-    assert all(row["examples_per_s"] > 0 and row["estimate_mib"] > 0 for row in solo.values())
+    solo = [(row["model"], row["graphs_asked"]) for row in report["solo"]]
+    # resnet18 is named by --cuda-graphs: timed eagerly, then as graphs (eager on this CPU)
+    assert solo == [("bn-lenet", False), ("resnet18", False), ("resnet18", True)]
+    assert all(row["examples_per_s"] > 0 and row["estimate_mib"] > 0 for row in report["solo"])
+    assert [row["cuda_graphs"] for row in report["solo"]] == [False, False, False]
+    assert report["solo"][2]["over_eager"] > 0 and "over_eager" not in report["solo"][1]
 
     table = report["table"]
     assert [row["model"] for row in table["rows"]] == ["bn-lenet", "resnet18", "bn-lenet lr 0.5"]

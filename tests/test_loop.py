@@ -5,6 +5,7 @@ BN-LeNet, a few dozen steps."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 
@@ -114,11 +115,13 @@ def test_a_huge_learning_rate_ends_as_diverged_with_step_and_loss(sample: Fashio
 
 
 def test_an_epoch_that_ends_at_chance_with_a_huge_loss_is_diverged(sample: FashionMNIST) -> None:
-    # BN-LeNet at lr 50: no step's loss is 50x the first, but the epoch ends at loss ~18 and
-    # 0.100 test accuracy. It used to finish "done".
+    # BN-LeNet at lr 50: no step's loss is 50x the first, but the epoch ends at a loss near 18
+    # and 0.100 test accuracy. It used to finish "done".
     result = train(SPEC, FAST.replace(lr=50.0), data=sample)
     assert result.status is Status.DIVERGED
-    assert "test accuracy 0.100" in result.message and "training loss 18" in result.message
+    assert "test accuracy 0.100" in result.message
+    loss = float(re.search(r"training loss ([0-9.]+)", result.message).group(1))
+    assert loss > 10  # far above an untrained network's 2.30
     assert result.steps == 12  # stopped after the first epoch
 
 
@@ -174,6 +177,14 @@ def test_cosine_schedule_falls_from_lr_to_zero() -> None:
 def test_step_schedule_divides_by_ten_at_half_and_three_quarters() -> None:
     config = TrainConfig(lr=1.0, schedule="step")
     assert [lr_at(config, s, 100) for s in (0, 49, 50, 75)] == pytest.approx([1, 1, 0.1, 0.01])
+
+
+def test_anneal_schedule_holds_the_lr_for_four_fifths_then_falls_to_zero() -> None:
+    config = TrainConfig(lr=0.5, schedule="anneal")
+    assert [lr_at(config, s, 100) for s in (0, 50, 80, 90, 99)] == pytest.approx(
+        [0.5, 0.5, 0.5, 0.25, 0.025])
+    assert sum(lr_at(config, s, 1000) for s in range(1000)) == pytest.approx(0.9 * 0.5 * 1000,
+                                                                             rel=1e-3)
 
 
 # ---------------------------------------------------------------- precise BN and compile
@@ -239,6 +250,31 @@ def test_on_a_gpu_every_batch_has_one_shape_and_elsewhere_evaluation_batches_are
     assert drop_short_batch(257, 256, compile=False, fixed=False)  # a batch of one, always
     assert not drop_short_batch(60_000, 250, compile=True, fixed=True)  # no short batch
     assert not drop_short_batch(100, 256, compile=True, fixed=True)  # the only batch stays
+
+
+def test_a_run_with_one_batch_shape_as_on_a_gpu_trains_and_scores_every_test_image(
+        monkeypatch, sample: FashionMNIST) -> None:
+    # prepare's and the loop's GPU wiring on this CPU: fixed_shapes is what tells them a GPU.
+    from cnnlab.training import loop
+    for module in (setup, loop):
+        monkeypatch.setattr(module, "fixed_shapes", lambda device: True)
+    # 3,000 sample images in batches of 256 leave 184, which sit out; the 1,000 test images
+    # are scored in four batches of 256, the last padded.
+    batch_sizes: set[int] = set()
+
+    def record(module, args) -> None:  # the spec check's meta-device passes do not count
+        if args and args[0].device.type != "meta":
+            batch_sizes.add(args[0].shape[0])
+
+    hook = torch.nn.modules.module.register_module_forward_pre_hook(record)
+    try:
+        result = train(SPEC, FAST.replace(epochs=1, bn_recalibration=2), data=sample)
+    finally:
+        hook.remove()
+    assert result.status is Status.DONE and result.steps == 3_000 // 256
+    assert batch_sizes == {256}  # training, precise BN and evaluation alike
+    test = DeviceData(sample.test_images, sample.test_labels, "cpu")
+    assert result.metrics["test_acc"] == evaluate(result.model, test, 1_000)[1]  # padding: nil
 
 
 def test_cuda_graphs_asked_for_on_a_cpu_train_eagerly_and_say_so(sample: FashionMNIST) -> None:

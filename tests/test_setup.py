@@ -1,13 +1,17 @@
 """Tests for cnnlab.training.setup: the machine's facts (a GPU for "cuda", enough images for a
-subset)."""
+subset) and the book's init."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
+from torch import nn
 
+from cnnlab.arch.presets import PRESETS
 from cnnlab.training.config import ConfigError, TrainConfig
-from cnnlab.training.setup import resolve_device, subset_problems
+from cnnlab.training.setup import make_model, resolve_device, subset_problems
 
 
 def test_cuda_without_a_gpu_is_refused_naming_the_device_field() -> None:
@@ -26,3 +30,20 @@ def test_a_subset_larger_than_the_images_here_is_one_problem_with_the_largest_th
     (problem,) = subset_problems(5_000, 3_000)
     assert problem.field == "subset" and "3,000" in problem.fix
     assert subset_problems(3_000, 3_000) == subset_problems(None, 10) == []
+
+
+@pytest.mark.parametrize("name", ["nin", "alexnet", "googlenet", "densenet"])
+def test_the_book_init_is_xavier_uniform_weights_and_zero_biases(name: str) -> None:
+    # Gluon's init.Xavier() with its layers' bias_initializer='zeros', as the chapter trains.
+    model = make_model(PRESETS[name], seed=3)
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert layers
+    for layer in layers:
+        fan_in, fan_out = layer.weight[0].numel(), layer.weight[:, 0].numel()
+        bound = math.sqrt(6 / (fan_in + fan_out))
+        assert float(layer.weight.abs().max()) <= bound * (1 + 1e-6)  # float32 rounding
+        assert float(layer.weight.abs().max()) > 0.9 * bound  # uniform over the whole range
+        if layer.bias is not None:
+            assert torch.count_nonzero(layer.bias) == 0
+    same = make_model(PRESETS[name], seed=3).state_dict()
+    assert all(torch.equal(v, same[k]) for k, v in model.state_dict().items())

@@ -19,7 +19,7 @@ from cnnlab.training.files import NUM_CLASSES
 
 # The choices of the string fields; the CLI and the pages offer exactly these.
 OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "cosine", "step")
+SCHEDULES = ("constant", "cosine", "step", "anneal")
 DATA_CHOICES = ("auto", "full", "sample")
 DEVICES = ("auto", "cpu", "cuda")
 # JSON writes 1.0 as 1.0, but people write "lr": 1; these fields accept ints.

@@ -25,6 +25,10 @@ from cnnlab.training.files import NUM_CLASSES
 from cnnlab.training.sgd import SGD
 
 STEP_DECAY = ((0.5, 0.1), (0.75, 0.01))  # "step" schedule: lr x 0.1 at half, x 0.01 at 3/4
+# "anneal" schedule: the book's constant lr, then a straight line to zero over the last fifth of
+# the steps. It keeps 90% of the constant lr's total (cosine keeps 50%), for the networks that
+# are still learning at epoch 10, and still ends on small steps, which cosine showed helps.
+ANNEAL_FROM = 0.8
 # On a CPU, evaluation batches hold about this many pixels (188 images at 224 px), and at most
 # EVAL_BATCH_CAP images: larger batches gain nothing there and answer a cancel later.
 EVAL_PIXELS = 1024 * 96 * 96
@@ -108,10 +112,18 @@ def check_spec_fits_data(spec: Spec) -> None:
 
 
 def init_cnn(module: nn.Module) -> None:
-    """d2l's `init_cnn`: Xavier-uniform weights for every Conv2d and Linear (the chapter's
-    MXNet train_ch6 initialises with init.Xavier(), the same uniform Glorot rule)."""
+    """The chapter's init: Xavier-uniform weights and zero biases for every Conv2d and Linear.
+
+    The chapter's MXNet `train_ch6` calls `net.initialize(init=init.Xavier())`, the uniform
+    Glorot rule of `nn.init.xavier_uniform_`, and Gluon's layers start their biases at zero
+    (`bias_initializer='zeros'`). d2l's PyTorch `init_cnn` sets the weights only and leaves
+    torch's default biases, uniform in +-1/sqrt(fan_in). That matters for NiN, whose class
+    scores pass a ReLU: at init they hardly depend on the image, so a negative bias zeroes a
+    class for every image and it gets no gradient (`bench/dead_scores.py`)."""
     if isinstance(module, (nn.Conv2d, nn.Linear)):
         nn.init.xavier_uniform_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
 
 
 def make_model(spec: Spec, seed: int) -> nn.Module:
@@ -145,6 +157,8 @@ def lr_at(config: TrainConfig, step: int, total_steps: int) -> float:
             if progress >= at:
                 factor = f
         return config.lr * factor
+    if config.schedule == "anneal" and progress > ANNEAL_FROM:
+        return config.lr * (1.0 - progress) / (1.0 - ANNEAL_FROM)
     return config.lr
 
 

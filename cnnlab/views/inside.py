@@ -137,8 +137,8 @@ def load_run_model(store: RunStore, run_id: str, checkpoint: str = "final") -> n
 
 
 def untrained_model(spec: Spec, seed: int = 0) -> nn.Module:
-    """The network exactly as training starts it (`train.make_model`: Xavier-uniform convs and
-    dense layers from `seed`), on the CPU in eval mode."""
+    """The network exactly as training starts it (`setup.make_model`: Xavier-uniform weights
+    and zero biases for convs and dense layers, from `seed`), on the CPU in eval mode."""
     return make_model(spec, seed).eval()
 
 
@@ -377,9 +377,10 @@ def never_predicted_note(result: Evaluation, spec: Spec, trained: bool,
         return note + (
             " NiN's last block ends in a ReLU on the class scores, and a class whose score is "
             "0 for every image gets no gradient through it until the layers below lift it. "
-            "At the book's Xavier init 2 to 7 of NiN's 10 scores start that way (8 seeds at "
-            "224 px). More epochs, or a lower learning rate (0.05, as in the book's later "
-            "editions), may bring them back.")
+            "At the book's init (Xavier weights, zero biases) 0 to 3 of NiN's 10 scores "
+            "start that way, and 3 to 7 with torch's default biases (8 seeds at 224 px). "
+            "More epochs, or a lower learning rate (0.05, as in the book's later editions), "
+            "may bring them back.")
     return note + " The network may still be learning them: more epochs may help."
 
 

@@ -40,7 +40,8 @@ DATA_NAMES = {"full": "full (60,000 / 10,000)", "sample": "sample (3,000 / 1,000
 OPTIMIZER_NAMES = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
 MAX_NAME = 120  # characters of a run's name
 SCHEDULE_NAMES = {"constant": "constant", "cosine": "cosine decay",
-                  "step": "steps (x0.1 at 1/2, 3/4)"}
+                  "step": "steps (x0.1 at 1/2, 3/4)",
+                  "anneal": "constant, then to 0 over the last 1/5"}
 
 
 def model_name(spec: Spec) -> str:
