@@ -41,8 +41,8 @@ def test_the_book_init_is_xavier_uniform_weights_and_zero_biases(name: str) -> N
     for layer in layers:
         fan_in, fan_out = layer.weight[0].numel(), layer.weight[:, 0].numel()
         bound = math.sqrt(6 / (fan_in + fan_out))
-        assert float(layer.weight.abs().max()) <= bound * (1 + 1e-6)  # float32 rounding
-        assert float(layer.weight.abs().max()) > 0.9 * bound  # uniform over the whole range
+        assert float(layer.weight.detach().abs().max()) <= bound * (1 + 1e-6)  # float32 rounding
+        assert float(layer.weight.detach().abs().max()) > 0.9 * bound  # uniform over the whole range
         if layer.bias is not None:
             assert torch.count_nonzero(layer.bias) == 0
     same = make_model(PRESETS[name], seed=3).state_dict()
