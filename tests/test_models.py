@@ -190,6 +190,20 @@ def test_scratch_batch_norm_matches_torch_batch_norm():
     assert torch.allclose(ours(x), expected, atol=1e-6)  # gamma 1, beta 0: moving stats only
 
 
+def test_scratch_batch_norm_keeps_its_buffers_in_place_across_steps_as_torchs_does():
+    # A training step captured as a CUDA graph replays on the buffers' memory: it must stay put.
+    torch.manual_seed(0)
+    ours, theirs = BatchNorm(6, num_dims=4), torch.nn.BatchNorm2d(6)
+    where = ours.moving_mean.data_ptr(), ours.moving_var.data_ptr()
+    for _ in range(3):
+        x = (torch.randn(8, 6, 5, 5) * 2 + 1).requires_grad_()
+        ours(x).sum().backward()
+        theirs(x)
+    assert (ours.moving_mean.data_ptr(), ours.moving_var.data_ptr()) == where
+    assert torch.allclose(ours.moving_mean.flatten(), theirs.running_mean, atol=1e-6)
+    assert not ours.moving_mean.requires_grad
+
+
 def test_scratch_batch_norm_updates_moving_statistics_only_in_training():
     bn = BatchNorm(3, num_dims=2)
     bn(torch.randn(16, 3) + 5)

@@ -57,7 +57,11 @@ class BatchNorm(nn.Module):
         Y, mean, var = batch_norm(X, self.gamma, self.beta, self.moving_mean, self.moving_var,
                                   self.eps, self.momentum, self.training)
         if self.training:
-            self.moving_mean, self.moving_var = mean, var
+            # In place, where the book rebinds the attributes: the buffers keep their memory,
+            # which a step captured as a CUDA graph (training.setup.graphed_forward) reads and
+            # writes on every replay; a rebound buffer would leave the graph on the old one.
+            self.moving_mean.copy_(mean)
+            self.moving_var.copy_(var)
         return Y
 
 
