@@ -205,6 +205,18 @@ def test_the_gpu_estimate_includes_a_cuda_context():
                                            - resources.RUNTIME_OVERHEAD["cpu"])
 
 
+def test_a_step_captured_as_cuda_graphs_keeps_its_memory_through_evaluation():
+    spec, config = PRESETS["resnet18"], TrainConfig(batch_size=128)
+    eager = estimate(spec, config, "cuda")
+    graphed = estimate(spec, config.replace(cuda_graphs=True), "cuda")
+    training, evaluation = 128 * eager.per_image, 128 * eager.eval_per_image
+    assert eager.total == eager.fixed + max(training, evaluation)
+    assert graphed.total == eager.fixed + training + evaluation
+    # on a CPU the config's cuda_graphs is ignored, and so it is here
+    assert estimate(spec, config.replace(cuda_graphs=True), "cpu").total == \
+        estimate(spec, config, "cpu").total
+
+
 def test_the_training_device_follows_the_config(monkeypatch):
     monkeypatch.setattr(resources.torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(resources.torch.cuda, "device_count", lambda: 1)

@@ -213,11 +213,16 @@ class Estimate:
     per_image: int  # training: activations (with slack) and input copies, per image
     eval_images: int  # evaluation batches hold at least this many images (setup.eval_batch_size)
     eval_per_image: int  # evaluation: the widest activations (with slack), per image
+    # A step captured as CUDA graphs keeps its memory in the graphs' own pool for the whole run,
+    # evaluation included, so the two add up instead of taking turns.
+    graphs: bool = False
 
     def at(self, batch_size: int) -> int:
         """The total at another batch size (evaluation batches grow with it too)."""
         training = self.per_image * batch_size
         evaluation = self.eval_per_image * max(batch_size, self.eval_images)
+        if self.graphs:
+            return self.fixed + training + evaluation
         return self.fixed + max(training, evaluation)
 
     @property
@@ -265,7 +270,8 @@ def estimate(spec: Spec, config: TrainConfig, device: str | None = None) -> Esti
                  else files.SAMPLE_SIZES)
     fixed = (memory.weights + memory.gradients + memory.optimizer_state
              + images * files.IMAGE_SIZE ** 2 + RUNTIME_OVERHEAD[kind])
-    return Estimate(memory, config.batch_size, fixed, per_image, eval_images, eval_per_image)
+    return Estimate(memory, config.batch_size, fixed, per_image, eval_images, eval_per_image,
+                    graphs=config.cuda_graphs and kind == "cuda")
 
 
 def fits_device(spec: Spec, config: TrainConfig,
