@@ -21,15 +21,17 @@ Modes:
   full   the textbook's 10 epochs (235 s in all on that H200; README "Measurements")
 
 The textbook recipes are used unchanged (SGD, the book's lr, batch size and epochs, and its
-init: Xavier weights with zero biases, as the MXNet edition's Gluon layers start; the
-2026-11-29 run still had torch's default biases); what differs is how they run: bf16 autocast, channels-last, data held on the GPU, one
-batch shape per run (the 96 examples of an epoch's short last batch sit out, different ones each
-epoch, and evaluation pads its last batch: cnnlab.training.setup.fixed_shapes), and the runs
-side by side on one GPU. `--compile [PRESET ...]` adds torch.compile to the named runs
-(all when none is named) and `--schedule cosine` decays the book's lr to zero: both measured,
-neither the default (README, "The chapter's table on one GPU"). `--schedule anneal` holds the
-book's lr for four fifths of the steps, then decays it to zero (not yet measured on a GPU). `--cuda-graphs [PRESET ...]`
-runs the named runs' steps as CUDA graphs (TrainConfig.cuda_graphs; not yet measured). `--lr nin=0.05` replaces a run's
+init: Xavier weights with zero biases, as the MXNet edition's Gluon layers start; the 2026-11-29
+run still had torch's default biases); what differs is how they run: bf16 autocast,
+channels-last, data held on the GPU, one batch shape per run (the 96 examples of an epoch's
+short last batch sit out, different ones each epoch, and evaluation pads its last batch:
+cnnlab.training.setup.fixed_shapes), and the runs side by side on one GPU. `--compile [PRESET
+...]` adds torch.compile to the named runs (all when none is named) and `--schedule cosine`
+decays the book's lr to zero: both measured, neither the default (README, "The chapter's table
+on one GPU"). `--schedule anneal` holds the book's lr for four fifths of the steps, then decays
+it to zero (not yet measured on a GPU). `--cuda-graphs [PRESET ...]` runs the named runs' steps
+as CUDA graphs (TrainConfig.cuda_graphs; not yet measured), and `--cuda-graphs-from
+gpu-quick.json` those whose solo timing there gained from them. `--lr nin=0.05` replaces a run's
 learning rate (0.05 is NiN's in the book's later editions; the MXNet edition's table used 0.1),
 and `--extra nin=0.05` adds a run at that rate beside the book's, in the same table (one extra
 run per preset).
@@ -454,6 +456,16 @@ def learning_rates(parser: argparse.ArgumentParser, option: str,
     return lrs
 
 
+GRAPHS_PAY = 1.1  # a solo run as CUDA graphs this much faster than eager keeps them
+
+
+def graphs_that_paid(report: dict[str, Any]) -> list[str]:
+    """The presets whose solo timing in an earlier report (`solo_rows`) ran as CUDA graphs at
+    least GRAPHS_PAY times as fast as eagerly: what the full table should capture."""
+    return [row["model"] for row in report.get("solo", [])
+            if row.get("cuda_graphs") and row.get("over_eager", 0) >= GRAPHS_PAY]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=list(MODES), default="quick")
@@ -465,6 +477,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch.compile these runs (all of them when none is named)")
     parser.add_argument("--cuda-graphs", nargs="*", choices=TABLE, metavar="PRESET",
                         help="run these runs' steps as CUDA graphs (all when none is named)")
+    parser.add_argument("--cuda-graphs-from", type=Path, metavar="GPU-QUICK.JSON",
+                        help="run as CUDA graphs the models that report's solo timing found "
+                             f"at least {GRAPHS_PAY}x faster with them")
     parser.add_argument("--schedule", choices=SCHEDULES, default="constant",
                         help="constant: the book's; cosine: the book's lr decayed to 0; anneal: "
                              "the book's lr, then to 0 over the last fifth")
@@ -486,6 +501,12 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     compiled = set(args.models if args.compile == [] else args.compile or [])
     graphed = set(args.models if args.cuda_graphs == [] else args.cuda_graphs or [])
+    if args.cuda_graphs_from:
+        try:
+            graphed |= set(graphs_that_paid(json.loads(args.cuda_graphs_from.read_text())))
+        except (OSError, ValueError) as exc:
+            parser.error(f"--cuda-graphs-from {args.cuda_graphs_from}: {exc}")
+        graphed &= set(args.models)
     if compiled & graphed:
         parser.error(f"--compile and --cuda-graphs both name {', '.join(sorted(compiled & graphed))}"
                      ": a run can use one of them")

@@ -3,6 +3,7 @@ must not rot between sessions that are lent a GPU."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -67,3 +68,34 @@ def test_smoke_mode_runs_every_phase_and_writes_its_report(tmp_path):
                      "gpu-bench bn-lenet lr 0.5": False}
     assert table["overlap"] == 2  # two slots: both runs trained at once
     assert "whole table" in done.stdout
+
+
+def load_bench(monkeypatch):
+    """bench/gpu.py as a module (bench/ is scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location("gpu_bench", ROOT / "bench" / "gpu.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "gpu_bench", module)  # its dataclasses look it up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_full_table_graphs_the_models_whose_solo_timing_gained_from_graphs(monkeypatch):
+    bench = load_bench(monkeypatch)
+    report = {"solo": [
+        {"model": "googlenet", "graphs_asked": False, "cuda_graphs": False},
+        {"model": "googlenet", "graphs_asked": True, "cuda_graphs": True, "over_eager": 3.2},
+        {"model": "alexnet", "graphs_asked": True, "cuda_graphs": True, "over_eager": 1.02},
+        {"model": "densenet", "graphs_asked": True, "cuda_graphs": False, "over_eager": 1.5},
+        {"model": "bn-lenet", "graphs_asked": False, "cuda_graphs": False}]}
+    # alexnet barely gained; densenet's capture failed, so its rate was eager anyway
+    assert bench.graphs_that_paid(report) == ["googlenet"]
+    assert bench.graphs_that_paid({}) == []
+
+
+def test_a_missing_graphs_report_is_a_usage_error_naming_the_option(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu.py"), "--mode", "smoke",
+         "--cuda-graphs-from", str(tmp_path / "nowhere.json"), "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 2 and "--cuda-graphs-from" in done.stderr
+    assert not list(tmp_path.iterdir())  # stopped before writing anything
