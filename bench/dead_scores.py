@@ -56,10 +56,11 @@ def he_weights(module: nn.Module) -> None:
 
 
 def torch_biases(module: nn.Module) -> None:
-    """torch's own default bias, as nn.Conv2d and nn.Linear draw it in reset_parameters."""
-    if isinstance(module, (nn.Conv2d, nn.Linear)) and module.bias is not None:
-        fan_in = module.weight[0].numel()
-        nn.init.uniform_(module.bias, -fan_in ** -0.5, fan_in ** -0.5)
+    """torch's own default init (`reset_parameters`), then Xavier weights over it: what
+    d2l's PyTorch `init_cnn` leaves, biases included."""
+    if isinstance(module, (nn.Conv2d, nn.Linear)):
+        module.reset_parameters()
+        nn.init.xavier_uniform_(module.weight)
 
 
 # Applied after the book's init, in the seed's random stream.

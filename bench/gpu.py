@@ -345,7 +345,7 @@ def predicted_classes(store: RunStore, run, data: cnndata.FashionMNIST,
     """How often the run's final weights predict each class on the test set, and which classes
     they never predict: NiN's last block ends in a ReLU, so a class whose score is 0 for every
     image gets no gradient (at the book's init 0 to 3 of NiN's 10 scores are, across 8 seeds
-    at 224 px, and 3 to 7 with torch's default biases: `bench/dead_scores.py`)."""
+    at 224 px, and 3 to 6 with torch's default biases: `bench/dead_scores.py`)."""
     if run.status is not Status.DONE:
         return {}
     model = load_run_model(store, run.id).to(device)  # the Inside page's code, on the GPU
@@ -456,6 +456,11 @@ def learning_rates(parser: argparse.ArgumentParser, option: str,
     return lrs
 
 
+def named(models: list[str], option: list[str] | None) -> set[str]:
+    """The runs an `nargs="*"` option names: none when it is absent, all when it names none."""
+    return set(models if option == [] else option or [])
+
+
 GRAPHS_PAY = 1.1  # a solo run as CUDA graphs this much faster than eager keeps them
 
 
@@ -499,8 +504,7 @@ def main(argv: list[str] | None = None) -> int:
     entries = entries_for(args.models, lrs, learning_rates(parser, "--extra", args.extra))
     device = resolve_device("auto")
     args.out.mkdir(parents=True, exist_ok=True)
-    compiled = set(args.models if args.compile == [] else args.compile or [])
-    graphed = set(args.models if args.cuda_graphs == [] else args.cuda_graphs or [])
+    compiled, graphed = named(args.models, args.compile), named(args.models, args.cuda_graphs)
     if args.cuda_graphs_from:
         try:
             graphed |= set(graphs_that_paid(json.loads(args.cuda_graphs_from.read_text())))

@@ -8,6 +8,7 @@ Bad input prints the validation messages and exits with status 2, never a traceb
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
@@ -175,10 +176,9 @@ def _train_arguments(parser: argparse.ArgumentParser, textbook_only: bool = Fals
 
 
 def _train_config(args: argparse.Namespace, base: TrainConfig) -> TrainConfig:
-    """`base` with the options given on the command line. Raises ConfigError."""
-    names = ("epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay",
-             "label_smoothing", "schedule", "flip", "amp", "channels_last", "subset", "device",
-             "data", "seed", "max_steps", "bn_recalibration", "compile", "cuda_graphs")
+    """`base` with the options given on the command line (each option's dest is its
+    TrainConfig field; an option not given is None). Raises ConfigError."""
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
     changes = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
     return base.replace(**changes)
 

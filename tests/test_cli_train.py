@@ -101,10 +101,12 @@ def test_cli_metrics_and_report_write_a_runs_epochs_and_page(runs_dir: Path, cap
     assert cli.main(["metrics", run.id, "--csv"]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert [float(r["epoch"]) for r in rows] == [1.0, 2.0] and 0 < float(rows[1]["test_acc"]) <= 1
+    assert all(float(r["eval_s"]) > 0 for r in rows)  # each evaluation's own seconds
     page = tmp_path / "report.html"
     assert cli.main(["report", run.id, "-o", str(page)]) == 0
     text = page.read_text()
     assert "<svg" in text and "&lt;b&gt;me&lt;/b&gt;" in text and "<b>me</b>" not in text
+    assert "<th>eval_s</th>" in text
     assert "http" not in text.replace("http://www.w3.org/2000/svg", "")  # nothing to fetch
 
 

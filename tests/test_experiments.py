@@ -3,6 +3,8 @@ queued through the job manager (real worker processes train the sweep at the end
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from cnnlab.arch.checks import SpecError
@@ -18,7 +20,7 @@ from cnnlab.runs.experiments import (
     sweep,
 )
 from cnnlab.runs.store import Status
-from cnnlab.training.config import ConfigError
+from cnnlab.training.config import ConfigError, TrainConfig
 # The job tests' fixtures (`managers`, `store`): tests name them as parameters, which ruff
 # reads as redefinitions.
 # ruff: noqa: F811
@@ -149,3 +151,9 @@ def test_a_sweep_trains_one_run_per_value_in_one_group(managers, store) -> None:
     assert [r.status for r in runs] == [Status.DONE, Status.DONE]
     assert all(r.result["memory_measured"] > 0 for r in runs)
     assert experiments.MAX_VALUES == 12
+
+
+def test_every_training_knob_but_the_log_interval_may_vary() -> None:
+    # a field added to TrainConfig is one a pair or sweep may vary unless said otherwise
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert set(experiments.VARIABLE_FIELDS) == fields - {"log_every"}

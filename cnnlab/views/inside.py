@@ -378,7 +378,7 @@ def never_predicted_note(result: Evaluation, spec: Spec, trained: bool,
             " NiN's last block ends in a ReLU on the class scores, and a class whose score is "
             "0 for every image gets no gradient through it until the layers below lift it. "
             "At the book's init (Xavier weights, zero biases) 0 to 3 of NiN's 10 scores "
-            "start that way, and 3 to 7 with torch's default biases (8 seeds at 224 px). "
+            "start that way, and 3 to 6 with torch's default biases (8 seeds at 224 px). "
             "More epochs, or a lower learning rate (0.05, as in the book's later editions), "
             "may bring them back.")
     return note + " The network may still be learning them: more epochs may help."
