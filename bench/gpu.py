@@ -7,12 +7,15 @@ What it does, in order, writing everything to OUT/gpu-MODE.json as it goes:
      memory check (`fits_device`: the textbook runs fit, an absurd batch is refused with a fix);
   3. solo throughput (quick and smoke modes): each model alone for a few steps after warm-up,
      with its measured peak memory beside the estimate the Train page makes before a launch;
-     a model named by --cuda-graphs is timed eagerly and then as CUDA graphs (`over_eager`);
+     a model named by --cuda-graphs is timed eagerly and then as CUDA graphs (`over_eager`),
+     and with --solo-batch-scale K each BatchNorm network also at K times the book's batch and
+     lr (`over_table_batch`);
   4. the table: every model of the chapter queued at once through the app's own JobManager with
      several GPU slots, so the runs are routed to GPU slots and share the one GPU as a class's
      runs would; then one table of examples/s, wall time, final test accuracy and the book's,
      where each run's time went (its first step event, each epoch's end, each evaluation), and
-     the classes each run's final weights never predict on the test set.
+     the classes each run's final weights never predict on the test set, and the GPU work:
+     the runs' solo times added up, against the table's wall time (`solo_s`).
 
 Modes:
   smoke  1/8-width networks on the bundled sample, a few steps each: the test suite runs this
@@ -30,11 +33,13 @@ cnnlab.training.setup.fixed_shapes), and the runs side by side on one GPU. `--co
 decays the book's lr to zero: both measured, neither the default (README, "The chapter's table
 on one GPU"). `--schedule anneal` holds the book's lr for four fifths of the steps, then decays
 it to zero (not yet measured on a GPU). `--cuda-graphs [PRESET ...]` runs the named runs' steps
-as CUDA graphs (TrainConfig.cuda_graphs; not yet measured), and `--cuda-graphs-from
-gpu-quick.json` those whose solo timing there gained from them. `--lr nin=0.05` replaces a run's
-learning rate (0.05 is NiN's in the book's later editions; the MXNet edition's table used 0.1),
-and `--extra nin=0.05` adds a run at that rate beside the book's, in the same table (one extra
-run per preset).
+as CUDA graphs (TrainConfig.cuda_graphs; not yet measured). `--batch-scale alexnet=2` trains a
+run at twice the book's batch size and lr (the linear scaling rule; a change to the book's
+recipe, not yet measured on a GPU). `--levers-from gpu-quick.json` takes compile, CUDA graphs and
+(for BatchNorm networks) a larger batch where that report's solo timing gained at least 1.1x.
+`--lr nin=0.05` replaces a run's learning rate (0.05 is NiN's in the book's later editions; the
+MXNet edition's table used 0.1), and `--extra nin=0.05` adds a run at that rate beside the
+book's, in the same table (one extra run per preset).
 
 Run from the repository root:  python bench/gpu.py --mode quick --out results/
 """
@@ -59,6 +64,7 @@ from typing import Any  # noqa: E402
 
 import torch  # noqa: E402
 
+from cnnlab.arch.models import batch_norm_modules, build  # noqa: E402
 from cnnlab.arch.presets import PRESETS  # noqa: E402
 from cnnlab.arch.specs import Spec  # noqa: E402
 from cnnlab.runs.jobs import JobManager  # noqa: E402
@@ -104,19 +110,23 @@ def spec_for(name: str, mode: Mode) -> Spec:
 
 def config_for(name: str, mode: Mode, device: str, compile: bool,
                schedule: str = "constant", lr: float | None = None,
-               graphs: bool = False) -> TrainConfig:
+               graphs: bool = False, batch_scale: int = 1) -> TrainConfig:
     """The textbook's recipe for `name`, shortened as the mode says; `schedule` "cosine" decays
     the book's learning rate to zero over the run instead of holding it, "anneal" holds it for
-    four fifths of the steps and then decays it; `lr` replaces it."""
+    four fifths of the steps and then decays it; `batch_scale` multiplies the batch size and
+    the book's lr alike (the linear scaling rule: Goyal et al. 2017, "Accurate, Large Minibatch
+    SGD"); `lr` replaces the lr, scaled or not."""
     config = textbook_config(name).replace(data=mode.data, device=device, compile=compile,
                                            max_steps=mode.max_steps, schedule=schedule,
                                            cuda_graphs=graphs and device != "cpu")
-    if lr is not None:
-        config = config.replace(lr=lr)
     if mode.epochs is not None:
         config = config.replace(epochs=mode.epochs)
     if mode.data == "sample":  # small batches, so even a few steps see several of them
         config = config.replace(batch_size=min(config.batch_size, 32), bn_recalibration=2)
+    config = config.replace(batch_size=config.batch_size * batch_scale,
+                            lr=config.lr * batch_scale)
+    if lr is not None:
+        config = config.replace(lr=lr)
     return config
 
 
@@ -224,14 +234,15 @@ def device_checks(device: torch.device) -> list[dict[str, Any]]:
 
 
 def solo_rate(name: str, mode: Mode, device: torch.device, dataset: cnndata.FashionMNIST,
-              compile: bool, graphs: bool = False) -> dict[str, Any]:
+              compile: bool, graphs: bool = False, batch_scale: int = 1) -> dict[str, Any]:
     """Training examples/s of one model alone after warm-up, and its peak memory on a GPU."""
     spec = spec_for(name, mode)
     big = spec.input_size > 100
     interval = 2 if mode.name == "smoke" else 5 if big else 20  # steps per timed interval
     intervals = 2 if mode.name == "smoke" else 4
     # The first interval warms up (cuDNN picks its kernels; compile compiles): not timed.
-    config = config_for(name, mode, device.type, compile, graphs=graphs).replace(
+    config = config_for(name, mode, device.type, compile, graphs=graphs,
+                        batch_scale=batch_scale).replace(
         max_steps=interval * (1 + intervals), log_every=interval, bn_recalibration=0)
     tiny = dataclasses.replace(dataset, test_images=dataset.test_images[:10],
                                test_labels=dataset.test_labels[:10])  # evaluation is not timed
@@ -244,6 +255,7 @@ def solo_rate(name: str, mode: Mode, device: torch.device, dataset: cnndata.Fash
     seconds = sum(interval * config.batch_size / e["examples_per_s"] for e in timed)
     row: dict[str, Any] = {
         "model": name, "status": result.status.value, "batch_size": config.batch_size,
+        "batch_scale": batch_scale, "compiled": compile,
         "examples_per_s": round(len(timed) * interval * config.batch_size / seconds, 1)
         if seconds else None,
         "layout": "NHWC" if result.channels_last else "NCHW", "amp": result.amp,
@@ -259,8 +271,9 @@ def solo_rate(name: str, mode: Mode, device: torch.device, dataset: cnndata.Fash
         row["measured_peak_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
         row["estimate_over_measured"] = round(row["estimate_mib"] / row["measured_peak_mib"], 2)
     del result
-    print(f"  {name}: {row['examples_per_s']:,.0f} examples/s alone ({row['layout']}, "
-          f"bf16 {row['amp']}, CUDA graphs {row['cuda_graphs']}), "
+    print(f"  {name}: {row['examples_per_s']:,.0f} examples/s alone (batch "
+          f"{config.batch_size}, {row['layout']}, bf16 {row['amp']}, "
+          f"CUDA graphs {row['cuda_graphs']}), "
           f"memory estimate {row['estimate_mib']:,} MiB"
           + (f", measured peak {row['measured_peak_mib']:,} MiB" if "measured_peak_mib" in row
              else ""), flush=True)
@@ -268,15 +281,33 @@ def solo_rate(name: str, mode: Mode, device: torch.device, dataset: cnndata.Fash
 
 
 def solo_rows(name: str, mode: Mode, device: torch.device, dataset: cnndata.FashionMNIST,
-              compile: bool, graphs: bool) -> list[dict[str, Any]]:
-    """The model alone as the table will run it; when that is as CUDA graphs, eagerly first
-    too, so the graphs' speed-up is a ratio measured in this run, on this GPU."""
-    rows = [solo_rate(name, mode, device, dataset, compile)] if graphs else []
-    rows.append(solo_rate(name, mode, device, dataset, compile, graphs))
-    if graphs and rows[0]["examples_per_s"] and rows[1]["examples_per_s"]:
-        rows[1]["over_eager"] = round(rows[1]["examples_per_s"] / rows[0]["examples_per_s"], 2)
-        print(f"  {name}: CUDA graphs {rows[1]['over_eager']:.2f}x eager", flush=True)
+              compile: bool, graphs: bool, batch_scale: int = 1,
+              try_scale: int | None = None) -> list[dict[str, Any]]:
+    """The model alone as the table will run it. When that is compiled or as CUDA graphs,
+    eagerly first too (`over_eager`), and with `try_scale`, also at that multiple of the
+    book's batch and lr (`over_table_batch`): each speed-up a ratio measured in this run, on
+    this GPU. A compiled rate is timed after the compile, which the table's run pays too."""
+    def timed(compiled: bool, graphed: bool, scale: int) -> dict[str, Any]:
+        return solo_rate(name, mode, device, dataset, compiled, graphed, scale)
+
+    table = timed(compile, graphs, batch_scale)
+    rows = [table]
+    if compile or graphs:
+        rows.insert(0, timed(False, False, batch_scale))
+        gain(table, rows[0], "over_eager", f"{name}: {'compiled' if compile else 'CUDA graphs'}",
+             "eager")
+    if try_scale is not None and try_scale != batch_scale:
+        rows.append(timed(compile, graphs, try_scale))
+        gain(rows[-1], table, "over_table_batch", f"{name}: batch {rows[-1]['batch_size']}",
+             f"batch {table['batch_size']}")
     return rows
+
+
+def gain(row: dict[str, Any], base: dict[str, Any], field: str, what: str, than: str) -> None:
+    """Record in `row` how many times `base`'s examples/s it ran at, and say so."""
+    if row["examples_per_s"] and base["examples_per_s"]:
+        row[field] = round(row["examples_per_s"] / base["examples_per_s"], 2)
+        print(f"  {what} {row[field]:.2f}x {than}", flush=True)
 
 
 # ---------------------------------------------------------------- 4. the table
@@ -299,9 +330,25 @@ def entries_for(models: list[str], lrs: dict[str, float],
             + [Entry(f"{name} lr {lr:g}", name, lr) for name, lr in extras.items()])
 
 
+@dataclasses.dataclass(frozen=True)
+class Levers:
+    """How the table's runs are sped up, by preset: compiled, captured as CUDA graphs, and
+    their batch size and lr multiplied (the book's recipe otherwise)."""
+
+    compiled: frozenset[str] = frozenset()
+    graphed: frozenset[str] = frozenset()
+    batch_scales: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def config(self, entry: Entry, mode: Mode, device: str, schedule: str) -> TrainConfig:
+        return config_for(entry.preset, mode, device, entry.preset in self.compiled, schedule,
+                          entry.lr, entry.preset in self.graphed, self.scale(entry.preset))
+
+    def scale(self, preset: str) -> int:
+        return self.batch_scales.get(preset, 1)
+
+
 def run_table(entries: list[Entry], mode: Mode, device: torch.device, runs_dir: Path,
-              slots: int, compiled: set[str], schedule: str, budget_s: float,
-              graphed: set[str] = frozenset()) -> dict[str, Any]:
+              slots: int, levers: Levers, schedule: str, budget_s: float) -> dict[str, Any]:
     """Queue every run at once through the JobManager; wait (cancelling at the budget)."""
     store = RunStore(runs_dir)
     cuda = device.type == "cuda"
@@ -310,8 +357,7 @@ def run_table(entries: list[Entry], mode: Mode, device: torch.device, runs_dir: 
                          runs_per_gpu=max(1, slots), poll_interval=0.2)
     start = time.time()
     ids = {e.label: manager.submit(e.preset, spec_for(e.preset, mode),
-                                   config_for(e.preset, mode, "auto", e.preset in compiled,
-                                              schedule, e.lr, e.preset in graphed),
+                                   levers.config(e, mode, "auto", schedule),
                                    name=f"gpu-bench {e.label}")
            for e in entries}
     deadline, last_print, cancelled = start + budget_s, 0.0, False
@@ -390,6 +436,9 @@ def table_row(entry: Entry, run, epochs: list[dict[str, Any]],
         "model": entry.label, "preset": entry.preset, "status": str(run.status),
         "message": run.message, "device": run.device,
         "lr": run.config.get("lr"), "book_lr": textbook_config(entry.preset).lr,
+        "batch_size": run.config.get("batch_size"), "compiled": run.config.get("compile"),
+        "book_batch_size": textbook_config(entry.preset).batch_size,
+        "steps": result.get("steps"),
         "examples_per_s": round(rate, 1) if rate else None,
         "wall_s": round(run.finished_at - run.started_at, 1)
         if run.started_at and run.finished_at else None,
@@ -409,13 +458,14 @@ def table_row(entry: Entry, run, epochs: list[dict[str, Any]],
 
 
 def print_table(table: dict[str, Any], mode: Mode) -> None:
-    print(f"\n{'model':17s} {'status':9s} {'ex/s':>8s} {'book ex/s':>9s} {'ratio':>6s} "
-          f"{'wall s':>7s} {'epochs':>6s} {'test acc':>8s} {'book':>6s}")
+    print(f"\n{'model':17s} {'status':9s} {'batch':>5s} {'ex/s':>8s} {'book ex/s':>9s} "
+          f"{'ratio':>6s} {'wall s':>7s} {'epochs':>6s} {'test acc':>8s} {'book':>6s}")
     for r in table["rows"]:
         acc = f"{r['test_acc']:.3f}" if r["test_acc"] is not None else "-"
         mark = "" if mode.width != 1.0 or r["test_acc"] is None else (
             " ok" if r["acc_at_least_book"] else " BELOW")
-        print(f"{r['model']:17s} {r['status']:9s} {r['examples_per_s'] or 0:8,.0f} "
+        print(f"{r['model']:17s} {r['status']:9s} {r['batch_size'] or 0:5d} "
+              f"{r['examples_per_s'] or 0:8,.0f} "
               f"{r['book_examples_per_s']:9,.0f} {r['speed_ratio'] or 0:5.1f}x "
               f"{r['wall_s'] or 0:7.1f} {r['epochs'] or 0:6d} {acc:>8s} "
               f"{r['book_test_acc']:6.3f}{mark}")
@@ -436,24 +486,77 @@ def print_table(table: dict[str, Any], mode: Mode) -> None:
           + (", ".join(f"{m} {c}" for m, c in never.items()) if never else "none"))
 
 
+def solo_seconds(rows: list[dict[str, Any]], solo: list[dict[str, Any]]) -> float | None:
+    """The table's runs one after another, each at its solo rate for the steps it trained: the
+    GPU work the table packed into its wall time (much more than the wall time: the runs
+    overlapped on idle GPU time; about the same: each run's own rate sets the table's pace).
+    A run's solo rate is the one timed at its batch size, compiled or not and as CUDA graphs
+    or not as the run was, or without that match another one at its batch size (from
+    --levers-from, a larger batch is timed only as the quick table ran it). None when a run has
+    no solo rate at its batch size."""
+    def how(row: dict[str, Any]) -> tuple[bool, bool]:
+        return bool(row.get("compiled")), bool(row["cuda_graphs"])
+
+    total = 0.0
+    for row in rows:
+        same_batch = [r for r in solo if r["model"] == row["preset"]
+                      and r["batch_size"] == row["batch_size"] and r.get("examples_per_s")]
+        exact = [r for r in same_batch if how(r) == how(row)]
+        timed = exact or same_batch
+        if not timed or not row.get("steps"):
+            return None
+        total += row["steps"] * row["batch_size"] / timed[-1]["examples_per_s"]
+    return round(total, 1)
+
+
+def print_work(table: dict[str, Any]) -> None:
+    if table.get("solo_s") is None:
+        print("the runs alone, one after another: no solo rate for every run")
+        return
+    print(f"the runs alone, one after another: {table['solo_s']:.1f} s (the steps each "
+          f"trained at its solo rate); the table took {table['wall_s']:.1f} s, "
+          f"{table['solo_s'] / table['wall_s']:.2f}x packed")
+
+
 # ---------------------------------------------------------------- main
 
 
 def learning_rates(parser: argparse.ArgumentParser, option: str,
                    pairs: list[str]) -> dict[str, float]:
     """`--lr nin=0.05 ...` as {preset: lr}; a bad pair stops with a usage error naming it."""
-    lrs: dict[str, float] = {}
+    return preset_values(parser, option, pairs, lambda v: TrainConfig(lr=float(v)).lr,
+                         "LR a positive number, e.g. nin=0.05")
+
+
+def batch_scales(parser: argparse.ArgumentParser, option: str,
+                 pairs: list[str]) -> dict[str, int]:
+    """`--batch-scale alexnet=2 ...` as {preset: 2}; a bad pair is a usage error naming it."""
+    return preset_values(parser, option, pairs, scale_value,
+                         "K a whole number from 1 to 8, e.g. alexnet=2")
+
+
+def scale_value(text: str) -> int:
+    scale = int(text)
+    if not 1 <= scale <= 8:
+        raise ValueError(f"{scale} is not from 1 to 8")
+    return scale
+
+
+def preset_values(parser: argparse.ArgumentParser, option: str, pairs: list[str],
+                  parse, expected: str) -> dict[str, Any]:
+    """PRESET=VALUE pairs as {preset: parse(VALUE)}; a bad pair stops with a usage error."""
+    values: dict[str, Any] = {}
     for pair in pairs:
-        name, _, value = pair.partition("=")
+        name, _, text = pair.partition("=")
         try:
-            lr: float | None = TrainConfig(lr=float(value)).lr  # TrainConfig's rule for an lr
+            value = parse(text)
         except (ValueError, ConfigError):
-            lr = None
-        if name not in TABLE or lr is None:
-            parser.error(f"{option} {pair}: expected PRESET=LR with PRESET one of "
-                         f"{', '.join(TABLE)} and LR a positive number, e.g. nin=0.05")
-        lrs[name] = lr
-    return lrs
+            value = None
+        if name not in TABLE or value is None:
+            parser.error(f"{option} {pair}: expected PRESET=VALUE with PRESET one of "
+                         f"{', '.join(TABLE)} and {expected}")
+        values[name] = value
+    return values
 
 
 def named(models: list[str], option: list[str] | None) -> set[str]:
@@ -461,14 +564,34 @@ def named(models: list[str], option: list[str] | None) -> set[str]:
     return set(models if option == [] else option or [])
 
 
-GRAPHS_PAY = 1.1  # a solo run as CUDA graphs this much faster than eager keeps them
+LEVER_PAYS = 1.1  # a solo speed-up this large (a ratio measured in one run) keeps its lever
 
 
-def graphs_that_paid(report: dict[str, Any]) -> list[str]:
-    """The presets whose solo timing in an earlier report (`solo_rows`) ran as CUDA graphs at
-    least GRAPHS_PAY times as fast as eagerly: what the full table should capture."""
-    return [row["model"] for row in report.get("solo", [])
-            if row.get("cuda_graphs") and row.get("over_eager", 0) >= GRAPHS_PAY]
+def levers_that_paid(report: dict[str, Any]) -> Levers:
+    """From an earlier report's solo timing (`solo_rows`): the presets that ran compiled or as
+    CUDA graphs at least LEVER_PAYS times as fast as eagerly, and the BatchNorm networks whose
+    larger batch did as well against the batch their table used, with that batch's scale.
+    What the full table takes.
+
+    Only BatchNorm networks, because of what a larger batch at a scaled lr cost on this
+    machine's CPU (`bench/schedules.py --batch-scales 1 2 --schedules anneal`, 10 epochs, test
+    accuracy for seeds 0 and 1): BN-LeNet kept its accuracy (batch 512 at lr 2: 0.897, 0.898;
+    the book's 256 at lr 1: 0.899, 0.894), while the two without it lost on every seed: LeNet
+    with sigmoids, still learning at its last epoch as AlexNet, VGG and NiN are in the book's
+    10 (0.792, 0.782 against 0.824, 0.826), and NiN-small (batch 512 at lr 0.1: 0.733, 0.555;
+    its recipe's 256 at 0.05: 0.748, 0.693). `--batch-scale` still names any run."""
+    solo = report.get("solo", [])
+    paid = [row for row in solo if row.get("over_eager", 0) >= LEVER_PAYS]
+    scales = {row["model"]: row["batch_scale"] for row in solo
+              if row.get("over_table_batch", 0) >= LEVER_PAYS and has_batch_norm(row["model"])}
+    return Levers(compiled=frozenset(row["model"] for row in paid if row.get("compiled")),
+                  graphed=frozenset(row["model"] for row in paid if row.get("cuda_graphs")),
+                  batch_scales=scales)
+
+
+def has_batch_norm(preset: str) -> bool:
+    with torch.device("meta"):  # the layers only: no memory, no weights drawn
+        return bool(batch_norm_modules(build(PRESETS[preset])))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -482,9 +605,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch.compile these runs (all of them when none is named)")
     parser.add_argument("--cuda-graphs", nargs="*", choices=TABLE, metavar="PRESET",
                         help="run these runs' steps as CUDA graphs (all when none is named)")
-    parser.add_argument("--cuda-graphs-from", type=Path, metavar="GPU-QUICK.JSON",
-                        help="run as CUDA graphs the models that report's solo timing found "
-                             f"at least {GRAPHS_PAY}x faster with them")
+    parser.add_argument("--batch-scale", nargs="+", default=[], metavar="PRESET=K",
+                        help="train these runs at K times the book's batch size and lr (the "
+                             "linear scaling rule), e.g. alexnet=2; K=1 keeps the book's")
+    parser.add_argument("--solo-batch-scale", type=int, metavar="K",
+                        help="in the solo phase, also time each BatchNorm network at K times "
+                             "the book's batch size and lr (the others lose accuracy at a larger "
+                             "batch: README)")
+    parser.add_argument("--levers-from", type=Path, metavar="GPU-QUICK.JSON",
+                        help="take the levers that report's solo timing found at least "
+                             f"{LEVER_PAYS}x faster: compile, CUDA graphs, and a larger batch for "
+                             "BatchNorm networks (--compile, --cuda-graphs and --batch-scale "
+                             "still add; --batch-scale PRESET=1 takes one back)")
     parser.add_argument("--schedule", choices=SCHEDULES, default="constant",
                         help="constant: the book's; cosine: the book's lr decayed to 0; anneal: "
                              "the book's lr, then to 0 over the last fifth")
@@ -503,19 +635,30 @@ def main(argv: list[str] | None = None) -> int:
     lrs = learning_rates(parser, "--lr", args.lr)
     entries = entries_for(args.models, lrs, learning_rates(parser, "--extra", args.extra))
     device = resolve_device("auto")
-    args.out.mkdir(parents=True, exist_ok=True)
     compiled, graphed = named(args.models, args.compile), named(args.models, args.cuda_graphs)
-    if args.cuda_graphs_from:
+    scales, earlier_solo = {}, []
+    if args.levers_from:
         try:
-            graphed |= set(graphs_that_paid(json.loads(args.cuda_graphs_from.read_text())))
+            earlier = json.loads(args.levers_from.read_text())
         except (OSError, ValueError) as exc:
-            parser.error(f"--cuda-graphs-from {args.cuda_graphs_from}: {exc}")
-        graphed &= set(args.models)
+            parser.error(f"--levers-from {args.levers_from}: {exc}")
+        paid = levers_that_paid(earlier)
+        compiled |= paid.compiled & set(args.models)
+        graphed |= paid.graphed & set(args.models)
+        scales = dict(paid.batch_scales)
+        earlier_solo = earlier.get("solo", [])
+    scales |= batch_scales(parser, "--batch-scale", args.batch_scale)
+    if args.solo_batch_scale is not None and not 1 <= args.solo_batch_scale <= 8:
+        parser.error(f"--solo-batch-scale {args.solo_batch_scale}: expected a whole number "
+                     "from 1 to 8, e.g. 2")
     if compiled & graphed:
         parser.error(f"--compile and --cuda-graphs both name {', '.join(sorted(compiled & graphed))}"
                      ": a run can use one of them")
+    levers = Levers(frozenset(compiled), frozenset(graphed),
+                    {name: k for name, k in scales.items() if name in args.models and k != 1})
+    args.out.mkdir(parents=True, exist_ok=True)  # only once every option is understood
     report: dict[str, Any] = {"mode": mode.name, "compile": sorted(compiled),
-                              "cuda_graphs": sorted(graphed),
+                              "cuda_graphs": sorted(graphed), "batch_scales": levers.batch_scales,
                               "schedule": args.schedule, "lr": lrs,
                               "extra": [e.label for e in entries[len(args.models):]],
                               "models": args.models}
@@ -537,7 +680,9 @@ def main(argv: list[str] | None = None) -> int:
         dataset = cnndata.load_fashion_mnist(source=mode.data)
         report["solo"] = [row for name in args.models
                           for row in solo_rows(name, mode, device, dataset, name in compiled,
-                                               name in graphed)]
+                                               name in graphed, levers.scale(name),
+                                               args.solo_batch_scale
+                                               if has_batch_norm(name) else None)]
         del dataset
         if device.type == "cuda":
             torch.cuda.empty_cache()  # leave the GPU to the table's workers
@@ -545,10 +690,13 @@ def main(argv: list[str] | None = None) -> int:
     slots = args.slots or (len(entries) if device.type == "cuda" else 1)
     print(f"the table: {len(entries)} runs queued at once, {slots} slots"
           + "".join(f"; {e.label} at lr {e.lr:g} (the book's {textbook_config(e.preset).lr:g})"
-                    for e in entries if e.lr is not None), flush=True)
+                    for e in entries if e.lr is not None)
+          + "".join(f"; {name} at {k}x the book's batch and lr"
+                    for name, k in levers.batch_scales.items()), flush=True)
     runs_dir = args.runs_dir or args.out / f"runs-{mode.name}"
-    table = run_table(entries, mode, device, runs_dir, slots, compiled, args.schedule,
-                      args.budget_s or mode.budget_s, graphed)
+    table = run_table(entries, mode, device, runs_dir, slots, levers, args.schedule,
+                      args.budget_s or mode.budget_s)
+    table["solo_s"] = solo_seconds(table["rows"], report.get("solo") or earlier_solo)
     report["table"] = table
     routed = all(r["device"] == ("cuda:0" if device.type == "cuda" else "cpu")
                  for r in table["rows"])
@@ -559,6 +707,7 @@ def main(argv: list[str] | None = None) -> int:
     report["seconds"] = round(time.perf_counter() - began, 1)
     save()
     print_table(table, mode)
+    print_work(table)
     failed = [c["check"] for c in report["checks"] if not c["ok"]]
     not_done = [r["model"] for r in table["rows"] if r["status"] != "done"]
     print(f"{report['seconds']:.0f} s in all; results in {path}")

@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_smoke_mode_runs_every_phase_and_writes_its_report(tmp_path):
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "gpu.py"), "--mode", "smoke", "--slots", "2",
-         "--models", "bn-lenet", "resnet18", "--lr", "resnet18=0.02", "--extra", "bn-lenet=0.5", "--cuda-graphs", "resnet18",
+         "--models", "bn-lenet", "resnet18", "--lr", "resnet18=0.02", "--extra", "bn-lenet=0.5",
+         "--cuda-graphs", "resnet18", "--batch-scale", "bn-lenet=2", "--solo-batch-scale", "2",
          "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
@@ -33,12 +34,18 @@ def test_smoke_mode_runs_every_phase_and_writes_its_report(tmp_path):
         "memory check refuses VGG-16 at batch 65,536", "queued runs routed to the device's slots",
         "runs shared the device"}
 
-    solo = [(row["model"], row["graphs_asked"]) for row in report["solo"]]
-    # resnet18 is named by --cuda-graphs: timed eagerly, then as graphs (eager on this CPU)
-    assert solo == [("bn-lenet", False), ("resnet18", False), ("resnet18", True)]
+    solo = [(row["model"], row["graphs_asked"], row["batch_size"]) for row in report["solo"]]
+    # resnet18 is named by --cuda-graphs: timed eagerly, then as graphs (eager on this CPU),
+    # then as graphs at twice its batch (--solo-batch-scale 2); bn-lenet's table already
+    # trains at twice its (smoke) batch of 32, so it is timed once
+    assert solo == [("bn-lenet", False, 64), ("resnet18", False, 32), ("resnet18", True, 32),
+                    ("resnet18", True, 64)]
     assert all(row["examples_per_s"] > 0 and row["estimate_mib"] > 0 for row in report["solo"])
-    assert [row["cuda_graphs"] for row in report["solo"]] == [False, False, False]
+    assert [row["cuda_graphs"] for row in report["solo"]] == [False] * 4
+    assert [row["batch_scale"] for row in report["solo"]] == [2, 1, 1, 2]
     assert report["solo"][2]["over_eager"] > 0 and "over_eager" not in report["solo"][1]
+    assert report["solo"][3]["over_table_batch"] > 0
+    assert not any("over_table_batch" in row for row in report["solo"][:3])
 
     table = report["table"]
     assert [row["model"] for row in table["rows"]] == ["bn-lenet", "resnet18", "bn-lenet lr 0.5"]
@@ -55,8 +62,14 @@ def test_smoke_mode_runs_every_phase_and_writes_its_report(tmp_path):
         assert row["never_predicted"] == [c for c, n in enumerate(row["predicted_per_class"])
                                           if n == 0]
     lrs = {row["model"]: (row["lr"], row["book_lr"]) for row in table["rows"]}
-    # --lr replaced one run's lr; --extra added a run of a preset at another lr
-    assert lrs == {"bn-lenet": (1.0, 1.0), "resnet18": (0.02, 0.05), "bn-lenet lr 0.5": (0.5, 1.0)}
+    # --batch-scale doubled bn-lenet's lr with its batch; --lr replaced one run's lr; --extra
+    # added a run of a preset at another lr (as given: an explicit lr is not scaled)
+    assert lrs == {"bn-lenet": (2.0, 1.0), "resnet18": (0.02, 0.05), "bn-lenet lr 0.5": (0.5, 1.0)}
+    assert [row["batch_size"] for row in table["rows"]] == [64, 32, 64]
+    assert [row["book_batch_size"] for row in table["rows"]] == [256, 256, 256]
+    assert report["batch_scales"] == {"bn-lenet": 2}
+    # the GPU work: every run has a solo rate for its batch, so the sum is there
+    assert table["solo_s"] > 0 and "the runs alone, one after another" in done.stdout
     assert table["rows"][2]["preset"] == "bn-lenet" and report["extra"] == ["bn-lenet lr 0.5"]
     assert report["lr"] == {"resnet18": 0.02}
     # asked for on resnet18: on this CPU its step runs eagerly, and the row says so
@@ -79,23 +92,137 @@ def load_bench(monkeypatch):
     return module
 
 
-def test_the_full_table_graphs_the_models_whose_solo_timing_gained_from_graphs(monkeypatch):
+def test_the_full_table_takes_the_levers_whose_solo_timing_gained(monkeypatch):
     bench = load_bench(monkeypatch)
     report = {"solo": [
-        {"model": "googlenet", "graphs_asked": False, "cuda_graphs": False},
-        {"model": "googlenet", "graphs_asked": True, "cuda_graphs": True, "over_eager": 3.2},
-        {"model": "alexnet", "graphs_asked": True, "cuda_graphs": True, "over_eager": 1.02},
-        {"model": "densenet", "graphs_asked": True, "cuda_graphs": False, "over_eager": 1.5},
-        {"model": "bn-lenet", "graphs_asked": False, "cuda_graphs": False}]}
-    # alexnet barely gained; densenet's capture failed, so its rate was eager anyway
-    assert bench.graphs_that_paid(report) == ["googlenet"]
-    assert bench.graphs_that_paid({}) == []
+        {"model": "googlenet", "graphs_asked": False, "cuda_graphs": False, "batch_scale": 1},
+        {"model": "googlenet", "graphs_asked": True, "cuda_graphs": True, "over_eager": 3.2,
+         "batch_scale": 1},
+        {"model": "googlenet", "graphs_asked": True, "cuda_graphs": True, "batch_scale": 2,
+         "over_table_batch": 1.04},
+        {"model": "alexnet", "graphs_asked": True, "cuda_graphs": True, "over_eager": 1.02,
+         "batch_scale": 1},
+        {"model": "alexnet", "graphs_asked": True, "cuda_graphs": True, "batch_scale": 2,
+         "over_table_batch": 1.3},
+        {"model": "densenet", "graphs_asked": True, "cuda_graphs": False, "over_eager": 1.5,
+         "batch_scale": 1},
+        {"model": "densenet", "graphs_asked": True, "cuda_graphs": False, "batch_scale": 2,
+         "over_table_batch": 1.2},
+        {"model": "vgg11-small", "compiled": True, "cuda_graphs": False, "over_eager": 1.4,
+         "batch_scale": 1},
+        {"model": "nin", "compiled": True, "cuda_graphs": False, "over_eager": 1.05,
+         "batch_scale": 1},
+        {"model": "bn-lenet", "graphs_asked": False, "cuda_graphs": False, "batch_scale": 1}]}
+    # googlenet's graphs gained, its doubled batch not; densenet's capture failed, so its
+    # rate was eager anyway, but its doubled batch gained; alexnet's graphs barely gained,
+    # and its doubled batch, though faster, is not taken: AlexNet has no BatchNorm; compiling
+    # paid for vgg, not for nin
+    assert bench.levers_that_paid(report) == bench.Levers(
+        compiled=frozenset({"vgg11-small"}), graphed=frozenset({"googlenet"}),
+        batch_scales={"densenet": 2})
+    assert bench.levers_that_paid({}) == bench.Levers()
 
 
-def test_a_missing_graphs_report_is_a_usage_error_naming_the_option(tmp_path):
+def test_the_solo_phase_times_a_lever_against_eager_and_a_larger_batch_against_the_tables(
+        monkeypatch):
+    bench = load_bench(monkeypatch)
+    rates = {(False, False, 1): 100.0, (True, False, 1): 150.0, (True, False, 2): 180.0}
+    timed = []
+
+    def fake_solo_rate(name, mode, device, dataset, compile, graphs=False, batch_scale=1):
+        timed.append((compile, graphs, batch_scale))
+        return {"model": name, "examples_per_s": rates[compile, graphs, batch_scale],
+                "batch_size": 128 * batch_scale}
+
+    monkeypatch.setattr(bench, "solo_rate", fake_solo_rate)
+    rows = bench.solo_rows("alexnet", bench.MODES["quick"], None, None, compile=True,
+                           graphs=False, try_scale=2)
+    assert timed == [(True, False, 1), (False, False, 1), (True, False, 2)]  # table's first
+    assert [row["examples_per_s"] for row in rows] == [100.0, 150.0, 180.0]  # eager first
+    assert rows[1]["over_eager"] == 1.5 and rows[2]["over_table_batch"] == 1.2
+    # as the book runs it, nothing to compare: one row
+    timed.clear()
+    assert len(bench.solo_rows("alexnet", bench.MODES["quick"], None, None, False, False)) == 1
+    assert timed == [(False, False, 1)]
+
+
+def test_only_the_batch_norm_networks_of_the_table_count_as_such(monkeypatch):
+    bench = load_bench(monkeypatch)
+    assert {name for name in bench.TABLE if bench.has_batch_norm(name)} == {
+        "bn-lenet-scratch", "bn-lenet", "resnet18", "densenet"}
+
+
+def test_a_batch_scale_multiplies_the_books_batch_and_lr_and_an_explicit_lr_wins(monkeypatch):
+    bench = load_bench(monkeypatch)
+    full = bench.MODES["full"]
+    book = bench.config_for("alexnet", full, "cuda", False)
+    assert (book.batch_size, book.lr, book.epochs) == (128, 0.01, 10)
+    doubled = bench.config_for("alexnet", full, "cuda", False, batch_scale=2)
+    assert (doubled.batch_size, doubled.lr, doubled.epochs) == (256, 0.02, 10)
+    given = bench.config_for("alexnet", full, "cuda", False, lr=0.015, batch_scale=2)
+    assert (given.batch_size, given.lr) == (256, 0.015)
+
+
+def test_the_solo_seconds_add_each_runs_steps_at_its_own_solo_rate(monkeypatch):
+    bench = load_bench(monkeypatch)
+    solo = [{"model": "nin", "cuda_graphs": False, "batch_size": 128, "examples_per_s": 1280.0},
+            {"model": "nin", "cuda_graphs": False, "batch_size": 256, "examples_per_s": 1600.0},
+            {"model": "googlenet", "cuda_graphs": True, "batch_size": 128,
+             "examples_per_s": 640.0}]
+    rows = [{"preset": "nin", "cuda_graphs": False, "batch_size": 256, "steps": 25},
+            {"preset": "nin", "cuda_graphs": False, "batch_size": 128, "steps": 10},  # --extra
+            {"preset": "googlenet", "cuda_graphs": True, "batch_size": 128, "steps": 5}]
+    assert bench.solo_seconds(rows, solo) == 4.0 + 1.0 + 1.0
+    # a run trained without the graphs its solo rate had: counted at that rate all the same
+    rows[2]["cuda_graphs"] = False
+    assert bench.solo_seconds(rows, solo) == 6.0
+    # with both timed, the matching one counts
+    solo.append({"model": "googlenet", "cuda_graphs": False, "batch_size": 128,
+                 "examples_per_s": 320.0})
+    assert bench.solo_seconds(rows, solo) == 4.0 + 1.0 + 2.0
+    # no solo rate at a run's batch size: no sum
+    rows[2]["batch_size"] = 256
+    assert bench.solo_seconds(rows, solo) is None
+    assert bench.solo_seconds(rows[:2], []) is None
+
+
+@pytest.mark.parametrize("args, option", [
+    (["--levers-from", "nowhere.json"], "--levers-from"),
+    (["--batch-scale", "alexnet=0"], "--batch-scale alexnet=0"),
+    (["--batch-scale", "alexnet=two"], "--batch-scale alexnet=two"),
+    (["--batch-scale", "lenet5=2"], "--batch-scale lenet5=2"),
+    (["--solo-batch-scale", "9"], "--solo-batch-scale 9"),
+])
+def test_a_bad_option_is_a_usage_error_naming_it(tmp_path, args, option):
     done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "gpu.py"), "--mode", "smoke",
-         "--cuda-graphs-from", str(tmp_path / "nowhere.json"), "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert done.returncode == 2 and "--cuda-graphs-from" in done.stderr
-    assert not list(tmp_path.iterdir())  # stopped before writing anything
+        [sys.executable, str(ROOT / "bench" / "gpu.py"), "--mode", "smoke", *args,
+         "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 2 and option in done.stderr, done.stderr
+    assert not (tmp_path / "out").exists()  # stopped before writing anything
+
+
+@pytest.mark.slow
+def test_levers_from_a_quick_report_reach_the_tables_runs(tmp_path):
+    quick = {"solo": [
+        {"model": "bn-lenet", "compiled": False, "cuda_graphs": False, "batch_scale": 1,
+         "batch_size": 32, "examples_per_s": 400.0},
+        {"model": "bn-lenet", "compiled": False, "cuda_graphs": True, "batch_scale": 1,
+         "batch_size": 32, "examples_per_s": 520.0, "over_eager": 1.3},
+        {"model": "bn-lenet", "compiled": False, "cuda_graphs": True, "batch_scale": 2,
+         "batch_size": 64, "examples_per_s": 800.0, "over_table_batch": 1.54}]}
+    (tmp_path / "gpu-quick.json").write_text(json.dumps(quick))
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu.py"), "--mode", "smoke", "--no-solo",
+         "--models", "bn-lenet", "--levers-from", str(tmp_path / "gpu-quick.json"),
+         "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    report = json.loads((tmp_path / "out" / "gpu-smoke.json").read_text())
+    assert report["cuda_graphs"] == ["bn-lenet"] and report["batch_scales"] == {"bn-lenet": 2}
+    assert "solo" not in report
+    [row] = report["table"]["rows"]
+    assert (row["batch_size"], row["lr"], row["status"]) == (64, 2.0, "done")
+    assert row["cuda_graphs"] is False  # asked for, but this is a CPU
+    # the work sum uses the quick report's rate at batch 64 (timed as graphs there)
+    assert report["table"]["solo_s"] == round(row["steps"] * 64 / 800.0, 1)
