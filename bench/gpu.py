@@ -10,6 +10,9 @@ What it does, in order, writing everything to OUT/gpu-MODE.json as it goes:
      a model named by --cuda-graphs is timed eagerly and then as CUDA graphs (`over_eager`),
      and with --solo-batch-scale K each BatchNorm network also at K times the book's batch and
      lr (`over_table_batch`);
+     with --streams-probe, then all of them at once in this one process, one CUDA stream each,
+     for a few seconds of solo work each: how well kernels from one process share the GPU,
+     against the table's processes, which take turns (`streams_probe.packed`);
   4. the table: every model of the chapter queued at once through the app's own JobManager with
      several GPU slots, so the runs are routed to GPU slots and share the one GPU as a class's
      runs would; then one table of examples/s, wall time, final test accuracy and the book's,
@@ -57,7 +60,9 @@ import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
+import shutil  # noqa: E402
 import statistics  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -91,11 +96,12 @@ class Mode:
     max_steps: int | None  # per table run
     solo: bool  # measure each model alone first
     budget_s: float  # the table is cancelled after this long
+    probe_s: float = 2.0  # --streams-probe: each model's share, in seconds at its solo rate
 
 
 MODES = {
     "smoke": Mode("smoke", epochs=1, width=0.125, data="sample", max_steps=4, solo=True,
-                  budget_s=600),
+                  budget_s=600, probe_s=0.2),
     "quick": Mode("quick", epochs=2, width=1.0, data="full", max_steps=None, solo=True,
                   budget_s=300),
     "full": Mode("full", epochs=None, width=1.0, data="full", max_steps=None, solo=False,
@@ -186,6 +192,9 @@ def environment(device: torch.device) -> dict[str, Any]:
         "torch": torch.__version__, "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "cpus": os.cpu_count(), "device": str(device),
+        # Processes sharing a GPU take turns unless NVIDIA's MPS daemon runs (it is not started
+        # here: the device's settings are left alone); gVisor reports kernel 4.4.0.
+        "kernel": platform.release(), "mps_control": shutil.which("nvidia-cuda-mps-control"),
     }
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
@@ -308,6 +317,79 @@ def gain(row: dict[str, Any], base: dict[str, Any], field: str, what: str, than:
     if row["examples_per_s"] and base["examples_per_s"]:
         row[field] = round(row["examples_per_s"] / base["examples_per_s"], 2)
         print(f"  {what} {row[field]:.2f}x {than}", flush=True)
+
+
+# ------------------------------------------------ 3b. one process, one CUDA stream per model
+
+def streams_probe(models: list[str], mode: Mode, device: torch.device,
+                  dataset: cnndata.FashionMNIST, solo: list[dict[str, Any]]) -> dict[str, Any]:
+    """The models trained at once in one process, each in its own thread and CUDA stream, each
+    for a few seconds' worth of steps at its eager solo rate, all starting together
+    after a warm-up (`Mode.probe_s` seconds: 2 on a GPU). The table's runs are processes, which take turns on the GPU (its packing,
+    `solo_s` over the wall time, was 1.18x on 2026-11-29); kernels from one process's streams
+    can run side by side. This measures how much more of the GPU that sharing would use before
+    anyone builds a worker that trains several runs. Eager only: a CUDA-graph capture or a
+    compile in one thread would stall or break the others."""
+    rates = {r["model"]: r["examples_per_s"] for r in solo if r.get("examples_per_s")
+             and not r.get("compiled") and not r["cuda_graphs"] and r["batch_scale"] == 1}
+    names = [name for name in models if name in rates]
+    barrier = threading.Barrier(len(names), timeout=120)
+    tiny = dataclasses.replace(dataset, test_images=dataset.test_images[:10],
+                               test_labels=dataset.test_labels[:10])
+    rows: dict[str, dict[str, Any]] = {}
+
+    def one(name: str) -> None:
+        spec = spec_for(name, mode)
+        book = config_for(name, mode, device.type, False)
+        warm = 2 if mode.name == "smoke" else 5 if spec.input_size > 100 else 20
+        steps = warm * max(1, round(rates[name] * mode.probe_s / book.batch_size / warm))
+        row = rows[name] = {"model": name, "steps": steps, "batch_size": book.batch_size}
+        per_epoch = max(1, len(tiny.train_labels) // book.batch_size)
+        epochs = -(-(warm + steps) // per_epoch)  # enough epochs to reach the last step
+
+        def on_event(event: dict[str, Any]) -> None:
+            if event["kind"] == "step" and event["step"] == warm:
+                barrier.wait()  # the timed steps start together
+                row["start"] = time.perf_counter()
+            elif event["kind"] == "step" and event["step"] == warm + steps:
+                row["end"] = time.perf_counter()  # a step event has read the losses: synced
+
+        config = book.replace(max_steps=warm + steps, epochs=max(book.epochs, epochs),
+                              log_every=warm, bn_recalibration=0)
+        stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        try:
+            with torch.cuda.stream(stream):  # None: the current stream, as on a CPU
+                train(spec, config, on_event=on_event, data=tiny)
+        except Exception as exc:  # noqa: BLE001 - reported in the row
+            row["error"] = f"{type(exc).__name__}: {exc}"
+        finally:
+            if "start" not in row:  # it never reached the barrier: the others must not wait
+                barrier.abort()
+
+    threads = [threading.Thread(target=one, args=(name,)) for name in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    done = [r for r in rows.values() if "start" in r and "end" in r]
+    probe: dict[str, Any] = {"rows": list(rows.values()), "models": len(names)}
+    if len(done) == len(names):
+        wall = max(r["end"] for r in done) - min(r["start"] for r in done)
+        work = sum(r["steps"] * r["batch_size"] / rates[r["model"]] for r in done)
+        began = min(r["start"] for r in done)
+        for r in done:
+            r["examples_per_s"] = round(r["steps"] * r["batch_size"] / (r["end"] - r["start"]), 1)
+            # seconds from the common start, for the report
+            r["start"], r["end"] = round(r["start"] - began, 3), round(r["end"] - began, 3)
+        probe |= {"wall_s": round(wall, 2), "solo_s": round(work, 2),
+                  "packed": round(work / wall, 2)}
+        print(f"  {len(names)} models in one process, one stream each: {work:.1f} s of solo "
+              f"work in {wall:.1f} s, {work / wall:.2f}x packed", flush=True)
+    else:
+        print("  the probe did not finish: " + "; ".join(
+            f"{r['model']} {r.get('error', 'no end')}" for r in rows.values()
+            if r not in done), flush=True)
+    return probe
 
 
 # ---------------------------------------------------------------- 4. the table
@@ -627,6 +709,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="also train these presets at this lr beside the book's runs, in "
                              "the same table, e.g. nin=0.05")
     parser.add_argument("--no-solo", action="store_true", help="skip the solo throughput phase")
+    parser.add_argument("--streams-probe", action="store_true",
+                        help="after the solo phase, train the models at once in one process, "
+                             "one CUDA stream each, for about 2 s of their solo work each")
     parser.add_argument("--budget-s", type=float, help="cancel the table after this long")
     parser.add_argument("--runs-dir", type=Path,
                         help="run store for the table (default OUT/runs-MODE; it holds checkpoints)")
@@ -683,10 +768,15 @@ def main(argv: list[str] | None = None) -> int:
                                                name in graphed, levers.scale(name),
                                                args.solo_batch_scale
                                                if has_batch_norm(name) else None)]
+        save()
+        if args.streams_probe:
+            print("one process, one CUDA stream per model", flush=True)
+            report["streams_probe"] = streams_probe(args.models, mode, device, dataset,
+                                                    report["solo"])
+            save()
         del dataset
         if device.type == "cuda":
             torch.cuda.empty_cache()  # leave the GPU to the table's workers
-        save()
     slots = args.slots or (len(entries) if device.type == "cuda" else 1)
     print(f"the table: {len(entries)} runs queued at once, {slots} slots"
           + "".join(f"; {e.label} at lr {e.lr:g} (the book's {textbook_config(e.preset).lr:g})"

@@ -7,6 +7,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -226,3 +227,45 @@ def test_levers_from_a_quick_report_reach_the_tables_runs(tmp_path):
     assert row["cuda_graphs"] is False  # asked for, but this is a CPU
     # the work sum uses the quick report's rate at batch 64 (timed as graphs there)
     assert report["table"]["solo_s"] == round(row["steps"] * 64 / 800.0, 1)
+
+
+@pytest.mark.slow
+def test_the_streams_probe_trains_the_models_at_once_in_one_process(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu.py"), "--mode", "smoke", "--slots", "2",
+         "--models", "bn-lenet", "resnet18", "--streams-probe", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    probe = json.loads((tmp_path / "gpu-smoke.json").read_text())["streams_probe"]
+    assert [row["model"] for row in probe["rows"]] == ["bn-lenet", "resnet18"]
+    for row in probe["rows"]:
+        assert "error" not in row and row["steps"] % 2 == 0 and row["examples_per_s"] > 0
+        assert 0 <= row["start"] < row["end"] <= probe["wall_s"] + 0.01
+    # the timed steps began together (a barrier), and the work over the wall time is the packing
+    assert max(row["start"] for row in probe["rows"]) < 0.5
+    assert probe["packed"] == pytest.approx(probe["solo_s"] / probe["wall_s"], rel=0.02)
+    assert probe["wall_s"] == pytest.approx(max(row["end"] for row in probe["rows"]), abs=0.01)
+    assert "one stream each" in done.stdout
+
+
+def test_a_probe_model_that_fails_early_does_not_leave_the_others_waiting(monkeypatch):
+    bench = load_bench(monkeypatch)
+
+    def fake_train(spec, config, on_event, data):
+        if config.batch_size == 256:  # bn-lenet's: fails before its first step event
+            raise RuntimeError("CUDA error: out of memory")
+        for step in range(1, config.max_steps + 1):
+            on_event({"kind": "step", "step": step})  # waits at the barrier at the warm-up
+
+    monkeypatch.setattr(bench, "train", fake_train)
+    solo = [{"model": m, "examples_per_s": 1000.0, "cuda_graphs": False, "batch_scale": 1}
+            for m in ("bn-lenet", "alexnet")]
+    data = bench.cnndata.load_fashion_mnist(source="sample")
+    began = time.perf_counter()
+    probe = bench.streams_probe(["bn-lenet", "alexnet"], bench.MODES["quick"],
+                                bench.torch.device("cpu"), data, solo)
+    assert time.perf_counter() - began < 10  # not the barrier's 120 s
+    errors = {row["model"]: row.get("error", "") for row in probe["rows"]}
+    assert errors["bn-lenet"] == "RuntimeError: CUDA error: out of memory"
+    assert errors["alexnet"].startswith("BrokenBarrierError")
+    assert "packed" not in probe
