@@ -281,7 +281,7 @@ def solo_rate(name: str, mode: Mode, device: torch.device, dataset: cnndata.Fash
         row["estimate_over_measured"] = round(row["estimate_mib"] / row["measured_peak_mib"], 2)
     del result
     print(f"  {name}: {row['examples_per_s']:,.0f} examples/s alone (batch "
-          f"{config.batch_size}, {row['layout']}, bf16 {row['amp']}, "
+          f"{config.batch_size}, {row['layout']}, bf16 {row['amp']}, compiled {compile}, "
           f"CUDA graphs {row['cuda_graphs']}), "
           f"memory estimate {row['estimate_mib']:,} MiB"
           + (f", measured peak {row['measured_peak_mib']:,} MiB" if "measured_peak_mib" in row
