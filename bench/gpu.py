@@ -763,12 +763,12 @@ def main(argv: list[str] | None = None) -> int:
     if mode.solo and not args.no_solo:
         print("each model alone", flush=True)
         dataset = cnndata.load_fashion_mnist(source=mode.data)
-        report["solo"] = [row for name in args.models
-                          for row in solo_rows(name, mode, device, dataset, name in compiled,
-                                               name in graphed, levers.scale(name),
-                                               args.solo_batch_scale
-                                               if has_batch_norm(name) else None)]
-        save()
+        report["solo"] = []
+        for name in args.models:  # saved after each model: a call that runs out keeps them
+            report["solo"] += solo_rows(name, mode, device, dataset, name in compiled,
+                                        name in graphed, levers.scale(name),
+                                        args.solo_batch_scale if has_batch_norm(name) else None)
+            save()
         if args.streams_probe:
             print("one process, one CUDA stream per model", flush=True)
             report["streams_probe"] = streams_probe(args.models, mode, device, dataset,
