@@ -44,6 +44,11 @@ recipe, not yet measured on a GPU). `--levers-from gpu-quick.json` takes compile
 MXNet edition's table used 0.1), and `--extra nin=0.05` adds a run at that rate beside the
 book's, in the same table (one extra run per preset).
 
+This script checks the environment, parses the options and runs the phases; the rest is in
+three modules beside it: gpu_runs.py (what each run trains: modes, recipes, levers),
+gpu_solo.py (each model alone, which levers paid, the streams probe) and gpu_table.py (the
+table through the JobManager, its rows and the work it packed).
+
 Run from the repository root:  python bench/gpu.py --mode quick --out results/
 """
 
@@ -52,88 +57,32 @@ from __future__ import annotations
 import os
 import sys
 
-# The checkout's root first on sys.path: cnnlab imports without being installed (the GPU
-# machine runs these scripts from a bare copy of the tree).
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The checkout's root first on sys.path, so cnnlab imports without being installed (the GPU
+# machine runs these scripts from a bare copy of the tree), and this folder, for the gpu_*
+# modules this script is made of.
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.dirname(HERE), HERE]
 
 import argparse  # noqa: E402
-import dataclasses  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import shutil  # noqa: E402
-import statistics  # noqa: E402
-import threading  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import torch  # noqa: E402
 
-from cnnlab.arch.models import batch_norm_modules, build  # noqa: E402
 from cnnlab.arch.presets import PRESETS  # noqa: E402
-from cnnlab.arch.specs import Spec  # noqa: E402
-from cnnlab.runs.jobs import JobManager  # noqa: E402
-from cnnlab.runs.store import RunStore, Status  # noqa: E402
 from cnnlab.training import data as cnndata  # noqa: E402
 from cnnlab.training import resources  # noqa: E402
 from cnnlab.training.config import SCHEDULES, ConfigError, TrainConfig  # noqa: E402
-from cnnlab.training.loop import train  # noqa: E402
-from cnnlab.training.recipes import TEXTBOOK_RESULTS, textbook_config  # noqa: E402
+from cnnlab.training.recipes import textbook_config  # noqa: E402
 from cnnlab.training.setup import resolve_device  # noqa: E402
-from cnnlab.views.inside import evaluate_images, load_run_model, run_spec  # noqa: E402
-
-TABLE = list(TEXTBOOK_RESULTS)  # the chapter's eight runs, in the book's order
-
-
-@dataclasses.dataclass(frozen=True)
-class Mode:
-    """How much of each run a mode trains."""
-
-    name: str
-    epochs: int | None  # None: the textbook's
-    width: float  # 1.0: the textbook's networks
-    data: str  # "full" or "sample"
-    max_steps: int | None  # per table run
-    solo: bool  # measure each model alone first
-    budget_s: float  # the table is cancelled after this long
-    probe_s: float = 2.0  # --streams-probe: each model's share, in seconds at its solo rate
-
-
-MODES = {
-    "smoke": Mode("smoke", epochs=1, width=0.125, data="sample", max_steps=4, solo=True,
-                  budget_s=600, probe_s=0.2),
-    "quick": Mode("quick", epochs=2, width=1.0, data="full", max_steps=None, solo=True,
-                  budget_s=300),
-    "full": Mode("full", epochs=None, width=1.0, data="full", max_steps=None, solo=False,
-                 budget_s=480),
-}
-
-
-def spec_for(name: str, mode: Mode) -> Spec:
-    spec = PRESETS[name]
-    return spec if mode.width == 1.0 else spec.replace(width=mode.width)
-
-
-def config_for(name: str, mode: Mode, device: str, compile: bool,
-               schedule: str = "constant", lr: float | None = None,
-               graphs: bool = False, batch_scale: int = 1) -> TrainConfig:
-    """The textbook's recipe for `name`, shortened as the mode says; `schedule` "cosine" decays
-    the book's learning rate to zero over the run instead of holding it, "anneal" holds it for
-    four fifths of the steps and then decays it; `batch_scale` multiplies the batch size and
-    the book's lr alike (the linear scaling rule: Goyal et al. 2017, "Accurate, Large Minibatch
-    SGD"); `lr` replaces the lr, scaled or not."""
-    config = textbook_config(name).replace(data=mode.data, device=device, compile=compile,
-                                           max_steps=mode.max_steps, schedule=schedule,
-                                           cuda_graphs=graphs and device != "cpu")
-    if mode.epochs is not None:
-        config = config.replace(epochs=mode.epochs)
-    if mode.data == "sample":  # small batches, so even a few steps see several of them
-        config = config.replace(batch_size=min(config.batch_size, 32), bn_recalibration=2)
-    config = config.replace(batch_size=config.batch_size * batch_scale,
-                            lr=config.lr * batch_scale)
-    if lr is not None:
-        config = config.replace(lr=lr)
-    return config
+from gpu_runs import MODES, TABLE, Levers, entries_for  # noqa: E402
+from gpu_solo import (LEVER_PAYS, has_batch_norm, levers_that_paid, solo_rows,  # noqa: E402
+                      streams_probe)
+from gpu_table import print_table, print_work, run_table, solo_seconds  # noqa: E402
 
 
 # ---------------------------------------------------------------- 1. environment
@@ -239,368 +188,7 @@ def device_checks(device: torch.device) -> list[dict[str, Any]]:
     return checks
 
 
-# ---------------------------------------------------------------- 3. each model alone
-
-
-def solo_rate(name: str, mode: Mode, device: torch.device, dataset: cnndata.FashionMNIST,
-              compile: bool, graphs: bool = False, batch_scale: int = 1) -> dict[str, Any]:
-    """Training examples/s of one model alone after warm-up, and its peak memory on a GPU."""
-    spec = spec_for(name, mode)
-    big = spec.input_size > 100
-    interval = 2 if mode.name == "smoke" else 5 if big else 20  # steps per timed interval
-    intervals = 2 if mode.name == "smoke" else 4
-    # The first interval warms up (cuDNN picks its kernels; compile compiles): not timed.
-    config = config_for(name, mode, device.type, compile, graphs=graphs,
-                        batch_scale=batch_scale).replace(
-        max_steps=interval * (1 + intervals), log_every=interval, bn_recalibration=0)
-    tiny = dataclasses.replace(dataset, test_images=dataset.test_images[:10],
-                               test_labels=dataset.test_labels[:10])  # evaluation is not timed
-    events: list[dict[str, Any]] = []
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-    result = train(spec, config, on_event=events.append, data=tiny)
-    timed = [e for e in events if e["kind"] == "step" and e["step"] > interval]
-    seconds = sum(interval * config.batch_size / e["examples_per_s"] for e in timed)
-    row: dict[str, Any] = {
-        "model": name, "status": result.status.value, "batch_size": config.batch_size,
-        "batch_scale": batch_scale, "compiled": compile,
-        "examples_per_s": round(len(timed) * interval * config.batch_size / seconds, 1)
-        if seconds else None,
-        "layout": "NHWC" if result.channels_last else "NCHW", "amp": result.amp,
-        "graphs_asked": graphs,
-        "cuda_graphs": next((e.get("cuda_graphs") for e in events if e["kind"] == "step"), None),
-    }
-    estimate = resources.estimate(spec, config, device.type)
-    # The estimate's fixed part includes the runtime (CUDA context, workspaces), which the
-    # allocator does not count; compare like with like.
-    row["estimate_mib"] = round(
-        (estimate.total - resources.RUNTIME_OVERHEAD[device.type]) / 2**20)
-    if device.type == "cuda":
-        row["measured_peak_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
-        row["estimate_over_measured"] = round(row["estimate_mib"] / row["measured_peak_mib"], 2)
-    del result
-    print(f"  {name}: {row['examples_per_s']:,.0f} examples/s alone (batch "
-          f"{config.batch_size}, {row['layout']}, bf16 {row['amp']}, compiled {compile}, "
-          f"CUDA graphs {row['cuda_graphs']}), "
-          f"memory estimate {row['estimate_mib']:,} MiB"
-          + (f", measured peak {row['measured_peak_mib']:,} MiB" if "measured_peak_mib" in row
-             else ""), flush=True)
-    return row
-
-
-def solo_rows(name: str, mode: Mode, device: torch.device, dataset: cnndata.FashionMNIST,
-              compile: bool, graphs: bool, batch_scale: int = 1,
-              try_scale: int | None = None) -> list[dict[str, Any]]:
-    """The model alone as the table will run it. When that is compiled or as CUDA graphs,
-    eagerly first too (`over_eager`), and with `try_scale`, also at that multiple of the
-    book's batch and lr (`over_table_batch`): each speed-up a ratio measured in this run, on
-    this GPU. A compiled rate is timed after the compile, which the table's run pays too."""
-    def timed(compiled: bool, graphed: bool, scale: int) -> dict[str, Any]:
-        return solo_rate(name, mode, device, dataset, compiled, graphed, scale)
-
-    table = timed(compile, graphs, batch_scale)
-    rows = [table]
-    if compile or graphs:
-        rows.insert(0, timed(False, False, batch_scale))
-        gain(table, rows[0], "over_eager", f"{name}: {'compiled' if compile else 'CUDA graphs'}",
-             "eager")
-    if try_scale is not None and try_scale != batch_scale:
-        rows.append(timed(compile, graphs, try_scale))
-        gain(rows[-1], table, "over_table_batch", f"{name}: batch {rows[-1]['batch_size']}",
-             f"batch {table['batch_size']}")
-    return rows
-
-
-def gain(row: dict[str, Any], base: dict[str, Any], field: str, what: str, than: str) -> None:
-    """Record in `row` how many times `base`'s examples/s it ran at, and say so."""
-    if row["examples_per_s"] and base["examples_per_s"]:
-        row[field] = round(row["examples_per_s"] / base["examples_per_s"], 2)
-        print(f"  {what} {row[field]:.2f}x {than}", flush=True)
-
-
-# ------------------------------------------------ 3b. one process, one CUDA stream per model
-
-def streams_probe(models: list[str], mode: Mode, device: torch.device,
-                  dataset: cnndata.FashionMNIST, solo: list[dict[str, Any]]) -> dict[str, Any]:
-    """The models trained at once in one process, each in its own thread and CUDA stream, each
-    for a few seconds' worth of steps at its eager solo rate, all starting together
-    after a warm-up (`Mode.probe_s` seconds: 2 on a GPU). The table's runs are processes, which take turns on the GPU (its packing,
-    `solo_s` over the wall time, was 1.18x on 2026-11-29); kernels from one process's streams
-    can run side by side. This measures how much more of the GPU that sharing would use before
-    anyone builds a worker that trains several runs. Eager only: a CUDA-graph capture or a
-    compile in one thread would stall or break the others."""
-    rates = {r["model"]: r["examples_per_s"] for r in solo if r.get("examples_per_s")
-             and not r.get("compiled") and not r["cuda_graphs"] and r["batch_scale"] == 1}
-    names = [name for name in models if name in rates]
-    barrier = threading.Barrier(len(names), timeout=120)
-    tiny = dataclasses.replace(dataset, test_images=dataset.test_images[:10],
-                               test_labels=dataset.test_labels[:10])
-    rows: dict[str, dict[str, Any]] = {}
-
-    def one(name: str) -> None:
-        spec = spec_for(name, mode)
-        book = config_for(name, mode, device.type, False)
-        warm = 2 if mode.name == "smoke" else 5 if spec.input_size > 100 else 20
-        steps = warm * max(1, round(rates[name] * mode.probe_s / book.batch_size / warm))
-        row = rows[name] = {"model": name, "steps": steps, "batch_size": book.batch_size}
-        per_epoch = max(1, len(tiny.train_labels) // book.batch_size)
-        epochs = -(-(warm + steps) // per_epoch)  # enough epochs to reach the last step
-
-        def on_event(event: dict[str, Any]) -> None:
-            if event["kind"] == "step" and event["step"] == warm:
-                barrier.wait()  # the timed steps start together
-                row["start"] = time.perf_counter()
-            elif event["kind"] == "step" and event["step"] == warm + steps:
-                row["end"] = time.perf_counter()  # a step event has read the losses: synced
-
-        config = book.replace(max_steps=warm + steps, epochs=max(book.epochs, epochs),
-                              log_every=warm, bn_recalibration=0)
-        stream = torch.cuda.Stream(device) if device.type == "cuda" else None
-        try:
-            with torch.cuda.stream(stream):  # None: the current stream, as on a CPU
-                train(spec, config, on_event=on_event, data=tiny)
-        except Exception as exc:  # noqa: BLE001 - reported in the row
-            row["error"] = f"{type(exc).__name__}: {exc}"
-        finally:
-            if "start" not in row:  # it never reached the barrier: the others must not wait
-                barrier.abort()
-
-    threads = [threading.Thread(target=one, args=(name,)) for name in names]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    done = [r for r in rows.values() if "start" in r and "end" in r]
-    probe: dict[str, Any] = {"rows": list(rows.values()), "models": len(names)}
-    if len(done) == len(names):
-        wall = max(r["end"] for r in done) - min(r["start"] for r in done)
-        work = sum(r["steps"] * r["batch_size"] / rates[r["model"]] for r in done)
-        began = min(r["start"] for r in done)
-        for r in done:
-            r["examples_per_s"] = round(r["steps"] * r["batch_size"] / (r["end"] - r["start"]), 1)
-            # seconds from the common start, for the report
-            r["start"], r["end"] = round(r["start"] - began, 3), round(r["end"] - began, 3)
-        probe |= {"wall_s": round(wall, 2), "solo_s": round(work, 2),
-                  "packed": round(work / wall, 2)}
-        print(f"  {len(names)} models in one process, one stream each: {work:.1f} s of solo "
-              f"work in {wall:.1f} s, {work / wall:.2f}x packed", flush=True)
-    else:
-        print("  the probe did not finish: " + "; ".join(
-            f"{r['model']} {r.get('error', 'no end')}" for r in rows.values()
-            if r not in done), flush=True)
-    return probe
-
-
-# ---------------------------------------------------------------- 4. the table
-
-
-@dataclasses.dataclass(frozen=True)
-class Entry:
-    """One run of the table: its label in the report, the preset it trains (whose book row it
-    is compared with), and a learning rate replacing the book's (None: the book's)."""
-
-    label: str
-    preset: str
-    lr: float | None = None
-
-
-def entries_for(models: list[str], lrs: dict[str, float],
-                extras: dict[str, float]) -> list[Entry]:
-    """The table's runs: each model (at its `--lr` when given), then each `--extra` run."""
-    return ([Entry(name, name, lrs.get(name)) for name in models]
-            + [Entry(f"{name} lr {lr:g}", name, lr) for name, lr in extras.items()])
-
-
-@dataclasses.dataclass(frozen=True)
-class Levers:
-    """How the table's runs are sped up, by preset: compiled, captured as CUDA graphs, and
-    their batch size and lr multiplied (the book's recipe otherwise)."""
-
-    compiled: frozenset[str] = frozenset()
-    graphed: frozenset[str] = frozenset()
-    batch_scales: dict[str, int] = dataclasses.field(default_factory=dict)
-
-    def config(self, entry: Entry, mode: Mode, device: str, schedule: str) -> TrainConfig:
-        return config_for(entry.preset, mode, device, entry.preset in self.compiled, schedule,
-                          entry.lr, entry.preset in self.graphed, self.scale(entry.preset))
-
-    def scale(self, preset: str) -> int:
-        return self.batch_scales.get(preset, 1)
-
-
-def run_table(entries: list[Entry], mode: Mode, device: torch.device, runs_dir: Path,
-              slots: int, levers: Levers, schedule: str, budget_s: float) -> dict[str, Any]:
-    """Queue every run at once through the JobManager; wait (cancelling at the budget)."""
-    store = RunStore(runs_dir)
-    cuda = device.type == "cuda"
-    # All `slots` runs may share the GPU (the memory budget still applies), as a class's would.
-    manager = JobManager(store, cpu_slots=0 if cuda else slots, gpu_slots=slots if cuda else 0,
-                         runs_per_gpu=max(1, slots), poll_interval=0.2)
-    start = time.time()
-    ids = {e.label: manager.submit(e.preset, spec_for(e.preset, mode),
-                                   levers.config(e, mode, "auto", schedule),
-                                   name=f"gpu-bench {e.label}")
-           for e in entries}
-    deadline, last_print, cancelled = start + budget_s, 0.0, False
-    try:
-        while not all(store.get(i).status.terminal for i in ids.values()):
-            now = time.time()
-            if now > deadline and not cancelled:
-                print(f"  budget of {budget_s:.0f} s reached: cancelling what is left", flush=True)
-                for run_id in ids.values():
-                    manager.cancel(run_id)
-                cancelled = True
-            if now - last_print >= 15:
-                last_print = now
-                states = ", ".join(f"{n} {_progress(store, i)}" for n, i in ids.items())
-                print(f"  {now - start:5.0f} s: {states}", flush=True)
-            time.sleep(0.5)
-    finally:
-        manager.shutdown(wait=True, cancel=True)
-    runs = {name: store.get(run_id) for name, run_id in ids.items()}
-    test = cnndata.load_fashion_mnist(source=mode.data)  # for the classes each run predicts
-    return {"wall_s": round(max(r.finished_at or start for r in runs.values()) - start, 1),
-            "slots": slots, "overlap": max_overlap(list(runs.values())),
-            "rows": [table_row(e, runs[e.label], store.metrics(runs[e.label].id, kind="epoch"),
-                               store.metrics(runs[e.label].id, kind="step")[:1])
-                     | predicted_classes(store, runs[e.label], test, device)
-                     for e in entries]}
-
-
-def predicted_classes(store: RunStore, run, data: cnndata.FashionMNIST,
-                      device: torch.device) -> dict[str, Any]:
-    """How often the run's final weights predict each class on the test set, and which classes
-    they never predict: NiN's last block ends in a ReLU, so a class whose score is 0 for every
-    image gets no gradient (at the book's init 0 to 3 of NiN's 10 scores are, across 8 seeds
-    at 224 px, and 3 to 6 with torch's default biases: `bench/dead_scores.py`)."""
-    if run.status is not Status.DONE:
-        return {}
-    model = load_run_model(store, run.id).to(device)  # the Inside page's code, on the GPU
-    result = evaluate_images(model, data.test_images, data.test_labels, run_spec(run).input_size)
-    return {"predicted_per_class": result.matrix.sum(dim=0).tolist(),
-            "never_predicted": result.never_predicted()}
-
-
-def _progress(store: RunStore, run_id: str) -> str:
-    run = store.get(run_id)
-    if run.status is not Status.RUNNING:
-        return str(run.status)
-    last = store.metrics(run_id, kind="step")
-    return f"{last[-1]['epoch']:.1f} ep" if last else "starting"
-
-
-def max_overlap(runs: list) -> int:
-    """The most runs that were training at the same moment (from their start and end times)."""
-    edges = sorted([(r.started_at, 1) for r in runs if r.started_at]
-                   + [(r.finished_at, -1) for r in runs if r.started_at and r.finished_at])
-    busy = most = 0
-    for _, change in edges:
-        busy += change
-        most = max(most, busy)
-    return most
-
-
-def table_row(entry: Entry, run, epochs: list[dict[str, Any]],
-              first_steps: list[dict[str, Any]]) -> dict[str, Any]:
-    """One run's line of the table, with its test accuracy after every epoch and where its
-    time went: seconds from its start to its first step event and to each epoch's end, and
-    each evaluation's seconds (the store lives on the GPU machine, which keeps nothing: the
-    curves must travel in the report)."""
-    def since_start(event: dict[str, Any]) -> float | None:
-        return round(event["time"] - run.started_at, 1) if run.started_at else None
-
-    book = TEXTBOOK_RESULTS[entry.preset]
-    result = run.result
-    test_acc = (result.get("metrics") or {}).get("test_acc")
-    rate = result.get("examples_per_s")
-    return {
-        "model": entry.label, "preset": entry.preset, "status": str(run.status),
-        "message": run.message, "device": run.device,
-        "lr": run.config.get("lr"), "book_lr": textbook_config(entry.preset).lr,
-        "batch_size": run.config.get("batch_size"), "compiled": run.config.get("compile"),
-        "book_batch_size": textbook_config(entry.preset).batch_size,
-        "steps": result.get("steps"),
-        "examples_per_s": round(rate, 1) if rate else None,
-        "wall_s": round(run.finished_at - run.started_at, 1)
-        if run.started_at and run.finished_at else None,
-        "train_s": round(result["seconds"], 1) if result.get("seconds") else None,
-        "epochs": result.get("epochs_done"), "test_acc": test_acc,
-        "book_test_acc": book.test_acc, "book_examples_per_s": book.examples_per_s,
-        "speed_ratio": round(rate / book.examples_per_s, 2) if rate else None,
-        "acc_at_least_book": test_acc is not None and test_acc >= book.test_acc,
-        "test_acc_by_epoch": [round(e["test_acc"], 4) for e in epochs if "test_acc" in e],
-        "first_step_event_s": since_start(first_steps[0]) if first_steps else None,
-        # whether the step ran as CUDA graphs, and why not when they were asked for
-        "cuda_graphs": first_steps[0].get("cuda_graphs") if first_steps else None,
-        "cuda_graphs_note": first_steps[0].get("cuda_graphs_note") if first_steps else None,
-        "epoch_end_s": [since_start(e) for e in epochs],
-        "eval_s_by_epoch": [round(e["eval_s"], 2) for e in epochs if "eval_s" in e],
-    }
-
-
-def print_table(table: dict[str, Any], mode: Mode) -> None:
-    print(f"\n{'model':17s} {'status':9s} {'batch':>5s} {'ex/s':>8s} {'book ex/s':>9s} "
-          f"{'ratio':>6s} {'wall s':>7s} {'epochs':>6s} {'test acc':>8s} {'book':>6s}")
-    for r in table["rows"]:
-        acc = f"{r['test_acc']:.3f}" if r["test_acc"] is not None else "-"
-        mark = "" if mode.width != 1.0 or r["test_acc"] is None else (
-            " ok" if r["acc_at_least_book"] else " BELOW")
-        print(f"{r['model']:17s} {r['status']:9s} {r['batch_size'] or 0:5d} "
-              f"{r['examples_per_s'] or 0:8,.0f} "
-              f"{r['book_examples_per_s']:9,.0f} {r['speed_ratio'] or 0:5.1f}x "
-              f"{r['wall_s'] or 0:7.1f} {r['epochs'] or 0:6d} {acc:>8s} "
-              f"{r['book_test_acc']:6.3f}{mark}")
-    print(f"whole table: {table['wall_s']:.1f} s wall, {table['slots']} slots, at most "
-          f"{table['overlap']} runs training at once")
-    if mode.width != 1.0:
-        print("(smoke mode: 1/8-width networks on the sample; accuracies are not comparable)")
-    print("\nwhere the time went, s from each run's start: first step event | each epoch's end "
-          "| evaluations (slowest, median)")
-    for r in table["rows"]:
-        ends = " ".join(f"{t:.1f}" for t in r["epoch_end_s"] if t is not None) or "-"
-        evals = r["eval_s_by_epoch"]
-        slowest = (f"{max(evals):.1f} (epoch {evals.index(max(evals)) + 1}), "
-                   f"{statistics.median(evals):.1f}") if evals else "-"
-        print(f"  {r['model']:17s} {r['first_step_event_s'] or 0:5.1f} | {ends} | {slowest}")
-    never = {r["model"]: r["never_predicted"] for r in table["rows"] if r.get("never_predicted")}
-    print("classes never predicted on the test set: "
-          + (", ".join(f"{m} {c}" for m, c in never.items()) if never else "none"))
-
-
-def solo_seconds(rows: list[dict[str, Any]], solo: list[dict[str, Any]]) -> float | None:
-    """The table's runs one after another, each at its solo rate for the steps it trained: the
-    GPU work the table packed into its wall time (much more than the wall time: the runs
-    overlapped on idle GPU time; about the same: each run's own rate sets the table's pace).
-    A run's solo rate is the one timed at its batch size, compiled or not and as CUDA graphs
-    or not as the run was, or without that match another one at its batch size (from
-    --levers-from, a larger batch is timed only as the quick table ran it). None when a run has
-    no solo rate at its batch size."""
-    def how(row: dict[str, Any]) -> tuple[bool, bool]:
-        return bool(row.get("compiled")), bool(row["cuda_graphs"])
-
-    total = 0.0
-    for row in rows:
-        same_batch = [r for r in solo if r["model"] == row["preset"]
-                      and r["batch_size"] == row["batch_size"] and r.get("examples_per_s")]
-        exact = [r for r in same_batch if how(r) == how(row)]
-        timed = exact or same_batch
-        if not timed or not row.get("steps"):
-            return None
-        total += row["steps"] * row["batch_size"] / timed[-1]["examples_per_s"]
-    return round(total, 1)
-
-
-def print_work(table: dict[str, Any]) -> None:
-    if table.get("solo_s") is None:
-        print("the runs alone, one after another: no solo rate for every run")
-        return
-    print(f"the runs alone, one after another: {table['solo_s']:.1f} s (the steps each "
-          f"trained at its solo rate); the table took {table['wall_s']:.1f} s, "
-          f"{table['solo_s'] / table['wall_s']:.2f}x packed")
-
-
-# ---------------------------------------------------------------- main
+# ---------------------------------------------------------------- options
 
 
 def learning_rates(parser: argparse.ArgumentParser, option: str,
@@ -646,34 +234,7 @@ def named(models: list[str], option: list[str] | None) -> set[str]:
     return set(models if option == [] else option or [])
 
 
-LEVER_PAYS = 1.1  # a solo speed-up this large (a ratio measured in one run) keeps its lever
-
-
-def levers_that_paid(report: dict[str, Any]) -> Levers:
-    """From an earlier report's solo timing (`solo_rows`): the presets that ran compiled or as
-    CUDA graphs at least LEVER_PAYS times as fast as eagerly, and the BatchNorm networks whose
-    larger batch did as well against the batch their table used, with that batch's scale.
-    What the full table takes.
-
-    Only BatchNorm networks, because of what a larger batch at a scaled lr cost on this
-    machine's CPU (`bench/schedules.py --batch-scales 1 2 --schedules anneal`, 10 epochs, test
-    accuracy for seeds 0 and 1): BN-LeNet kept its accuracy (batch 512 at lr 2: 0.897, 0.898;
-    the book's 256 at lr 1: 0.899, 0.894), while the two without it lost on every seed: LeNet
-    with sigmoids, still learning at its last epoch as AlexNet, VGG and NiN are in the book's
-    10 (0.792, 0.782 against 0.824, 0.826), and NiN-small (batch 512 at lr 0.1: 0.733, 0.555;
-    its recipe's 256 at 0.05: 0.748, 0.693). `--batch-scale` still names any run."""
-    solo = report.get("solo", [])
-    paid = [row for row in solo if row.get("over_eager", 0) >= LEVER_PAYS]
-    scales = {row["model"]: row["batch_scale"] for row in solo
-              if row.get("over_table_batch", 0) >= LEVER_PAYS and has_batch_norm(row["model"])}
-    return Levers(compiled=frozenset(row["model"] for row in paid if row.get("compiled")),
-                  graphed=frozenset(row["model"] for row in paid if row.get("cuda_graphs")),
-                  batch_scales=scales)
-
-
-def has_batch_norm(preset: str) -> bool:
-    with torch.device("meta"):  # the layers only: no memory, no weights drawn
-        return bool(batch_norm_modules(build(PRESETS[preset])))
+# ---------------------------------------------------------------- main
 
 
 def main(argv: list[str] | None = None) -> int:

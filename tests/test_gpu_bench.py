@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -84,17 +85,15 @@ def test_smoke_mode_runs_every_phase_and_writes_its_report(tmp_path):
     assert "whole table" in done.stdout
 
 
-def load_bench(monkeypatch):
-    """bench/gpu.py as a module (bench/ is scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location("gpu_bench", ROOT / "bench" / "gpu.py")
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "gpu_bench", module)  # its dataclasses look it up there
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def bench(monkeypatch):
+    """bench/gpu.py's modules (bench/ is scripts, not a package), imported from bench/."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    return SimpleNamespace(**{name: importlib.import_module(f"gpu_{name}")
+                              for name in ("runs", "solo", "table")})
 
 
-def test_the_full_table_takes_the_levers_whose_solo_timing_gained(monkeypatch):
-    bench = load_bench(monkeypatch)
+def test_the_full_table_takes_the_levers_whose_solo_timing_gained(bench):
     report = {"solo": [
         {"model": "googlenet", "graphs_asked": False, "cuda_graphs": False, "batch_scale": 1},
         {"model": "googlenet", "graphs_asked": True, "cuda_graphs": True, "over_eager": 3.2,
@@ -118,15 +117,14 @@ def test_the_full_table_takes_the_levers_whose_solo_timing_gained(monkeypatch):
     # rate was eager anyway, but its doubled batch gained; alexnet's graphs barely gained,
     # and its doubled batch, though faster, is not taken: AlexNet has no BatchNorm; compiling
     # paid for vgg, not for nin
-    assert bench.levers_that_paid(report) == bench.Levers(
+    assert bench.solo.levers_that_paid(report) == bench.runs.Levers(
         compiled=frozenset({"vgg11-small"}), graphed=frozenset({"googlenet"}),
         batch_scales={"densenet": 2})
-    assert bench.levers_that_paid({}) == bench.Levers()
+    assert bench.solo.levers_that_paid({}) == bench.runs.Levers()
 
 
 def test_the_solo_phase_times_a_lever_against_eager_and_a_larger_batch_against_the_tables(
-        monkeypatch):
-    bench = load_bench(monkeypatch)
+        bench, monkeypatch):
     rates = {(False, False, 1): 100.0, (True, False, 1): 150.0, (True, False, 2): 180.0}
     timed = []
 
@@ -135,37 +133,35 @@ def test_the_solo_phase_times_a_lever_against_eager_and_a_larger_batch_against_t
         return {"model": name, "examples_per_s": rates[compile, graphs, batch_scale],
                 "batch_size": 128 * batch_scale}
 
-    monkeypatch.setattr(bench, "solo_rate", fake_solo_rate)
-    rows = bench.solo_rows("alexnet", bench.MODES["quick"], None, None, compile=True,
-                           graphs=False, try_scale=2)
+    monkeypatch.setattr(bench.solo, "solo_rate", fake_solo_rate)
+    rows = bench.solo.solo_rows("alexnet", bench.runs.MODES["quick"], None, None, compile=True,
+                                graphs=False, try_scale=2)
     assert timed == [(True, False, 1), (False, False, 1), (True, False, 2)]  # table's first
     assert [row["examples_per_s"] for row in rows] == [100.0, 150.0, 180.0]  # eager first
     assert rows[1]["over_eager"] == 1.5 and rows[2]["over_table_batch"] == 1.2
     # as the book runs it, nothing to compare: one row
     timed.clear()
-    assert len(bench.solo_rows("alexnet", bench.MODES["quick"], None, None, False, False)) == 1
+    quick = bench.runs.MODES["quick"]
+    assert len(bench.solo.solo_rows("alexnet", quick, None, None, False, False)) == 1
     assert timed == [(False, False, 1)]
 
 
-def test_only_the_batch_norm_networks_of_the_table_count_as_such(monkeypatch):
-    bench = load_bench(monkeypatch)
-    assert {name for name in bench.TABLE if bench.has_batch_norm(name)} == {
+def test_only_the_batch_norm_networks_of_the_table_count_as_such(bench):
+    assert {name for name in bench.runs.TABLE if bench.solo.has_batch_norm(name)} == {
         "bn-lenet-scratch", "bn-lenet", "resnet18", "densenet"}
 
 
-def test_a_batch_scale_multiplies_the_books_batch_and_lr_and_an_explicit_lr_wins(monkeypatch):
-    bench = load_bench(monkeypatch)
-    full = bench.MODES["full"]
-    book = bench.config_for("alexnet", full, "cuda", False)
+def test_a_batch_scale_multiplies_the_books_batch_and_lr_and_an_explicit_lr_wins(bench):
+    full = bench.runs.MODES["full"]
+    book = bench.runs.config_for("alexnet", full, "cuda", False)
     assert (book.batch_size, book.lr, book.epochs) == (128, 0.01, 10)
-    doubled = bench.config_for("alexnet", full, "cuda", False, batch_scale=2)
+    doubled = bench.runs.config_for("alexnet", full, "cuda", False, batch_scale=2)
     assert (doubled.batch_size, doubled.lr, doubled.epochs) == (256, 0.02, 10)
-    given = bench.config_for("alexnet", full, "cuda", False, lr=0.015, batch_scale=2)
+    given = bench.runs.config_for("alexnet", full, "cuda", False, lr=0.015, batch_scale=2)
     assert (given.batch_size, given.lr) == (256, 0.015)
 
 
-def test_the_solo_seconds_add_each_runs_steps_at_its_own_solo_rate(monkeypatch):
-    bench = load_bench(monkeypatch)
+def test_the_solo_seconds_add_each_runs_steps_at_its_own_solo_rate(bench):
     solo = [{"model": "nin", "cuda_graphs": False, "batch_size": 128, "examples_per_s": 1280.0},
             {"model": "nin", "cuda_graphs": False, "batch_size": 256, "examples_per_s": 1600.0},
             {"model": "googlenet", "cuda_graphs": True, "batch_size": 128,
@@ -173,18 +169,18 @@ def test_the_solo_seconds_add_each_runs_steps_at_its_own_solo_rate(monkeypatch):
     rows = [{"preset": "nin", "cuda_graphs": False, "batch_size": 256, "steps": 25},
             {"preset": "nin", "cuda_graphs": False, "batch_size": 128, "steps": 10},  # --extra
             {"preset": "googlenet", "cuda_graphs": True, "batch_size": 128, "steps": 5}]
-    assert bench.solo_seconds(rows, solo) == 4.0 + 1.0 + 1.0
+    assert bench.table.solo_seconds(rows, solo) == 4.0 + 1.0 + 1.0
     # a run trained without the graphs its solo rate had: counted at that rate all the same
     rows[2]["cuda_graphs"] = False
-    assert bench.solo_seconds(rows, solo) == 6.0
+    assert bench.table.solo_seconds(rows, solo) == 6.0
     # with both timed, the matching one counts
     solo.append({"model": "googlenet", "cuda_graphs": False, "batch_size": 128,
                  "examples_per_s": 320.0})
-    assert bench.solo_seconds(rows, solo) == 4.0 + 1.0 + 2.0
+    assert bench.table.solo_seconds(rows, solo) == 4.0 + 1.0 + 2.0
     # no solo rate at a run's batch size: no sum
     rows[2]["batch_size"] = 256
-    assert bench.solo_seconds(rows, solo) is None
-    assert bench.solo_seconds(rows[:2], []) is None
+    assert bench.table.solo_seconds(rows, solo) is None
+    assert bench.table.solo_seconds(rows[:2], []) is None
 
 
 @pytest.mark.parametrize("args, option", [
@@ -248,8 +244,7 @@ def test_the_streams_probe_trains_the_models_at_once_in_one_process(tmp_path):
     assert "one stream each" in done.stdout
 
 
-def test_a_probe_model_that_fails_early_does_not_leave_the_others_waiting(monkeypatch):
-    bench = load_bench(monkeypatch)
+def test_a_probe_model_that_fails_early_does_not_leave_the_others_waiting(bench, monkeypatch):
 
     def fake_train(spec, config, on_event, data):
         if config.batch_size == 256:  # bn-lenet's: fails before its first step event
@@ -257,13 +252,13 @@ def test_a_probe_model_that_fails_early_does_not_leave_the_others_waiting(monkey
         for step in range(1, config.max_steps + 1):
             on_event({"kind": "step", "step": step})  # waits at the barrier at the warm-up
 
-    monkeypatch.setattr(bench, "train", fake_train)
+    monkeypatch.setattr(bench.solo, "train", fake_train)
     solo = [{"model": m, "examples_per_s": 1000.0, "cuda_graphs": False, "batch_scale": 1}
             for m in ("bn-lenet", "alexnet")]
-    data = bench.cnndata.load_fashion_mnist(source="sample")
+    data = bench.solo.cnndata.load_fashion_mnist(source="sample")
     began = time.perf_counter()
-    probe = bench.streams_probe(["bn-lenet", "alexnet"], bench.MODES["quick"],
-                                bench.torch.device("cpu"), data, solo)
+    probe = bench.solo.streams_probe(["bn-lenet", "alexnet"], bench.runs.MODES["quick"],
+                                     bench.solo.torch.device("cpu"), data, solo)
     assert time.perf_counter() - began < 10  # not the barrier's 120 s
     errors = {row["model"]: row.get("error", "") for row in probe["rows"]}
     assert errors["bn-lenet"] == "RuntimeError: CUDA error: out of memory"

@@ -1,0 +1,196 @@
+"""Each model alone on the device, for `bench/gpu.py`: its examples/s eagerly and with each
+lever, which levers paid, and the streams probe (all the models at once in this one process)."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from typing import Any
+
+import torch
+
+from cnnlab.arch.models import batch_norm_modules, build
+from cnnlab.arch.presets import PRESETS
+from cnnlab.training import data as cnndata
+from cnnlab.training import resources
+from cnnlab.training.loop import train
+from gpu_runs import Levers, Mode, config_for, spec_for
+
+
+def solo_rate(name: str, mode: Mode, device: torch.device, dataset: cnndata.FashionMNIST,
+              compile: bool, graphs: bool = False, batch_scale: int = 1) -> dict[str, Any]:
+    """Training examples/s of one model alone after warm-up, and its peak memory on a GPU."""
+    spec = spec_for(name, mode)
+    big = spec.input_size > 100
+    interval = 2 if mode.name == "smoke" else 5 if big else 20  # steps per timed interval
+    intervals = 2 if mode.name == "smoke" else 4
+    # The first interval warms up (cuDNN picks its kernels; compile compiles): not timed.
+    config = config_for(name, mode, device.type, compile, graphs=graphs,
+                        batch_scale=batch_scale).replace(
+        max_steps=interval * (1 + intervals), log_every=interval, bn_recalibration=0)
+    tiny = dataclasses.replace(dataset, test_images=dataset.test_images[:10],
+                               test_labels=dataset.test_labels[:10])  # evaluation is not timed
+    events: list[dict[str, Any]] = []
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    result = train(spec, config, on_event=events.append, data=tiny)
+    timed = [e for e in events if e["kind"] == "step" and e["step"] > interval]
+    seconds = sum(interval * config.batch_size / e["examples_per_s"] for e in timed)
+    row: dict[str, Any] = {
+        "model": name, "status": result.status.value, "batch_size": config.batch_size,
+        "batch_scale": batch_scale, "compiled": compile,
+        "examples_per_s": round(len(timed) * interval * config.batch_size / seconds, 1)
+        if seconds else None,
+        "layout": "NHWC" if result.channels_last else "NCHW", "amp": result.amp,
+        "graphs_asked": graphs,
+        "cuda_graphs": next((e.get("cuda_graphs") for e in events if e["kind"] == "step"), None),
+    }
+    estimate = resources.estimate(spec, config, device.type)
+    # The estimate's fixed part includes the runtime (CUDA context, workspaces), which the
+    # allocator does not count; compare like with like.
+    row["estimate_mib"] = round(
+        (estimate.total - resources.RUNTIME_OVERHEAD[device.type]) / 2**20)
+    if device.type == "cuda":
+        row["measured_peak_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
+        row["estimate_over_measured"] = round(row["estimate_mib"] / row["measured_peak_mib"], 2)
+    del result
+    print(f"  {name}: {row['examples_per_s']:,.0f} examples/s alone (batch "
+          f"{config.batch_size}, {row['layout']}, bf16 {row['amp']}, compiled {compile}, "
+          f"CUDA graphs {row['cuda_graphs']}), "
+          f"memory estimate {row['estimate_mib']:,} MiB"
+          + (f", measured peak {row['measured_peak_mib']:,} MiB" if "measured_peak_mib" in row
+             else ""), flush=True)
+    return row
+
+
+def solo_rows(name: str, mode: Mode, device: torch.device, dataset: cnndata.FashionMNIST,
+              compile: bool, graphs: bool, batch_scale: int = 1,
+              try_scale: int | None = None) -> list[dict[str, Any]]:
+    """The model alone as the table will run it. When that is compiled or as CUDA graphs,
+    eagerly first too (`over_eager`), and with `try_scale`, also at that multiple of the
+    book's batch and lr (`over_table_batch`): each speed-up a ratio measured in this run, on
+    this GPU. A compiled rate is timed after the compile, which the table's run pays too."""
+    def timed(compiled: bool, graphed: bool, scale: int) -> dict[str, Any]:
+        return solo_rate(name, mode, device, dataset, compiled, graphed, scale)
+
+    table = timed(compile, graphs, batch_scale)
+    rows = [table]
+    if compile or graphs:
+        rows.insert(0, timed(False, False, batch_scale))
+        gain(table, rows[0], "over_eager", f"{name}: {'compiled' if compile else 'CUDA graphs'}",
+             "eager")
+    if try_scale is not None and try_scale != batch_scale:
+        rows.append(timed(compile, graphs, try_scale))
+        gain(rows[-1], table, "over_table_batch", f"{name}: batch {rows[-1]['batch_size']}",
+             f"batch {table['batch_size']}")
+    return rows
+
+
+def gain(row: dict[str, Any], base: dict[str, Any], field: str, what: str, than: str) -> None:
+    """Record in `row` how many times `base`'s examples/s it ran at, and say so."""
+    if row["examples_per_s"] and base["examples_per_s"]:
+        row[field] = round(row["examples_per_s"] / base["examples_per_s"], 2)
+        print(f"  {what} {row[field]:.2f}x {than}", flush=True)
+
+
+def streams_probe(models: list[str], mode: Mode, device: torch.device,
+                  dataset: cnndata.FashionMNIST, solo: list[dict[str, Any]]) -> dict[str, Any]:
+    """The models trained at once in one process, each in its own thread and CUDA stream, each
+    for `mode.probe_s` seconds' worth of steps at its eager solo rate (2 on a GPU), all
+    starting together after a warm-up. The table's runs are processes, which take turns on the
+    GPU (its packing, `solo_s` over the wall time, was 1.18x on 2026-11-29); kernels from one
+    process's streams can run side by side. This measures how much more of the GPU that sharing would use before
+    anyone builds a worker that trains several runs. Eager only: a CUDA-graph capture or a
+    compile in one thread would stall or break the others."""
+    rates = {r["model"]: r["examples_per_s"] for r in solo if r.get("examples_per_s")
+             and not r.get("compiled") and not r["cuda_graphs"] and r["batch_scale"] == 1}
+    names = [name for name in models if name in rates]
+    barrier = threading.Barrier(len(names), timeout=120)
+    tiny = dataclasses.replace(dataset, test_images=dataset.test_images[:10],
+                               test_labels=dataset.test_labels[:10])
+    rows: dict[str, dict[str, Any]] = {}
+
+    def one(name: str) -> None:
+        spec = spec_for(name, mode)
+        book = config_for(name, mode, device.type, False)
+        warm = 2 if mode.name == "smoke" else 5 if spec.input_size > 100 else 20
+        steps = warm * max(1, round(rates[name] * mode.probe_s / book.batch_size / warm))
+        row = rows[name] = {"model": name, "steps": steps, "batch_size": book.batch_size}
+        per_epoch = max(1, len(tiny.train_labels) // book.batch_size)
+        epochs = -(-(warm + steps) // per_epoch)  # enough epochs to reach the last step
+
+        def on_event(event: dict[str, Any]) -> None:
+            if event["kind"] == "step" and event["step"] == warm:
+                barrier.wait()  # the timed steps start together
+                row["start"] = time.perf_counter()
+            elif event["kind"] == "step" and event["step"] == warm + steps:
+                row["end"] = time.perf_counter()  # a step event has read the losses: synced
+
+        config = book.replace(max_steps=warm + steps, epochs=max(book.epochs, epochs),
+                              log_every=warm, bn_recalibration=0)
+        stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        try:
+            with torch.cuda.stream(stream):  # None: the current stream, as on a CPU
+                train(spec, config, on_event=on_event, data=tiny)
+        except Exception as exc:  # noqa: BLE001 - reported in the row
+            row["error"] = f"{type(exc).__name__}: {exc}"
+        finally:
+            if "start" not in row:  # it never reached the barrier: the others must not wait
+                barrier.abort()
+
+    threads = [threading.Thread(target=one, args=(name,)) for name in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    done = [r for r in rows.values() if "start" in r and "end" in r]
+    probe: dict[str, Any] = {"rows": list(rows.values()), "models": len(names)}
+    if len(done) == len(names):
+        wall = max(r["end"] for r in done) - min(r["start"] for r in done)
+        work = sum(r["steps"] * r["batch_size"] / rates[r["model"]] for r in done)
+        began = min(r["start"] for r in done)
+        for r in done:
+            r["examples_per_s"] = round(r["steps"] * r["batch_size"] / (r["end"] - r["start"]), 1)
+            # seconds from the common start, for the report
+            r["start"], r["end"] = round(r["start"] - began, 3), round(r["end"] - began, 3)
+        probe |= {"wall_s": round(wall, 2), "solo_s": round(work, 2),
+                  "packed": round(work / wall, 2)}
+        print(f"  {len(names)} models in one process, one stream each: {work:.1f} s of solo "
+              f"work in {wall:.1f} s, {work / wall:.2f}x packed", flush=True)
+    else:
+        print("  the probe did not finish: " + "; ".join(
+            f"{r['model']} {r.get('error', 'no end')}" for r in rows.values()
+            if r not in done), flush=True)
+    return probe
+
+
+LEVER_PAYS = 1.1  # a solo speed-up this large (a ratio measured in one run) keeps its lever
+
+
+def levers_that_paid(report: dict[str, Any]) -> Levers:
+    """From an earlier report's solo timing (`solo_rows`): the presets that ran compiled or as
+    CUDA graphs at least LEVER_PAYS times as fast as eagerly, and the BatchNorm networks whose
+    larger batch did as well against the batch their table used, with that batch's scale.
+    What the full table takes.
+
+    Only BatchNorm networks, because of what a larger batch at a scaled lr cost on this
+    machine's CPU (`bench/schedules.py --batch-scales 1 2 --schedules anneal`, 10 epochs, test
+    accuracy for seeds 0 and 1): BN-LeNet kept its accuracy (batch 512 at lr 2: 0.897, 0.898;
+    the book's 256 at lr 1: 0.899, 0.894), while the two without it lost on every seed: LeNet
+    with sigmoids, still learning at its last epoch as AlexNet, VGG and NiN are in the book's
+    10 (0.792, 0.782 against 0.824, 0.826), and NiN-small (batch 512 at lr 0.1: 0.733, 0.555;
+    its recipe's 256 at 0.05: 0.748, 0.693). `--batch-scale` still names any run."""
+    solo = report.get("solo", [])
+    paid = [row for row in solo if row.get("over_eager", 0) >= LEVER_PAYS]
+    scales = {row["model"]: row["batch_scale"] for row in solo
+              if row.get("over_table_batch", 0) >= LEVER_PAYS and has_batch_norm(row["model"])}
+    return Levers(compiled=frozenset(row["model"] for row in paid if row.get("compiled")),
+                  graphed=frozenset(row["model"] for row in paid if row.get("cuda_graphs")),
+                  batch_scales=scales)
+
+
+def has_batch_norm(preset: str) -> bool:
+    with torch.device("meta"):  # the layers only: no memory, no weights drawn
+        return bool(batch_norm_modules(build(PRESETS[preset])))
