@@ -44,10 +44,14 @@ recipe, not yet measured on a GPU). `--levers-from gpu-quick.json` takes compile
 MXNet edition's table used 0.1), and `--extra nin=0.05` adds a run at that rate beside the
 book's, in the same table (one extra run per preset).
 
+`--in-process` trains the table's runs in threads of this process, one CUDA stream each
+(gpu_threads.py, an executor for the same JobManager), where kernels of different runs can
+share the GPU at once; eagerly, so it drops compile and CUDA graphs.
+
 This script checks the environment, parses the options and runs the phases; the rest is in
-three modules beside it: gpu_runs.py (what each run trains: modes, recipes, levers),
-gpu_solo.py (each model alone, which levers paid, the streams probe) and gpu_table.py (the
-table through the JobManager, its rows and the work it packed).
+four modules beside it: gpu_runs.py (what each run trains: modes, recipes, levers),
+gpu_solo.py (each model alone, which levers paid, the streams probe), gpu_table.py (the
+table through the JobManager, its rows and the work it packed) and gpu_threads.py.
 
 Run from the repository root:  python bench/gpu.py --mode quick --out results/
 """
@@ -273,6 +277,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--streams-probe", action="store_true",
                         help="after the solo phase, train the models at once in one process, "
                              "one CUDA stream each, for about 2 s of their solo work each")
+    parser.add_argument("--in-process", action="store_true",
+                        help="train the table's runs in threads of this process, one CUDA stream "
+                             "each, instead of worker processes (eagerly: compile and CUDA "
+                             "graphs are dropped)")
     parser.add_argument("--budget-s", type=float, help="cancel the table after this long")
     parser.add_argument("--runs-dir", type=Path,
                         help="run store for the table (default OUT/runs-MODE; it holds checkpoints)")
@@ -297,6 +305,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.solo_batch_scale is not None and not 1 <= args.solo_batch_scale <= 8:
         parser.error(f"--solo-batch-scale {args.solo_batch_scale}: expected a whole number "
                      "from 1 to 8, e.g. 2")
+    if args.in_process and (args.compile is not None or args.cuda_graphs is not None):
+        parser.error("--in-process trains eagerly: drop --compile and --cuda-graphs (levers "
+                     "from --levers-from are dropped for it)")
+    if args.in_process:
+        compiled, graphed = set(), set()
     if compiled & graphed:
         parser.error(f"--compile and --cuda-graphs both name {', '.join(sorted(compiled & graphed))}"
                      ": a run can use one of them")
@@ -339,14 +352,16 @@ def main(argv: list[str] | None = None) -> int:
         if device.type == "cuda":
             torch.cuda.empty_cache()  # leave the GPU to the table's workers
     slots = args.slots or (len(entries) if device.type == "cuda" else 1)
-    print(f"the table: {len(entries)} runs queued at once, {slots} slots"
+    print(f"the table: {len(entries)} runs queued at once, {slots} slots, "
+          + ("in threads of this process, one CUDA stream each" if args.in_process
+             else "a worker process each")
           + "".join(f"; {e.label} at lr {e.lr:g} (the book's {textbook_config(e.preset).lr:g})"
                     for e in entries if e.lr is not None)
           + "".join(f"; {name} at {k}x the book's batch and lr"
                     for name, k in levers.batch_scales.items()), flush=True)
     runs_dir = args.runs_dir or args.out / f"runs-{mode.name}"
     table = run_table(entries, mode, device, runs_dir, slots, levers, args.schedule,
-                      args.budget_s or mode.budget_s)
+                      args.budget_s or mode.budget_s, args.in_process)
     table["solo_s"] = solo_seconds(table["rows"], report.get("solo") or earlier_solo)
     report["table"] = table
     routed = all(r["device"] == ("cuda:0" if device.type == "cuda" else "cpu")

@@ -16,6 +16,7 @@ from cnnlab.training import data as cnndata
 from cnnlab.training import resources
 from cnnlab.training.loop import train
 from gpu_runs import Levers, Mode, config_for, spec_for
+from gpu_threads import own_stream
 
 
 def solo_rate(name: str, mode: Mode, device: torch.device, dataset: cnndata.FashionMNIST,
@@ -130,9 +131,8 @@ def streams_probe(models: list[str], mode: Mode, device: torch.device,
 
         config = book.replace(max_steps=warm + steps, epochs=max(book.epochs, epochs),
                               log_every=warm, bn_recalibration=0)
-        stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         try:
-            with torch.cuda.stream(stream):  # None: the current stream, as on a CPU
+            with own_stream(str(device)):
                 train(spec, config, on_event=on_event, data=tiny)
         except Exception as exc:  # noqa: BLE001 - reported in the row
             row["error"] = f"{type(exc).__name__}: {exc}"

@@ -17,16 +17,20 @@ from cnnlab.training import data as cnndata
 from cnnlab.training.recipes import TEXTBOOK_RESULTS, textbook_config
 from cnnlab.views.inside import evaluate_images, load_run_model, run_spec
 from gpu_runs import Entry, Levers, Mode, spec_for
+from gpu_threads import InProcessThreads
 
 
 def run_table(entries: list[Entry], mode: Mode, device: torch.device, runs_dir: Path,
-              slots: int, levers: Levers, schedule: str, budget_s: float) -> dict[str, Any]:
-    """Queue every run at once through the JobManager; wait (cancelling at the budget)."""
+              slots: int, levers: Levers, schedule: str, budget_s: float,
+              in_process: bool = False) -> dict[str, Any]:
+    """Queue every run at once through the JobManager; wait (cancelling at the budget). The
+    runs train in worker processes, as the app's do, or with `in_process` in threads here."""
     store = RunStore(runs_dir)
     cuda = device.type == "cuda"
     # All `slots` runs may share the GPU (the memory budget still applies), as a class's would.
     manager = JobManager(store, cpu_slots=0 if cuda else slots, gpu_slots=slots if cuda else 0,
-                         runs_per_gpu=max(1, slots), poll_interval=0.2)
+                         runs_per_gpu=max(1, slots), poll_interval=0.2,
+                         executor=InProcessThreads() if in_process else None)
     start = time.time()
     ids = {e.label: manager.submit(e.preset, spec_for(e.preset, mode),
                                    levers.config(e, mode, "auto", schedule),
@@ -51,7 +55,7 @@ def run_table(entries: list[Entry], mode: Mode, device: torch.device, runs_dir: 
     runs = {name: store.get(run_id) for name, run_id in ids.items()}
     test = cnndata.load_fashion_mnist(source=mode.data)  # for the classes each run predicts
     return {"wall_s": round(max(r.finished_at or start for r in runs.values()) - start, 1),
-            "slots": slots, "overlap": max_overlap(list(runs.values())),
+            "slots": slots, "executor": "threads" if in_process else "processes", "overlap": max_overlap(list(runs.values())),
             "rows": [table_row(e, runs[e.label], store.metrics(runs[e.label].id, kind="epoch"),
                                store.metrics(runs[e.label].id, kind="step")[:1])
                      | predicted_classes(store, runs[e.label], test, device)

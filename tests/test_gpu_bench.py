@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import time
@@ -13,7 +14,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from cnnlab.runs.store import RunStore
+from cnnlab.arch.presets import PRESETS
+from cnnlab.runs.jobs import JobManager
+from cnnlab.runs.store import RunStore, Status
+from cnnlab.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -90,7 +94,7 @@ def bench(monkeypatch):
     """bench/gpu.py's modules (bench/ is scripts, not a package), imported from bench/."""
     monkeypatch.syspath_prepend(str(ROOT / "bench"))
     return SimpleNamespace(**{name: importlib.import_module(f"gpu_{name}")
-                              for name in ("runs", "solo", "table")})
+                              for name in ("runs", "solo", "table", "threads")})
 
 
 def test_the_full_table_takes_the_levers_whose_solo_timing_gained(bench):
@@ -189,6 +193,7 @@ def test_the_solo_seconds_add_each_runs_steps_at_its_own_solo_rate(bench):
     (["--batch-scale", "alexnet=two"], "--batch-scale alexnet=two"),
     (["--batch-scale", "lenet5=2"], "--batch-scale lenet5=2"),
     (["--solo-batch-scale", "9"], "--solo-batch-scale 9"),
+    (["--in-process", "--cuda-graphs", "resnet18"], "--in-process trains eagerly"),
 ])
 def test_a_bad_option_is_a_usage_error_naming_it(tmp_path, args, option):
     done = subprocess.run(
@@ -264,3 +269,65 @@ def test_a_probe_model_that_fails_early_does_not_leave_the_others_waiting(bench,
     assert errors["bn-lenet"] == "RuntimeError: CUDA error: out of memory"
     assert errors["alexnet"].startswith("BrokenBarrierError")
     assert "packed" not in probe
+
+
+@pytest.mark.slow
+def test_the_in_process_table_trains_its_runs_side_by_side_in_threads(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu.py"), "--mode", "smoke", "--no-solo",
+         "--slots", "2", "--models", "bn-lenet", "resnet18", "--in-process",
+         "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    table = json.loads((tmp_path / "gpu-smoke.json").read_text())["table"]
+    assert table["executor"] == "threads" and table["overlap"] == 2
+    assert [row["status"] for row in table["rows"]] == ["done", "done"]
+    runs = RunStore(tmp_path / "runs-smoke").list()
+    # both recorded by this one process (the bench's), as their worker
+    assert len({run.worker_pid for run in runs}) == 1 and runs[0].worker_pid
+    assert "in threads of this process" in done.stdout
+
+
+def test_a_run_in_a_thread_stops_at_its_cancel_flag(bench, tmp_path):
+    store = RunStore(tmp_path / "runs")
+    manager = JobManager(store, cpu_slots=1, gpu_slots=0, poll_interval=0.05,
+                         executor=bench.threads.InProcessThreads())
+    endless = TrainConfig(data="sample", batch_size=64, epochs=5000, log_every=5, device="cpu")
+    try:
+        run_id = manager.submit("bn-lenet", PRESETS["bn-lenet"], endless)
+        wait_until(lambda: store.get(run_id).status is Status.RUNNING
+                   and store.metrics(run_id, "step"))
+        assert store.get(run_id).worker_pid == os.getpid()  # this process trains it
+        asked = time.monotonic()
+        assert manager.cancel(run_id) is Status.RUNNING
+        wait_until(lambda: store.get(run_id).status.terminal)
+        run = store.get(run_id)
+        assert run.status is Status.CANCELLED and "by force" not in (run.message or "")
+        assert time.monotonic() - asked < 5  # record_run reads the flag every half second
+    finally:
+        manager.shutdown(wait=True, cancel=True)
+
+
+def test_a_thread_that_cannot_start_training_fails_its_run_with_the_reason(bench, tmp_path):
+    store = RunStore(tmp_path / "runs")
+    manager = JobManager(store, cpu_slots=0, gpu_slots=0)  # queues, starts nothing
+    config = TrainConfig(data="sample", batch_size=64, epochs=1, device="cpu")
+    try:
+        run_id = manager.submit("bn-lenet", PRESETS["bn-lenet"], config)
+    finally:
+        manager.shutdown()
+    executor = bench.threads.InProcessThreads()
+    executor.start(store, run_id, "cuda:0")  # this machine has no GPU for the thread's stream
+    wait_until(lambda: store.get(run_id).status.terminal)
+    run = store.get(run_id)
+    assert run.status is Status.FAILED and run.message.startswith("training thread error: ")
+    wait_until(lambda: not executor.running())
+    executor.poll(store)
+    assert executor.pids() == set() and store.get(run_id).message == run.message
+
+
+def wait_until(condition, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)

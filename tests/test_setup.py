@@ -4,6 +4,7 @@ subset) and the book's init."""
 from __future__ import annotations
 
 import math
+import threading
 
 import pytest
 import torch
@@ -47,3 +48,24 @@ def test_the_book_init_is_xavier_uniform_weights_and_zero_biases(name: str) -> N
             assert torch.count_nonzero(layer.bias) == 0
     same = make_model(PRESETS[name], seed=3).state_dict()
     assert all(torch.equal(v, same[k]) for k, v in model.state_dict().items())
+
+
+def test_runs_starting_together_in_threads_each_get_their_seeds_weights() -> None:
+    # Ray tasks and bench/gpu.py --in-process start runs in threads of one process, and the
+    # init draws from torch's one global generator.
+    seeds = list(range(6))
+    alone = {seed: make_model(PRESETS["resnet18"], seed).state_dict() for seed in seeds}
+    together: dict[int, dict[str, torch.Tensor]] = {}
+    start = threading.Barrier(len(seeds))
+
+    def build(seed: int) -> None:
+        start.wait()
+        together[seed] = make_model(PRESETS["resnet18"], seed).state_dict()
+
+    threads = [threading.Thread(target=build, args=(seed,)) for seed in seeds]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for seed in seeds:
+        assert all(torch.equal(v, together[seed][k]) for k, v in alone[seed].items()), seed

@@ -9,6 +9,7 @@ subset) are asked here too: TrainConfig checks values, not machines.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -126,12 +127,18 @@ def init_cnn(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
+# Seeding and drawing the initial weights go through torch's one global generator; runs that
+# start together in threads of one process (Ray tasks, bench/gpu.py --in-process) take turns.
+_INIT_LOCK = threading.Lock()
+
+
 def make_model(spec: Spec, seed: int) -> nn.Module:
     """The spec's network, initialised from `seed` on the CPU, so a seed gives the same weights
-    whatever device trains it."""
-    torch.manual_seed(seed)
-    model = build(spec)
-    model.apply(init_cnn)
+    whatever device trains it, and whichever other thread starts a run at the same time."""
+    with _INIT_LOCK:
+        torch.manual_seed(seed)
+        model = build(spec)
+        model.apply(init_cnn)
     return model
 
 
