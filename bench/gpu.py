@@ -84,8 +84,8 @@ from cnnlab.training.config import SCHEDULES, ConfigError, TrainConfig  # noqa: 
 from cnnlab.training.recipes import textbook_config  # noqa: E402
 from cnnlab.training.setup import resolve_device  # noqa: E402
 from gpu_runs import MODES, TABLE, Levers, entries_for  # noqa: E402
-from gpu_solo import (LEVER_PAYS, has_batch_norm, levers_that_paid, solo_rows,  # noqa: E402
-                      streams_probe)
+from gpu_solo import (LEVER_PAYS, forecast, has_batch_norm, levers_that_paid,  # noqa: E402
+                      print_forecast, solo_rows, streams_probe)
 from gpu_table import print_table, print_work, run_table, solo_seconds  # noqa: E402
 
 
@@ -348,6 +348,10 @@ def main(argv: list[str] | None = None) -> int:
             report["streams_probe"] = streams_probe(args.models, mode, device, dataset,
                                                     report["solo"])
             save()
+        report["forecast"] = forecast(args.models, report["solo"], report.get("streams_probe"),
+                                      levers_that_paid(report))
+        print_forecast(report["forecast"], report.get("streams_probe", {}).get("packed"), mode)
+        save()
         del dataset
         if device.type == "cuda":
             torch.cuda.empty_cache()  # leave the GPU to the table's workers

@@ -14,7 +14,9 @@ from cnnlab.arch.models import batch_norm_modules, build
 from cnnlab.arch.presets import PRESETS
 from cnnlab.training import data as cnndata
 from cnnlab.training import resources
+from cnnlab.training.files import FULL_SIZES
 from cnnlab.training.loop import train
+from cnnlab.training.recipes import textbook_config
 from gpu_runs import Levers, Mode, config_for, spec_for
 from gpu_threads import own_stream
 
@@ -194,3 +196,59 @@ def levers_that_paid(report: dict[str, Any]) -> Levers:
 def has_batch_norm(preset: str) -> bool:
     with torch.device("meta"):  # the layers only: no memory, no weights drawn
         return bool(batch_norm_modules(build(PRESETS[preset])))
+
+
+# The worker processes' table of 2026-11-29 packed 270.4 s of solo work into 228.4 s of wall
+# time (README, "Where the 228 s went").
+PROCESS_PACKING = 1.18
+
+
+def forecast(models: list[str], solo: list[dict[str, Any]], probe: dict[str, Any] | None,
+             levers: Levers) -> dict[str, Any]:
+    """What the full table would take, from a quick report's solo rates: each model's 10
+    epochs at its rate, added up and divided by how well each way of sharing the GPU packed
+    (worker processes with `levers`: PROCESS_PACKING; one process, eagerly: the probe's).
+    A guide for choosing the second call's options in the seconds between two device calls,
+    not a measurement; None for a way a rate is missing for."""
+    def rate(name: str, compiled: bool, graphed: bool, scale: int) -> float | None:
+        """The rate timed that way, else at that batch another way, else the model's last."""
+        rows = [r for r in solo if r["model"] == name and r.get("examples_per_s")]
+        rows = [r for r in rows if r["batch_scale"] == scale] or rows
+        exact = [r for r in rows if (bool(r.get("compiled")), bool(r["cuda_graphs"]))
+                 == (compiled, graphed)]
+        return (exact or rows or [{}])[-1].get("examples_per_s")
+
+    leveled_s, eager_s = [], []
+    for name in models:
+        book = textbook_config(name)
+        batch = book.batch_size * levers.scale(name)
+        examples = book.epochs * (FULL_SIZES[0] // batch) * batch  # short batches sit out
+        leveled = rate(name, name in levers.compiled, name in levers.graphed, levers.scale(name))
+        eager = rate(name, False, False, 1)
+        leveled_s.append(examples / leveled if leveled else None)
+        eager_s.append(examples / eager if eager else None)
+    processes, threads = total(leveled_s), total(eager_s)
+    packed = (probe or {}).get("packed")
+    return {"processes_solo_s": processes,
+            "processes_s": round(processes / PROCESS_PACKING, 1) if processes else None,
+            "threads_solo_s": threads,
+            "threads_s": round(threads / packed, 1) if threads and packed else None}
+
+
+def total(seconds: list[float | None]) -> float | None:
+    return None if not seconds or None in seconds else round(sum(seconds), 1)
+
+
+def print_forecast(guess: dict[str, Any], packed: float | None, mode: Mode) -> None:
+    def say(seconds: float | None, solo_s: float | None, over: str) -> str:
+        return f"{seconds:.0f} s ({solo_s:.0f} s of solo work over {over})" if seconds else "-"
+
+    smoke = "; smoke mode: the rates of small networks" if mode.width != 1.0 else ""
+    print(f"forecast for the full table, from these solo rates (a guide, not a measurement"
+          f"{smoke}):\n"
+          "  worker processes with the levers that paid: "
+          + say(guess["processes_s"], guess["processes_solo_s"],
+                f"{PROCESS_PACKING}x, the 2026-11-29 packing")
+          + "\n  one process, one CUDA stream each (--in-process, eager): "
+          + say(guess["threads_s"], guess["threads_solo_s"], f"the probe's {packed}x"),
+          flush=True)

@@ -52,6 +52,9 @@ def test_smoke_mode_runs_every_phase_and_writes_its_report(tmp_path):
     assert report["solo"][2]["over_eager"] > 0 and "over_eager" not in report["solo"][1]
     assert report["solo"][3]["over_table_batch"] > 0
     assert not any("over_table_batch" in row for row in report["solo"][:3])
+    # from those rates, a guess at the full table's time; one process's needs --streams-probe
+    assert report["forecast"]["processes_s"] > 0 and report["forecast"]["threads_s"] is None
+    assert "forecast for the full table" in done.stdout
 
     table = report["table"]
     assert [row["model"] for row in table["rows"]] == ["bn-lenet", "resnet18", "bn-lenet lr 0.5"]
@@ -331,3 +334,29 @@ def wait_until(condition, timeout: float = 60) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
+
+
+def test_the_forecast_adds_each_models_ten_epochs_at_its_rate_over_each_ways_packing(bench):
+    solo = [
+        {"model": "alexnet", "compiled": False, "cuda_graphs": False, "batch_scale": 1,
+         "examples_per_s": 20000.0},
+        {"model": "alexnet", "compiled": True, "cuda_graphs": False, "batch_scale": 1,
+         "examples_per_s": 30000.0},
+        {"model": "resnet18", "compiled": False, "cuda_graphs": False, "batch_scale": 1,
+         "examples_per_s": 10000.0},
+        {"model": "resnet18", "compiled": False, "cuda_graphs": True, "batch_scale": 1,
+         "examples_per_s": 12000.0},
+        {"model": "resnet18", "compiled": False, "cuda_graphs": True, "batch_scale": 2,
+         "examples_per_s": 16000.0}]
+    levers = bench.runs.Levers(compiled=frozenset({"alexnet"}), graphed=frozenset({"resnet18"}),
+                               batch_scales={"resnet18": 2})
+    # 10 epochs of full batches: 468 of 128 and 117 of 512 both make 599,040 examples
+    guess = bench.solo.forecast(["alexnet", "resnet18"], solo, {"packed": 2.5}, levers)
+    assert guess["processes_solo_s"] == round(599040 / 30000 + 599040 / 16000, 1) == 57.4
+    assert guess["processes_s"] == round(57.4 / bench.solo.PROCESS_PACKING, 1)
+    assert guess["threads_solo_s"] == round(599040 / 20000 + 599040 / 10000, 1) == 89.9
+    assert guess["threads_s"] == round(89.9 / 2.5, 1)
+    # no probe: no forecast for one process; a model with no rate: none at all
+    assert bench.solo.forecast(["alexnet"], solo, None, levers)["threads_s"] is None
+    assert bench.solo.forecast(["nin"], solo, {"packed": 2.0}, levers) == {
+        "processes_solo_s": None, "processes_s": None, "threads_solo_s": None, "threads_s": None}
