@@ -1,5 +1,6 @@
 """Each model alone on the device, for `bench/gpu.py`: its examples/s eagerly and with each
-lever, which levers paid, and the streams probe (all the models at once in this one process)."""
+lever, which levers paid, the streams probe (all the models at once in this one process), and
+from those rates a forecast of the full table each way of sharing the GPU."""
 
 from __future__ import annotations
 
@@ -178,8 +179,8 @@ def levers_that_paid(report: dict[str, Any]) -> Levers:
     What the full table takes.
 
     Only BatchNorm networks, because of what a larger batch at a scaled lr cost on this
-    machine's CPU (`bench/schedules.py --batch-scales 1 2 --schedules anneal`, 10 epochs, test
-    accuracy for seeds 0 and 1): BN-LeNet kept its accuracy (batch 512 at lr 2: 0.897, 0.898;
+    machine's CPU (`bench/schedules.py --batch-scales 1 2 --schedules anneal`, each recipe's
+    epochs, test accuracy for seeds 0 and 1): BN-LeNet kept its accuracy (batch 512 at lr 2: 0.897, 0.898;
     the book's 256 at lr 1: 0.899, 0.894), while the two without it lost on every seed: LeNet
     with sigmoids, still learning at its last epoch as AlexNet, VGG and NiN are in the book's
     10 (0.792, 0.782 against 0.824, 0.826), and NiN-small (batch 512 at lr 0.1: 0.733, 0.555;
