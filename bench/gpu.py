@@ -68,6 +68,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE), HERE]
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import shutil  # noqa: E402
@@ -83,7 +84,7 @@ from cnnlab.training import resources  # noqa: E402
 from cnnlab.training.config import SCHEDULES, ConfigError, TrainConfig  # noqa: E402
 from cnnlab.training.recipes import textbook_config  # noqa: E402
 from cnnlab.training.setup import resolve_device  # noqa: E402
-from gpu_runs import MODES, TABLE, Levers, entries_for  # noqa: E402
+from gpu_runs import MODES, TABLE, Entry, Levers, Mode, entries_for  # noqa: E402
 from gpu_solo import (LEVER_PAYS, forecast, has_batch_norm, levers_that_paid,  # noqa: E402
                       print_forecast, solo_rows, streams_probe)
 from gpu_table import print_table, print_work, run_table, solo_seconds  # noqa: E402
@@ -241,7 +242,20 @@ def named(models: list[str], option: list[str] | None) -> set[str]:
 # ---------------------------------------------------------------- main
 
 
-def main(argv: list[str] | None = None) -> int:
+@dataclasses.dataclass
+class Plan:
+    """What one invocation does, from its options: the mode, the table's runs, their levers."""
+
+    args: argparse.Namespace
+    mode: Mode
+    entries: list[Entry]
+    lrs: dict[str, float]  # --lr
+    levers: Levers
+    earlier_solo: list[dict[str, Any]]  # --levers-from's solo rows, for the table's work sum
+
+
+def parse_plan(argv: list[str] | None) -> Plan:
+    """The options, understood and checked; a bad one stops with a usage error naming it."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=list(MODES), default="quick")
     parser.add_argument("--out", type=Path, required=True, help="folder for gpu-MODE.json")
@@ -285,10 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs-dir", type=Path,
                         help="run store for the table (default OUT/runs-MODE; it holds checkpoints)")
     args = parser.parse_args(argv)
-    mode = MODES[args.mode]
     lrs = learning_rates(parser, "--lr", args.lr)
     entries = entries_for(args.models, lrs, learning_rates(parser, "--extra", args.extra))
-    device = resolve_device("auto")
     compiled, graphed = named(args.models, args.compile), named(args.models, args.cuda_graphs)
     scales, earlier_solo = {}, []
     if args.levers_from:
@@ -315,10 +327,44 @@ def main(argv: list[str] | None = None) -> int:
                      ": a run can use one of them")
     levers = Levers(frozenset(compiled), frozenset(graphed),
                     {name: k for name, k in scales.items() if name in args.models and k != 1})
+    return Plan(args, MODES[args.mode], entries, lrs, levers, earlier_solo)
+
+
+def solo_phase(plan: Plan, device: torch.device, report: dict[str, Any], save) -> None:
+    """Each model alone (and, asked, the streams probe), then the forecast of the full table;
+    the report is saved after each model."""
+    args, mode, levers = plan.args, plan.mode, plan.levers
+    print("each model alone", flush=True)
+    dataset = cnndata.load_fashion_mnist(source=mode.data)
+    report["solo"] = []
+    for name in args.models:  # saved after each model: a call that runs out keeps them
+        report["solo"] += solo_rows(name, mode, device, dataset, name in levers.compiled,
+                                    name in levers.graphed, levers.scale(name),
+                                    args.solo_batch_scale if has_batch_norm(name) else None)
+        save()
+    if args.streams_probe:
+        print("one process, one CUDA stream per model", flush=True)
+        report["streams_probe"] = streams_probe(args.models, mode, device, dataset,
+                                                report["solo"])
+        save()
+    report["forecast"] = forecast(args.models, report["solo"], report.get("streams_probe"),
+                                  levers_that_paid(report))
+    print_forecast(report["forecast"], report.get("streams_probe", {}).get("packed"), mode)
+    save()
+    del dataset
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # leave the GPU to the table's workers
+
+
+def main(argv: list[str] | None = None) -> int:
+    plan = parse_plan(argv)
+    args, mode, entries, levers = plan.args, plan.mode, plan.entries, plan.levers
+    device = resolve_device("auto")
     args.out.mkdir(parents=True, exist_ok=True)  # only once every option is understood
-    report: dict[str, Any] = {"mode": mode.name, "compile": sorted(compiled),
-                              "cuda_graphs": sorted(graphed), "batch_scales": levers.batch_scales,
-                              "schedule": args.schedule, "lr": lrs,
+    report: dict[str, Any] = {"mode": mode.name, "compile": sorted(levers.compiled),
+                              "cuda_graphs": sorted(levers.graphed),
+                              "batch_scales": levers.batch_scales,
+                              "schedule": args.schedule, "lr": plan.lrs,
                               "extra": [e.label for e in entries[len(args.models):]],
                               "models": args.models}
     path = args.out / f"gpu-{mode.name}.json"
@@ -335,26 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     report["checks"] = device_checks(device)
     save()
     if mode.solo and not args.no_solo:
-        print("each model alone", flush=True)
-        dataset = cnndata.load_fashion_mnist(source=mode.data)
-        report["solo"] = []
-        for name in args.models:  # saved after each model: a call that runs out keeps them
-            report["solo"] += solo_rows(name, mode, device, dataset, name in compiled,
-                                        name in graphed, levers.scale(name),
-                                        args.solo_batch_scale if has_batch_norm(name) else None)
-            save()
-        if args.streams_probe:
-            print("one process, one CUDA stream per model", flush=True)
-            report["streams_probe"] = streams_probe(args.models, mode, device, dataset,
-                                                    report["solo"])
-            save()
-        report["forecast"] = forecast(args.models, report["solo"], report.get("streams_probe"),
-                                      levers_that_paid(report))
-        print_forecast(report["forecast"], report.get("streams_probe", {}).get("packed"), mode)
-        save()
-        del dataset
-        if device.type == "cuda":
-            torch.cuda.empty_cache()  # leave the GPU to the table's workers
+        solo_phase(plan, device, report, save)
     slots = args.slots or (len(entries) if device.type == "cuda" else 1)
     print(f"the table: {len(entries)} runs queued at once, {slots} slots, "
           + ("in threads of this process, one CUDA stream each" if args.in_process
@@ -366,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     runs_dir = args.runs_dir or args.out / f"runs-{mode.name}"
     table = run_table(entries, mode, device, runs_dir, slots, levers, args.schedule,
                       args.budget_s or mode.budget_s, args.in_process)
-    table["solo_s"] = solo_seconds(table["rows"], report.get("solo") or earlier_solo)
+    table["solo_s"] = solo_seconds(table["rows"], report.get("solo") or plan.earlier_solo)
     report["table"] = table
     routed = all(r["device"] == ("cuda:0" if device.type == "cuda" else "cpu")
                  for r in table["rows"])
