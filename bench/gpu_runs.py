@@ -8,7 +8,7 @@ import dataclasses
 from cnnlab.arch.presets import PRESETS
 from cnnlab.arch.specs import Spec
 from cnnlab.training.config import TrainConfig
-from cnnlab.training.recipes import TEXTBOOK_RESULTS, textbook_config
+from cnnlab.training.recipes import TEXTBOOK_RESULTS, scaled_batch, textbook_config
 
 TABLE = list(TEXTBOOK_RESULTS)  # the chapter's eight runs, in the book's order
 
@@ -48,8 +48,7 @@ def config_for(name: str, mode: Mode, device: str, compile: bool,
     """The textbook's recipe for `name`, shortened as the mode says; `schedule` "cosine" decays
     the book's learning rate to zero over the run instead of holding it, "anneal" holds it for
     four fifths of the steps and then decays it; `batch_scale` multiplies the batch size and
-    the book's lr alike (the linear scaling rule: Goyal et al. 2017, "Accurate, Large Minibatch
-    SGD"); `lr` replaces the lr, scaled or not."""
+    the book's lr alike (recipes.scaled_batch); `lr` replaces the lr, scaled or not."""
     config = textbook_config(name).replace(data=mode.data, device=device, compile=compile,
                                            max_steps=mode.max_steps, schedule=schedule,
                                            cuda_graphs=graphs and device != "cpu")
@@ -57,8 +56,7 @@ def config_for(name: str, mode: Mode, device: str, compile: bool,
         config = config.replace(epochs=mode.epochs)
     if mode.data == "sample":  # small batches, so even a few steps see several of them
         config = config.replace(batch_size=min(config.batch_size, 32), bn_recalibration=2)
-    config = config.replace(batch_size=config.batch_size * batch_scale,
-                            lr=config.lr * batch_scale)
+    config = scaled_batch(config, batch_scale)
     if lr is not None:
         config = config.replace(lr=lr)
     return config

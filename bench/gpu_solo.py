@@ -13,6 +13,7 @@ import torch
 
 from cnnlab.arch.models import batch_norm_modules, build
 from cnnlab.arch.presets import PRESETS
+from cnnlab.arch.specs import Spec
 from cnnlab.training import data as cnndata
 from cnnlab.training import resources
 from cnnlab.training.files import FULL_SIZES
@@ -22,24 +23,45 @@ from gpu_runs import Levers, Mode, config_for, spec_for
 from gpu_threads import own_stream
 
 
+def warmup_steps(spec: Spec, mode: Mode) -> int:
+    """Steps before timing starts (cuDNN picks its kernels; compile compiles), which are also
+    the steps between two timed step events."""
+    return 2 if mode.name == "smoke" else 5 if spec.input_size > 100 else 20
+
+
+def timing_data(dataset: cnndata.FashionMNIST) -> cnndata.FashionMNIST:
+    """The training split with 10 test images: what is timed is training, not evaluation."""
+    return dataclasses.replace(dataset, test_images=dataset.test_images[:10],
+                               test_labels=dataset.test_labels[:10])
+
+
+def timed_rate(solo: list[dict[str, Any]], model: str, compiled: bool, graphed: bool,
+               **batch: int) -> float | None:
+    """The examples/s `solo` (rows of `solo_rate`) timed for `model` at `batch` (batch_size=N
+    or batch_scale=K; none given: any), compiled and as CUDA graphs as asked, or else timed
+    another way at that batch; None when nothing was timed at that batch."""
+    rows = [r for r in solo if r["model"] == model and r.get("examples_per_s")
+            and all(r[key] == value for key, value in batch.items())]
+    exact = [r for r in rows if (bool(r.get("compiled")), bool(r["cuda_graphs"]))
+             == (compiled, graphed)]
+    return (exact or rows or [{}])[-1].get("examples_per_s")
+
+
 def solo_rate(name: str, mode: Mode, device: torch.device, dataset: cnndata.FashionMNIST,
               compile: bool, graphs: bool = False, batch_scale: int = 1) -> dict[str, Any]:
     """Training examples/s of one model alone after warm-up, and its peak memory on a GPU."""
     spec = spec_for(name, mode)
-    big = spec.input_size > 100
-    interval = 2 if mode.name == "smoke" else 5 if big else 20  # steps per timed interval
+    interval = warmup_steps(spec, mode)  # steps per timed interval
     intervals = 2 if mode.name == "smoke" else 4
     # The first interval warms up (cuDNN picks its kernels; compile compiles): not timed.
     config = config_for(name, mode, device.type, compile, graphs=graphs,
                         batch_scale=batch_scale).replace(
         max_steps=interval * (1 + intervals), log_every=interval, bn_recalibration=0)
-    tiny = dataclasses.replace(dataset, test_images=dataset.test_images[:10],
-                               test_labels=dataset.test_labels[:10])  # evaluation is not timed
     events: list[dict[str, Any]] = []
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    result = train(spec, config, on_event=events.append, data=tiny)
+    result = train(spec, config, on_event=events.append, data=timing_data(dataset))
     timed = [e for e in events if e["kind"] == "step" and e["step"] > interval]
     seconds = sum(interval * config.batch_size / e["examples_per_s"] for e in timed)
     row: dict[str, Any] = {
@@ -105,21 +127,20 @@ def streams_probe(models: list[str], mode: Mode, device: torch.device,
     for `mode.probe_s` seconds' worth of steps at its eager solo rate (2 on a GPU), all
     starting together after a warm-up. The table's runs are processes, which take turns on the
     GPU (its packing, `solo_s` over the wall time, was 1.18x on 2026-11-29); kernels from one
-    process's streams can run side by side. This measures how much more of the GPU that sharing would use before
-    anyone builds a worker that trains several runs. Eager only: a CUDA-graph capture or a
-    compile in one thread would stall or break the others."""
-    rates = {r["model"]: r["examples_per_s"] for r in solo if r.get("examples_per_s")
-             and not r.get("compiled") and not r["cuda_graphs"] and r["batch_scale"] == 1}
-    names = [name for name in models if name in rates]
+    process's streams can run side by side. This measures how much more of the GPU that
+    sharing uses, which `--in-process` trains the table with. Eager only: a CUDA-graph capture
+    or a compile in one thread would stall or break the others."""
+    rates = {name: rate for name in models
+             if (rate := timed_rate(solo, name, False, False, batch_scale=1))}
+    names = list(rates)
     barrier = threading.Barrier(len(names), timeout=120)
-    tiny = dataclasses.replace(dataset, test_images=dataset.test_images[:10],
-                               test_labels=dataset.test_labels[:10])
+    tiny = timing_data(dataset)
     rows: dict[str, dict[str, Any]] = {}
 
     def one(name: str) -> None:
         spec = spec_for(name, mode)
         book = config_for(name, mode, device.type, False)
-        warm = 2 if mode.name == "smoke" else 5 if spec.input_size > 100 else 20
+        warm = warmup_steps(spec, mode)
         steps = warm * max(1, round(rates[name] * mode.probe_s / book.batch_size / warm))
         row = rows[name] = {"model": name, "steps": steps, "batch_size": book.batch_size}
         per_epoch = max(1, len(tiny.train_labels) // book.batch_size)
@@ -178,13 +199,10 @@ def levers_that_paid(report: dict[str, Any]) -> Levers:
     larger batch did as well against the batch their table used, with that batch's scale.
     What the full table takes.
 
-    Only BatchNorm networks, because of what a larger batch at a scaled lr cost on this
-    machine's CPU (`bench/schedules.py --batch-scales 1 2 --schedules anneal`, each recipe's
-    epochs, test accuracy for seeds 0 and 1): BN-LeNet kept its accuracy (batch 512 at lr 2: 0.897, 0.898;
-    the book's 256 at lr 1: 0.899, 0.894), while the two without it lost on every seed: LeNet
-    with sigmoids, still learning at its last epoch as AlexNet, VGG and NiN are in the book's
-    10 (0.792, 0.782 against 0.824, 0.826), and NiN-small (batch 512 at lr 0.1: 0.733, 0.555;
-    its recipe's 256 at 0.05: 0.748, 0.693). `--batch-scale` still names any run."""
+    Only BatchNorm networks: on this machine's CPU twice the batch and lr kept BN-LeNet's
+    accuracy and cost LeNet and NiN-small theirs on every seed (README, "Where the 228 s
+    went"; `bench/schedules.py --batch-scales 1 2`); AlexNet, VGG and NiN, like those two, are
+    still learning at their last epoch. `--batch-scale` still names any run."""
     solo = report.get("solo", [])
     paid = [row for row in solo if row.get("over_eager", 0) >= LEVER_PAYS]
     scales = {row["model"]: row["batch_scale"] for row in solo
@@ -212,12 +230,9 @@ def forecast(models: list[str], solo: list[dict[str, Any]], probe: dict[str, Any
     A guide for choosing the second call's options in the seconds between two device calls,
     not a measurement; None for a way a rate is missing for."""
     def rate(name: str, compiled: bool, graphed: bool, scale: int) -> float | None:
-        """The rate timed that way, else at that batch another way, else the model's last."""
-        rows = [r for r in solo if r["model"] == name and r.get("examples_per_s")]
-        rows = [r for r in rows if r["batch_scale"] == scale] or rows
-        exact = [r for r in rows if (bool(r.get("compiled")), bool(r["cuda_graphs"]))
-                 == (compiled, graphed)]
-        return (exact or rows or [{}])[-1].get("examples_per_s")
+        # at another batch when that one was not timed (a quick run given --batch-scale)
+        return (timed_rate(solo, name, compiled, graphed, batch_scale=scale)
+                or timed_rate(solo, name, compiled, graphed))
 
     leveled_s, eager_s = [], []
     for name in models:

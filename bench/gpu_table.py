@@ -17,6 +17,7 @@ from cnnlab.training import data as cnndata
 from cnnlab.training.recipes import TEXTBOOK_RESULTS, textbook_config
 from cnnlab.views.inside import evaluate_images, load_run_model, run_spec
 from gpu_runs import Entry, Levers, Mode, spec_for
+from gpu_solo import timed_rate
 from gpu_threads import InProcessThreads
 
 
@@ -55,7 +56,8 @@ def run_table(entries: list[Entry], mode: Mode, device: torch.device, runs_dir: 
     runs = {name: store.get(run_id) for name, run_id in ids.items()}
     test = cnndata.load_fashion_mnist(source=mode.data)  # for the classes each run predicts
     return {"wall_s": round(max(r.finished_at or start for r in runs.values()) - start, 1),
-            "slots": slots, "executor": "threads" if in_process else "processes", "overlap": max_overlap(list(runs.values())),
+            "slots": slots, "executor": "threads" if in_process else "processes",
+            "overlap": max_overlap(list(runs.values())),
             "rows": [table_row(e, runs[e.label], store.metrics(runs[e.label].id, kind="epoch"),
                                store.metrics(runs[e.label].id, kind="step")[:1])
                      | predicted_classes(store, runs[e.label], test, device)
@@ -170,18 +172,13 @@ def solo_seconds(rows: list[dict[str, Any]], solo: list[dict[str, Any]]) -> floa
     or not as the run was, or without that match another one at its batch size (from
     --levers-from, a larger batch is timed only as the quick table ran it). None when a run has
     no solo rate at its batch size."""
-    def how(row: dict[str, Any]) -> tuple[bool, bool]:
-        return bool(row.get("compiled")), bool(row["cuda_graphs"])
-
     total = 0.0
     for row in rows:
-        same_batch = [r for r in solo if r["model"] == row["preset"]
-                      and r["batch_size"] == row["batch_size"] and r.get("examples_per_s")]
-        exact = [r for r in same_batch if how(r) == how(row)]
-        timed = exact or same_batch
-        if not timed or not row.get("steps"):
+        rate = timed_rate(solo, row["preset"], bool(row.get("compiled")),
+                          bool(row["cuda_graphs"]), batch_size=row["batch_size"])
+        if not rate or not row.get("steps"):
             return None
-        total += row["steps"] * row["batch_size"] / timed[-1]["examples_per_s"]
+        total += row["steps"] * row["batch_size"] / rate
     return round(total, 1)
 
 

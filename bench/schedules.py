@@ -33,7 +33,7 @@ from cnnlab.arch.presets import PRESETS  # noqa: E402
 from cnnlab.training.config import SCHEDULES  # noqa: E402
 from cnnlab.training.data import load_fashion_mnist  # noqa: E402
 from cnnlab.training.loop import train  # noqa: E402
-from cnnlab.training.recipes import textbook_config  # noqa: E402
+from cnnlab.training.recipes import scaled_batch, textbook_config  # noqa: E402
 
 
 def main() -> None:
@@ -50,9 +50,8 @@ def main() -> None:
           + " ".join(f"seed {s}" for s in range(args.seeds)))
     for name in args.models:
         for schedule, k in itertools.product(args.schedules, args.batch_scales):
-            book = textbook_config(name)
-            recipe = book.replace(schedule=schedule, device="cpu",
-                                  batch_size=book.batch_size * k, lr=book.lr * k)
+            recipe = scaled_batch(textbook_config(name), k).replace(schedule=schedule,
+                                                                     device="cpu")
             accs = [train(PRESETS[name], recipe.replace(seed=seed), data=data).metrics["test_acc"]
                     for seed in range(args.seeds)]
             print(f"{name:10} {schedule:9} {recipe.batch_size:5} {recipe.lr:5g} "

@@ -318,7 +318,7 @@ def test_a_thread_that_cannot_start_training_fails_its_run_with_the_reason(bench
     finally:
         manager.shutdown()
     executor = bench.threads.InProcessThreads()
-    executor.start(store, run_id, "cuda:0")  # this machine has no GPU for the thread's stream
+    executor.start(store, run_id, "cuda:99")  # no such GPU, here or on any machine
     wait_until(lambda: store.get(run_id).status.terminal)
     run = store.get(run_id)
     assert run.status is Status.FAILED and run.message.startswith("training thread error: ")
@@ -352,3 +352,44 @@ def test_the_forecast_adds_each_models_ten_epochs_at_its_rate_over_each_ways_pac
     assert bench.solo.forecast(["alexnet"], solo, None, levers)["threads_s"] is None
     assert bench.solo.forecast(["nin"], solo, {"packed": 2.0}, levers) == {
         "processes_solo_s": None, "processes_s": None, "threads_solo_s": None, "threads_s": None}
+
+
+def test_a_call_that_stops_in_the_solo_phase_keeps_the_rates_measured_so_far(
+        bench, monkeypatch, tmp_path):
+    gpu = importlib.import_module("gpu")  # bench/gpu.py, on the path the fixture set
+    real, timed = gpu.solo_rows, []
+
+    def out_of_time_at_the_second(name, *args):
+        timed.append(name)
+        if len(timed) == 2:
+            raise TimeoutError("the device call's 600 s are up")
+        return real(name, *args)
+
+    monkeypatch.setattr(gpu, "solo_rows", out_of_time_at_the_second)
+    with pytest.raises(TimeoutError):
+        gpu.main(["--mode", "smoke", "--models", "bn-lenet", "resnet18", "--out", str(tmp_path)])
+    report = json.loads((tmp_path / "gpu-smoke.json").read_text())
+    assert [row["model"] for row in report["solo"]] == ["bn-lenet"]
+    assert report["solo"][0]["examples_per_s"] > 0 and "table" not in report
+
+
+def test_explicit_options_add_to_or_take_back_what_levers_from_takes(bench, tmp_path):
+    gpu = importlib.import_module("gpu")
+    quick = tmp_path / "gpu-quick.json"
+    quick.write_text(json.dumps({"solo": [
+        solo_row("densenet", graphs=True, over_eager=1.3),
+        solo_row("densenet", graphs=True, scale=2, over_table_batch=1.4),
+        solo_row("resnet18", scale=2, over_table_batch=1.2)]}))
+    common = ["--models", "densenet", "resnet18", "alexnet", "--levers-from", str(quick),
+              "--out", str(tmp_path / "out")]
+    taken = gpu.parse_plan(common).levers
+    assert taken == bench.runs.Levers(graphed=frozenset({"densenet"}),
+                                      batch_scales={"densenet": 2, "resnet18": 2})
+    mended = gpu.parse_plan([*common, "--batch-scale", "resnet18=1", "alexnet=2",
+                             "--compile", "alexnet"]).levers
+    assert mended == bench.runs.Levers(compiled=frozenset({"alexnet"}),
+                                       graphed=frozenset({"densenet"}),
+                                       batch_scales={"densenet": 2, "alexnet": 2})
+    # in one process the table trains eagerly: the graphs it took are dropped, the batch kept
+    eager = gpu.parse_plan([*common, "--in-process"]).levers
+    assert eager == bench.runs.Levers(batch_scales={"densenet": 2, "resnet18": 2})

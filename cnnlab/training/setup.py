@@ -128,7 +128,7 @@ def init_cnn(module: nn.Module) -> None:
 
 
 # Seeding and drawing the initial weights go through torch's one global generator; runs that
-# start together in threads of one process (Ray tasks, bench/gpu.py --in-process) take turns.
+# start together in threads of one process (bench/gpu.py --in-process) take turns.
 _INIT_LOCK = threading.Lock()
 
 
