@@ -54,6 +54,8 @@ gpu_solo.py (each model alone, which levers paid, the streams probe), gpu_table.
 table through the JobManager, its rows and the work it packed) and gpu_threads.py.
 
 Run from the repository root:  python bench/gpu.py --mode quick --out results/
+On a device machine, through the device tool:  bash bench/gpu_call.sh quick [options]
+(the data carried, the run store kept out of $OUT, the log teed into it: README).
 """
 
 from __future__ import annotations
@@ -356,9 +358,23 @@ def solo_phase(plan: Plan, device: torch.device, report: dict[str, Any], save) -
         torch.cuda.empty_cache()  # leave the GPU to the table's workers
 
 
+def data_missing(mode: Mode) -> str | None:
+    """Why the mode's data cannot be read, with the fix; None when it can. Checked before any
+    GPU time is spent: a device machine has no Fashion-MNIST of its own (README, the plan)."""
+    try:
+        cnndata.load_fashion_mnist(source=mode.data)  # decoded once: later loads hit its cache
+    except (cnndata.DataNotFound, cnndata.DataCorrupt) as e:
+        return (f"bench/gpu.py: {e}\nOn a device machine: copy the four .gz files into ./data here "
+                "and name it in the call's carry (README, \"The next GPU session\").")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     plan = parse_plan(argv)
     args, mode, entries, levers = plan.args, plan.mode, plan.entries, plan.levers
+    if missing := data_missing(mode):
+        print(missing, file=sys.stderr)
+        return 2
     device = resolve_device("auto")
     args.out.mkdir(parents=True, exist_ok=True)  # only once every option is understood
     report: dict[str, Any] = {"mode": mode.name, "compile": sorted(levers.compiled),

@@ -206,6 +206,44 @@ def test_a_bad_option_is_a_usage_error_naming_it(tmp_path, args, option):
     assert not (tmp_path / "out").exists()  # stopped before writing anything
 
 
+def test_a_mode_on_the_full_data_stops_before_any_gpu_time_when_the_data_is_not_there(
+        bench, tmp_path, monkeypatch, capsys):
+    # a device machine has no Fashion-MNIST of its own: the data dir and Debian's both empty
+    import cnnlab.training.files as files
+    monkeypatch.setattr(files, "DEBIAN_DIR", tmp_path / "no-debian")
+    monkeypatch.setenv("CNNLAB_DATA", str(tmp_path / "no-data"))
+    gpu = importlib.import_module("gpu")
+    monkeypatch.setattr(gpu, "environment", lambda device: pytest.fail("measured the device"))
+    assert gpu.main(["--mode", "quick", "--out", str(tmp_path / "out")]) == 2
+    stderr = capsys.readouterr().err
+    assert "Fashion-MNIST not found" in stderr and "carry" in stderr, stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_the_device_call_script_leaves_only_the_report_and_its_log_in_out(tmp_path):
+    out, tmp = tmp_path / "out", tmp_path / "tmp"
+    out.mkdir(), tmp.mkdir()
+    script = ["bash", str(ROOT / "bench" / "gpu_call.sh"), "smoke"]
+    env = {**os.environ, "OUT": str(out), "TMPDIR": str(tmp), "PYTHON": sys.executable}
+    done = subprocess.run([*script, "--models", "bn-lenet", "--no-solo"], env=env,
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    # only what the device tool brings back (8 files at most): the run store went to TMPDIR
+    assert sorted(p.name for p in out.iterdir()) == ["gpu-smoke.json", "smoke.log"]
+    assert "whole table" in (out / "smoke.log").read_text()
+    [runs] = tmp.iterdir()
+    assert [run.name for run in RunStore(runs).list()] == ["gpu-bench bn-lenet"]
+    # the script's status is bench/gpu.py's, through the pipe into the log
+    bad = subprocess.run([*script, "--models", "lenet5"], env=env, capture_output=True,
+                         text=True, timeout=120, cwd=ROOT)
+    assert bad.returncode == 2 and "--models" in (out / "smoke.log").read_text()
+    without_out = {k: v for k, v in env.items() if k != "OUT"}
+    unset = subprocess.run(script, env=without_out, capture_output=True, text=True, timeout=60,
+                           cwd=ROOT)
+    assert unset.returncode != 0 and "OUT is not set" in unset.stderr
+
+
 @pytest.mark.slow
 def test_levers_from_a_quick_report_reach_the_tables_runs(tmp_path):
     quick = {"solo": [
