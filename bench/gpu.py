@@ -423,9 +423,11 @@ def main(argv: list[str] | None = None) -> int:
     print_work(table)
     failed = [c["check"] for c in report["checks"] if not c["ok"]]
     not_done = [r["model"] for r in table["rows"] if r["status"] != "done"]
+    untimed = sorted({r["model"] for r in report.get("solo", []) if not r["examples_per_s"]})
     print(f"{report['seconds']:.0f} s in all; results in {path}")
-    if failed or not_done:
-        print(f"PROBLEMS: failed checks {failed}, runs not done {not_done}")
+    if failed or not_done or untimed:
+        print(f"PROBLEMS: failed checks {failed}, runs not done {not_done}, "
+              f"solo timings without a rate {untimed}")
         return 1
     return 0
 

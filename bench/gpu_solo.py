@@ -61,16 +61,23 @@ def solo_rate(name: str, mode: Mode, device: torch.device, dataset: cnndata.Fash
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    result = train(spec, config, on_event=events.append, data=timing_data(dataset))
+    row: dict[str, Any] = {"model": name, "batch_size": config.batch_size,
+                           "batch_scale": batch_scale, "compiled": compile, "graphs_asked": graphs}
+    try:
+        result = train(spec, config, on_event=events.append, data=timing_data(dataset))
+    except Exception as exc:  # noqa: BLE001 - one model's failure must not end a device call
+        row |= {"status": "failed", "error": f"{type(exc).__name__}: {exc}"[:500],
+                "examples_per_s": None, "cuda_graphs": None}
+        print(f"  {name}: FAILED alone (batch {config.batch_size}, compiled {compile}, CUDA "
+              f"graphs asked {graphs}): {row['error']}", flush=True)
+        return row
     timed = [e for e in events if e["kind"] == "step" and e["step"] > interval]
     seconds = sum(interval * config.batch_size / e["examples_per_s"] for e in timed)
-    row: dict[str, Any] = {
-        "model": name, "status": result.status.value, "batch_size": config.batch_size,
-        "batch_scale": batch_scale, "compiled": compile,
+    row |= {
+        "status": result.status.value,
         "examples_per_s": round(len(timed) * interval * config.batch_size / seconds, 1)
         if seconds else None,
         "layout": "NHWC" if result.channels_last else "NCHW", "amp": result.amp,
-        "graphs_asked": graphs,
         "cuda_graphs": next((e.get("cuda_graphs") for e in events if e["kind"] == "step"), None),
     }
     estimate = resources.estimate(spec, config, device.type)
@@ -82,7 +89,9 @@ def solo_rate(name: str, mode: Mode, device: torch.device, dataset: cnndata.Fash
         row["measured_peak_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
         row["estimate_over_measured"] = round(row["estimate_mib"] / row["measured_peak_mib"], 2)
     del result
-    print(f"  {name}: {row['examples_per_s']:,.0f} examples/s alone (batch "
+    rate = (f"{row['examples_per_s']:,.0f} examples/s" if row["examples_per_s"]
+            else f"no timed steps, {row['status']}")
+    print(f"  {name}: {rate} alone (batch "
           f"{config.batch_size}, {row['layout']}, bf16 {row['amp']}, compiled {compile}, "
           f"CUDA graphs {row['cuda_graphs']}), "
           f"memory estimate {row['estimate_mib']:,} MiB"

@@ -221,6 +221,32 @@ def test_a_mode_on_the_full_data_stops_before_any_gpu_time_when_the_data_is_not_
 
 
 @pytest.mark.slow
+def test_a_model_that_fails_alone_is_reported_and_the_call_goes_on(bench, tmp_path, monkeypatch):
+    real_train, calls = bench.solo.train, []
+
+    def train(spec, config, **kwargs):  # the first solo timing (resnet18's) breaks
+        calls.append(config.batch_size)
+        if len(calls) == 1:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return real_train(spec, config, **kwargs)
+
+    monkeypatch.setattr(bench.solo, "train", train)
+    gpu = importlib.import_module("gpu")
+    code = gpu.main(["--mode", "smoke", "--models", "resnet18", "bn-lenet", "--out",
+                     str(tmp_path)])
+    report = json.loads((tmp_path / "gpu-smoke.json").read_text())
+    broken, fine = report["solo"]
+    assert (broken["model"], broken["status"], broken["examples_per_s"]) == (
+        "resnet18", "failed", None)
+    assert broken["error"] == "RuntimeError: CUDA error: an illegal memory access was encountered"
+    assert fine["model"] == "bn-lenet" and fine["examples_per_s"] > 0
+    assert report["forecast"]["processes_s"] is None  # no rate for resnet18: no guess
+    # the table still trained both (in worker processes, which the patch does not reach)
+    assert [row["status"] for row in report["table"]["rows"]] == ["done", "done"]
+    assert code == 1  # and the call says what went wrong
+
+
+@pytest.mark.slow
 def test_the_device_call_script_leaves_only_the_report_and_its_log_in_out(tmp_path):
     out, tmp = tmp_path / "out", tmp_path / "tmp"
     out.mkdir(), tmp.mkdir()
