@@ -48,6 +48,12 @@ book's, in the same table (one extra run per preset).
 (gpu_threads.py, an executor for the same JobManager), where kernels of different runs can
 share the GPU at once; eagerly, so it drops compile and CUDA graphs.
 
+`--adopt-levers` does in one call what --levers-from does across two: it times each model alone
+first, in any mode, then trains the table with the levers that timing found paid, and in
+threads of this process when the forecast has one process ahead (with --streams-probe), so no
+decision waits between two device calls. `--call-limit-s S` cancels the table in time for a call
+of S seconds to write its report.
+
 This script checks the environment, parses the options and runs the phases; the rest is in
 four modules beside it: gpu_runs.py (what each run trains: modes, recipes, levers),
 gpu_solo.py (each model alone, which levers paid, the streams probe), gpu_table.py (the
@@ -254,6 +260,8 @@ class Plan:
     lrs: dict[str, float]  # --lr
     levers: Levers
     earlier_solo: list[dict[str, Any]]  # --levers-from's solo rows, for the table's work sum
+    explicit_scales: dict[str, int]  # --batch-scale, which wins over any lever policy
+    in_process: bool  # the table's runs in threads of this process, not worker processes
 
 
 def parse_plan(argv: list[str] | None) -> Plan:
@@ -280,6 +288,11 @@ def parse_plan(argv: list[str] | None) -> Plan:
                              f"{LEVER_PAYS}x faster: compile, CUDA graphs, and a larger batch for "
                              "BatchNorm networks (--compile, --cuda-graphs and --batch-scale "
                              "still add; --batch-scale PRESET=1 takes one back)")
+    parser.add_argument("--adopt-levers", action="store_true",
+                        help="time each model alone first (in any mode), then train this call's "
+                             "table with the levers that timing found paid, as --levers-from "
+                             "takes them from an earlier report, and in threads of this process "
+                             "when the forecast favours one process (needs --streams-probe)")
     parser.add_argument("--schedule", choices=SCHEDULES, default="constant",
                         help="constant: the book's; cosine: the book's lr decayed to 0; anneal: "
                              "the book's lr, then to 0 over the last fifth")
@@ -298,9 +311,16 @@ def parse_plan(argv: list[str] | None) -> Plan:
                              "each, instead of worker processes (eagerly: compile and CUDA "
                              "graphs are dropped)")
     parser.add_argument("--budget-s", type=float, help="cancel the table after this long")
+    parser.add_argument("--call-limit-s", type=float, metavar="S",
+                        help="this whole call must end within S seconds (a device call's "
+                             f"timeout): the table is cancelled {WRAP_UP_S:.0f} s before, so "
+                             "its report is still written")
     parser.add_argument("--runs-dir", type=Path,
                         help="run store for the table (default OUT/runs-MODE; it holds checkpoints)")
     args = parser.parse_args(argv)
+    if args.adopt_levers and (args.levers_from or args.no_solo):
+        parser.error("--adopt-levers takes the levers this call's own solo phase finds: drop "
+                     + ("--levers-from" if args.levers_from else "--no-solo"))
     lrs = learning_rates(parser, "--lr", args.lr)
     entries = entries_for(args.models, lrs, learning_rates(parser, "--extra", args.extra))
     compiled, graphed = named(args.models, args.compile), named(args.models, args.cuda_graphs)
@@ -315,7 +335,8 @@ def parse_plan(argv: list[str] | None) -> Plan:
         graphed |= paid.graphed & set(args.models)
         scales = dict(paid.batch_scales)
         earlier_solo = earlier.get("solo", [])
-    scales |= batch_scales(parser, "--batch-scale", args.batch_scale)
+    explicit_scales = batch_scales(parser, "--batch-scale", args.batch_scale)
+    scales |= explicit_scales
     if args.solo_batch_scale is not None and not 1 <= args.solo_batch_scale <= 8:
         parser.error(f"--solo-batch-scale {args.solo_batch_scale}: expected a whole number "
                      "from 1 to 8, e.g. 2")
@@ -329,7 +350,46 @@ def parse_plan(argv: list[str] | None) -> Plan:
                      ": a run can use one of them")
     levers = Levers(frozenset(compiled), frozenset(graphed),
                     {name: k for name, k in scales.items() if name in args.models and k != 1})
-    return Plan(args, MODES[args.mode], entries, lrs, levers, earlier_solo)
+    return Plan(args, MODES[args.mode], entries, lrs, levers, earlier_solo, explicit_scales,
+                args.in_process)
+
+
+def adopt_levers(plan: Plan, report: dict[str, Any]) -> Plan:
+    """The plan for this call's table from its own solo phase (--adopt-levers): the levers
+    that paid, as --levers-from takes them from an earlier report (--batch-scale still wins),
+    and the runs in threads of this process when the forecast has one process, one stream
+    each, ahead of worker processes (threads run eagerly, so compile and graphs then go).
+    Said in the report as `adopted`."""
+    paid, guess = levers_that_paid(report), report["forecast"]
+    threads = plan.in_process or (guess["threads_s"] is not None
+                                  and guess["processes_s"] is not None
+                                  and guess["threads_s"] < guess["processes_s"])
+    models = set(plan.args.models)
+    scales = {name: k for name, k in (paid.batch_scales | plan.explicit_scales).items()
+              if name in models and k != 1}
+    levers = Levers(frozenset() if threads else paid.compiled & models,
+                    frozenset() if threads else paid.graphed & models, scales)
+    report["adopted"] = {"compile": sorted(levers.compiled), "cuda_graphs": sorted(levers.graphed),
+                         "batch_scales": levers.batch_scales,
+                         "executor": "threads" if threads else "processes"}
+    print(f"adopted for the table: compile {report['adopted']['compile']}, CUDA graphs "
+          f"{report['adopted']['cuda_graphs']}, batch scales {levers.batch_scales}, "
+          f"{'threads of this process' if threads else 'worker processes'}", flush=True)
+    return dataclasses.replace(plan, levers=levers, in_process=threads)
+
+
+# A table cancelled at its budget still waits for its runs to stop, finds each run's predicted
+# classes on the test set and writes the report: time kept for that under --call-limit-s.
+WRAP_UP_S = 30.0
+
+
+def table_budget(plan: Plan, elapsed_s: float) -> float:
+    """Seconds the table may train: --budget-s or the mode's, and under --call-limit-s what
+    is left of the call less the wrap-up."""
+    budget = plan.args.budget_s or plan.mode.budget_s
+    if plan.args.call_limit_s is not None:
+        budget = min(budget, plan.args.call_limit_s - elapsed_s - WRAP_UP_S)
+    return max(budget, 0.0)
 
 
 def solo_phase(plan: Plan, device: torch.device, report: dict[str, Any], save) -> None:
@@ -370,6 +430,7 @@ def data_missing(mode: Mode) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    began = time.perf_counter()  # --call-limit-s counts from here
     plan = parse_plan(argv)
     args, mode, entries, levers = plan.args, plan.mode, plan.entries, plan.levers
     if missing := data_missing(mode):
@@ -388,7 +449,6 @@ def main(argv: list[str] | None = None) -> int:
     def save() -> None:
         path.write_text(json.dumps(report, indent=1, default=str))
 
-    began = time.perf_counter()
     print("environment", flush=True)
     report["environment"] = environment(device)
     print("  " + json.dumps(report["environment"]), flush=True)
@@ -396,11 +456,15 @@ def main(argv: list[str] | None = None) -> int:
     print("app device code", flush=True)
     report["checks"] = device_checks(device)
     save()
-    if mode.solo and not args.no_solo:
+    if (mode.solo or args.adopt_levers) and not args.no_solo:
         solo_phase(plan, device, report, save)
+    if args.adopt_levers:
+        plan = adopt_levers(plan, report)
+        levers = plan.levers
+        save()
     slots = args.slots or (len(entries) if device.type == "cuda" else 1)
     print(f"the table: {len(entries)} runs queued at once, {slots} slots, "
-          + ("in threads of this process, one CUDA stream each" if args.in_process
+          + ("in threads of this process, one CUDA stream each" if plan.in_process
              else "a worker process each")
           + "".join(f"; {e.label} at lr {e.lr:g} (the book's {textbook_config(e.preset).lr:g})"
                     for e in entries if e.lr is not None)
@@ -408,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
                     for name, k in levers.batch_scales.items()), flush=True)
     runs_dir = args.runs_dir or args.out / f"runs-{mode.name}"
     table = run_table(entries, mode, device, runs_dir, slots, levers, args.schedule,
-                      args.budget_s or mode.budget_s, args.in_process)
+                      table_budget(plan, time.perf_counter() - began), plan.in_process)
     table["solo_s"] = solo_seconds(table["rows"], report.get("solo") or plan.earlier_solo)
     report["table"] = table
     routed = all(r["device"] == ("cuda:0" if device.type == "cuda" else "cpu")

@@ -196,6 +196,8 @@ def test_the_solo_seconds_add_each_runs_steps_at_its_own_solo_rate(bench):
     (["--batch-scale", "lenet5=2"], "--batch-scale lenet5=2"),
     (["--solo-batch-scale", "9"], "--solo-batch-scale 9"),
     (["--in-process", "--cuda-graphs", "resnet18"], "--in-process trains eagerly"),
+    (["--adopt-levers", "--levers-from", "q.json"], "drop --levers-from"),
+    (["--adopt-levers", "--no-solo"], "drop --no-solo"),
 ])
 def test_a_bad_option_is_a_usage_error_naming_it(tmp_path, args, option):
     done = subprocess.run(
@@ -457,3 +459,70 @@ def test_explicit_options_add_to_or_take_back_what_levers_from_takes(bench, tmp_
     # in one process the table trains eagerly: the graphs it took are dropped, the batch kept
     eager = gpu.parse_plan([*common, "--in-process"]).levers
     assert eager == bench.runs.Levers(batch_scales={"densenet": 2, "resnet18": 2})
+
+
+def test_adopted_levers_are_those_this_calls_solo_phase_found_paid(bench, tmp_path):
+    gpu = importlib.import_module("gpu")
+    plan = gpu.parse_plan(["--mode", "full", "--models", "googlenet", "densenet", "alexnet",
+                           "--adopt-levers", "--cuda-graphs", "googlenet", "densenet",
+                           "--compile", "alexnet", "--batch-scale", "alexnet=2",
+                           "--out", str(tmp_path)])
+    solo = [solo_row("googlenet", graphs=True, over_eager=2.5),
+            solo_row("densenet", graphs=True, over_eager=1.02),
+            solo_row("densenet", graphs=True, scale=2, over_table_batch=1.3),
+            solo_row("alexnet", compiled=True, over_eager=1.3)]
+    faster_in_processes = {"solo": solo, "forecast": {"processes_s": 150.0, "threads_s": 190.0}}
+    report = dict(faster_in_processes)
+    adopted = gpu.adopt_levers(plan, report)
+    # graphs paid for googlenet, not densenet, whose doubled batch did; compile paid for
+    # alexnet, and its --batch-scale stands although AlexNet has no BatchNorm
+    assert adopted.levers == bench.runs.Levers(
+        compiled=frozenset({"alexnet"}), graphed=frozenset({"googlenet"}),
+        batch_scales={"densenet": 2, "alexnet": 2})
+    assert not adopted.in_process and report["adopted"]["executor"] == "processes"
+    # the forecast has one process ahead: threads, eagerly, so compile and graphs go
+    report = {"solo": solo, "forecast": {"processes_s": 150.0, "threads_s": 110.0}}
+    threads = gpu.adopt_levers(plan, report)
+    assert threads.in_process and threads.levers == bench.runs.Levers(
+        batch_scales={"densenet": 2, "alexnet": 2})
+    assert report["adopted"] == {"compile": [], "cuda_graphs": [], "executor": "threads",
+                                 "batch_scales": {"densenet": 2, "alexnet": 2}}
+    # no probe, no forecast for threads: worker processes
+    report = {"solo": solo, "forecast": {"processes_s": 150.0, "threads_s": None}}
+    assert not gpu.adopt_levers(plan, report).in_process
+
+
+def test_the_table_is_cancelled_in_time_for_the_call_to_write_its_report(bench, tmp_path):
+    gpu = importlib.import_module("gpu")
+
+    def budget(*options, elapsed):
+        plan = gpu.parse_plan(["--mode", "full", *options, "--out", str(tmp_path)])
+        return gpu.table_budget(plan, elapsed)
+
+    assert budget(elapsed=200) == 480  # the full mode's own budget
+    assert budget("--budget-s", "100", elapsed=200) == 100
+    # a 540 s call 200 s in: the table stops 30 s before the call's end
+    assert budget("--call-limit-s", "540", elapsed=200) == 540 - 200 - gpu.WRAP_UP_S
+    assert budget("--call-limit-s", "540", "--budget-s", "60", elapsed=200) == 60
+    assert budget("--call-limit-s", "100", elapsed=90) == 0  # no time left: cancelled at once
+
+
+@pytest.mark.slow
+def test_a_call_that_adopts_its_levers_trains_its_table_with_them(bench, tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu.py"), "--mode", "smoke", "--models",
+         "bn-lenet", "googlenet", "--adopt-levers", "--solo-batch-scale", "2",
+         "--call-limit-s", "250", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    report = json.loads((tmp_path / "gpu-smoke.json").read_text())
+    gained = {row["model"]: row["over_table_batch"] for row in report["solo"]
+              if "over_table_batch" in row}
+    assert set(gained) == {"bn-lenet"}  # the only BatchNorm network of the two
+    # whatever this CPU measured, the table trained with what the policy took from it
+    scale = 2 if gained["bn-lenet"] >= bench.solo.LEVER_PAYS else 1
+    assert report["adopted"]["batch_scales"] == ({"bn-lenet": 2} if scale == 2 else {})
+    batches = {row["model"]: row["batch_size"] for row in report["table"]["rows"]}
+    assert batches == {"bn-lenet": 32 * scale, "googlenet": 32}
+    assert "adopted for the table" in done.stdout
+
