@@ -92,7 +92,7 @@ from cnnlab.training import resources  # noqa: E402
 from cnnlab.training.config import SCHEDULES, ConfigError, TrainConfig  # noqa: E402
 from cnnlab.training.recipes import textbook_config  # noqa: E402
 from cnnlab.training.setup import resolve_device  # noqa: E402
-from gpu_runs import MODES, TABLE, Entry, Levers, Mode, entries_for  # noqa: E402
+from gpu_runs import MODES, TABLE, Entry, Levers, Mode, entries_for, table_levers  # noqa: E402
 from gpu_solo import (LEVER_PAYS, forecast, has_batch_norm, levers_that_paid,  # noqa: E402
                       print_forecast, solo_rows, streams_probe)
 from gpu_table import print_table, print_work, run_table, solo_seconds  # noqa: E402
@@ -260,7 +260,7 @@ class Plan:
     lrs: dict[str, float]  # --lr
     levers: Levers
     earlier_solo: list[dict[str, Any]]  # --levers-from's solo rows, for the table's work sum
-    explicit_scales: dict[str, int]  # --batch-scale, which wins over any lever policy
+    asked: Levers  # --compile, --cuda-graphs and --batch-scale as named
     in_process: bool  # the table's runs in threads of this process, not worker processes
 
 
@@ -323,34 +323,27 @@ def parse_plan(argv: list[str] | None) -> Plan:
                      + ("--levers-from" if args.levers_from else "--no-solo"))
     lrs = learning_rates(parser, "--lr", args.lr)
     entries = entries_for(args.models, lrs, learning_rates(parser, "--extra", args.extra))
-    compiled, graphed = named(args.models, args.compile), named(args.models, args.cuda_graphs)
-    scales, earlier_solo = {}, []
+    paid, earlier_solo = Levers(), []
     if args.levers_from:
         try:
             earlier = json.loads(args.levers_from.read_text())
         except (OSError, ValueError) as exc:
             parser.error(f"--levers-from {args.levers_from}: {exc}")
-        paid = levers_that_paid(earlier)
-        compiled |= paid.compiled & set(args.models)
-        graphed |= paid.graphed & set(args.models)
-        scales = dict(paid.batch_scales)
-        earlier_solo = earlier.get("solo", [])
-    explicit_scales = batch_scales(parser, "--batch-scale", args.batch_scale)
-    scales |= explicit_scales
+        paid, earlier_solo = levers_that_paid(earlier), earlier.get("solo", [])
+    asked = Levers(frozenset(named(args.models, args.compile)),
+                   frozenset(named(args.models, args.cuda_graphs)),
+                   batch_scales(parser, "--batch-scale", args.batch_scale))
     if args.solo_batch_scale is not None and not 1 <= args.solo_batch_scale <= 8:
         parser.error(f"--solo-batch-scale {args.solo_batch_scale}: expected a whole number "
                      "from 1 to 8, e.g. 2")
     if args.in_process and (args.compile is not None or args.cuda_graphs is not None):
         parser.error("--in-process trains eagerly: drop --compile and --cuda-graphs (levers "
                      "from --levers-from are dropped for it)")
-    if args.in_process:
-        compiled, graphed = set(), set()
-    if compiled & graphed:
-        parser.error(f"--compile and --cuda-graphs both name {', '.join(sorted(compiled & graphed))}"
+    levers = table_levers(paid, asked, args.models, eager=args.in_process)
+    if both := levers.compiled & levers.graphed:
+        parser.error(f"--compile and --cuda-graphs both name {', '.join(sorted(both))}"
                      ": a run can use one of them")
-    levers = Levers(frozenset(compiled), frozenset(graphed),
-                    {name: k for name, k in scales.items() if name in args.models and k != 1})
-    return Plan(args, MODES[args.mode], entries, lrs, levers, earlier_solo, explicit_scales,
+    return Plan(args, MODES[args.mode], entries, lrs, levers, earlier_solo, asked,
                 args.in_process)
 
 
@@ -360,15 +353,13 @@ def adopt_levers(plan: Plan, report: dict[str, Any]) -> Plan:
     and the runs in threads of this process when the forecast has one process, one stream
     each, ahead of worker processes (threads run eagerly, so compile and graphs then go).
     Said in the report as `adopted`."""
-    paid, guess = levers_that_paid(report), report["forecast"]
+    guess = report["forecast"]
     threads = plan.in_process or (guess["threads_s"] is not None
                                   and guess["processes_s"] is not None
                                   and guess["threads_s"] < guess["processes_s"])
-    models = set(plan.args.models)
-    scales = {name: k for name, k in (paid.batch_scales | plan.explicit_scales).items()
-              if name in models and k != 1}
-    levers = Levers(frozenset() if threads else paid.compiled & models,
-                    frozenset() if threads else paid.graphed & models, scales)
+    # --compile and --cuda-graphs named what to time; only what paid is kept
+    levers = table_levers(levers_that_paid(report), Levers(batch_scales=plan.asked.batch_scales),
+                          plan.args.models, eager=threads)
     report["adopted"] = {"compile": sorted(levers.compiled), "cuda_graphs": sorted(levers.graphed),
                          "batch_scales": levers.batch_scales,
                          "executor": "threads" if threads else "processes"}

@@ -94,3 +94,16 @@ class Levers:
 
     def scale(self, preset: str) -> int:
         return self.batch_scales.get(preset, 1)
+
+
+def table_levers(paid: Levers, asked: Levers, models: list[str], eager: bool) -> Levers:
+    """The levers a table trains with: those a solo timing found paid (`levers_that_paid`, of
+    an earlier report or this call's own), with those named on the command line added (a named
+    batch scale wins, and K=1 takes one back), for the table's models only; `eager` (its runs
+    in threads of one process) drops compile and CUDA graphs."""
+    keep = set(models)
+    return Levers(
+        frozenset() if eager else frozenset((paid.compiled | asked.compiled) & keep),
+        frozenset() if eager else frozenset((paid.graphed | asked.graphed) & keep),
+        {name: k for name, k in (paid.batch_scales | asked.batch_scales).items()
+         if name in keep and k != 1})

@@ -94,9 +94,10 @@ def test_smoke_mode_runs_every_phase_and_writes_its_report(tmp_path):
 
 @pytest.fixture
 def bench(monkeypatch):
-    """bench/gpu.py's modules (bench/ is scripts, not a package), imported from bench/."""
+    """bench/gpu.py and its modules (bench/ is scripts, not a package), imported from bench/."""
     monkeypatch.syspath_prepend(str(ROOT / "bench"))
-    return SimpleNamespace(**{name: importlib.import_module(f"gpu_{name}")
+    return SimpleNamespace(gpu=importlib.import_module("gpu"),
+                           **{name: importlib.import_module(f"gpu_{name}")
                               for name in ("runs", "solo", "table", "threads")})
 
 
@@ -214,7 +215,7 @@ def test_a_mode_on_the_full_data_stops_before_any_gpu_time_when_the_data_is_not_
     import cnnlab.training.files as files
     monkeypatch.setattr(files, "DEBIAN_DIR", tmp_path / "no-debian")
     monkeypatch.setenv("CNNLAB_DATA", str(tmp_path / "no-data"))
-    gpu = importlib.import_module("gpu")
+    gpu = bench.gpu
     monkeypatch.setattr(gpu, "environment", lambda device: pytest.fail("measured the device"))
     assert gpu.main(["--mode", "quick", "--out", str(tmp_path / "out")]) == 2
     stderr = capsys.readouterr().err
@@ -233,7 +234,7 @@ def test_a_model_that_fails_alone_is_reported_and_the_call_goes_on(bench, tmp_pa
         return real_train(spec, config, **kwargs)
 
     monkeypatch.setattr(bench.solo, "train", train)
-    gpu = importlib.import_module("gpu")
+    gpu = bench.gpu
     code = gpu.main(["--mode", "smoke", "--models", "resnet18", "bn-lenet", "--out",
                      str(tmp_path)])
     report = json.loads((tmp_path / "gpu-smoke.json").read_text())
@@ -422,7 +423,7 @@ def test_the_forecast_adds_each_models_ten_epochs_at_its_rate_over_each_ways_pac
 
 def test_a_call_that_stops_in_the_solo_phase_keeps_the_rates_measured_so_far(
         bench, monkeypatch, tmp_path):
-    gpu = importlib.import_module("gpu")  # bench/gpu.py, on the path the fixture set
+    gpu = bench.gpu
     real, timed = gpu.solo_rows, []
 
     def out_of_time_at_the_second(name, *args):
@@ -440,7 +441,7 @@ def test_a_call_that_stops_in_the_solo_phase_keeps_the_rates_measured_so_far(
 
 
 def test_explicit_options_add_to_or_take_back_what_levers_from_takes(bench, tmp_path):
-    gpu = importlib.import_module("gpu")
+    gpu = bench.gpu
     quick = tmp_path / "gpu-quick.json"
     quick.write_text(json.dumps({"solo": [
         solo_row("densenet", graphs=True, over_eager=1.3),
@@ -462,7 +463,7 @@ def test_explicit_options_add_to_or_take_back_what_levers_from_takes(bench, tmp_
 
 
 def test_adopted_levers_are_those_this_calls_solo_phase_found_paid(bench, tmp_path):
-    gpu = importlib.import_module("gpu")
+    gpu = bench.gpu
     plan = gpu.parse_plan(["--mode", "full", "--models", "googlenet", "densenet", "alexnet",
                            "--adopt-levers", "--cuda-graphs", "googlenet", "densenet",
                            "--compile", "alexnet", "--batch-scale", "alexnet=2",
@@ -493,7 +494,7 @@ def test_adopted_levers_are_those_this_calls_solo_phase_found_paid(bench, tmp_pa
 
 
 def test_the_table_is_cancelled_in_time_for_the_call_to_write_its_report(bench, tmp_path):
-    gpu = importlib.import_module("gpu")
+    gpu = bench.gpu
 
     def budget(*options, elapsed):
         plan = gpu.parse_plan(["--mode", "full", *options, "--out", str(tmp_path)])
@@ -526,3 +527,19 @@ def test_a_call_that_adopts_its_levers_trains_its_table_with_them(bench, tmp_pat
     assert batches == {"bn-lenet": 32 * scale, "googlenet": 32}
     assert "adopted for the table" in done.stdout
 
+
+
+@pytest.mark.slow
+def test_a_table_cancelled_at_the_call_limit_still_writes_its_report(tmp_path):
+    # a 30 s call leaves the table nothing once the 30 s wrap-up is kept: cancelled at once
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu.py"), "--mode", "smoke", "--models",
+         "bn-lenet", "resnet18", "--no-solo", "--call-limit-s", "30", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "budget of 0 s reached: cancelling what is left" in done.stdout
+    report = json.loads((tmp_path / "gpu-smoke.json").read_text())
+    rows = report["table"]["rows"]
+    assert [(row["model"], row["status"]) for row in rows] == [
+        ("bn-lenet", "cancelled"), ("resnet18", "cancelled")]
+    assert "PROBLEMS" in done.stdout and "runs not done ['bn-lenet', 'resnet18']" in done.stdout
